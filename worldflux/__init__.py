@@ -1,0 +1,60 @@
+"""WorldFlux: learned simulators from logged RL data.
+
+Public API (stable): the world-model contract and its payloads, the registry and factory,
+serialization, and the data/planner contracts. Subpackages hold the rest.
+"""
+
+from ._version import __version__
+from .core import (
+    PLANNER_HORIZON_KEY,
+    ActionPayload,
+    Batch,
+    BatchProvider,
+    BatchProviderV2,
+    BatchRequest,
+    ComponentRegistry,
+    ConditionPayload,
+    LossOutput,
+    ModelOutput,
+    NoiseSpec,
+    PlannerOutput,
+    State,
+    Trajectory,
+    WorldFluxError,
+    WorldModel,
+    WorldModelConfig,
+    WorldModelInput,
+    WorldModelRegistry,
+    create_world_model,
+    load_pretrained,
+)
+from .core.plugins import load_plugins
+
+__all__ = [
+    "PLANNER_HORIZON_KEY",
+    "ActionPayload",
+    "Batch",
+    "BatchProvider",
+    "BatchProviderV2",
+    "BatchRequest",
+    "ComponentRegistry",
+    "ConditionPayload",
+    "LossOutput",
+    "ModelOutput",
+    "NoiseSpec",
+    "PlannerOutput",
+    "State",
+    "Trajectory",
+    "WorldFluxError",
+    "WorldModel",
+    "WorldModelConfig",
+    "WorldModelInput",
+    "WorldModelRegistry",
+    "__version__",
+    "create_world_model",
+    "load_plugins",
+    "load_pretrained",
+]
+
+# Third-party families and components (entry points); failures only warn.
+load_plugins()

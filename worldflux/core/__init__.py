@@ -1,0 +1,96 @@
+"""Core contracts: payloads, config, the WorldModel ABC, components, latent spaces, registry,
+plugins and serialization. Everything else in WorldFlux builds on this package."""
+
+from .batch_provider import BatchProvider, BatchProviderV2, BatchRequest
+from .components import (
+    ROLES,
+    ActionConditioner,
+    ComponentRegistry,
+    Decoder,
+    DynamicsModel,
+    ObservationEncoder,
+    RolloutExecutor,
+)
+from .config import WorldModelConfig
+from .errors import (
+    ConfigError,
+    ContractError,
+    PluginError,
+    RegistryError,
+    SerializationError,
+    WorldFluxError,
+)
+from .latent import (
+    CategoricalLatent,
+    GaussianLatent,
+    LatentSpace,
+    SimNormLatent,
+    StochasticLatentSpace,
+)
+from .model import CONTRACT_VERSION, AutoregressiveRollout, WorldModel
+from .noise import NoiseSpec, sample_noise_numpy, sample_noise_torch
+from .payloads import (
+    ActionPayload,
+    Batch,
+    ConditionPayload,
+    LossOutput,
+    ModelOutput,
+    Trajectory,
+    WorldModelInput,
+)
+from .planner import PLANNER_HORIZON_KEY, Planner, PlannerOutput
+from .plugins import PLUGIN_API_VERSION, PluginManifest, PluginWarning, load_plugins
+from .registry import WorldModelRegistry, create_world_model
+from .serialization import FORMAT_VERSION, load_pretrained, save_pretrained
+from .state import State
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "FORMAT_VERSION",
+    "PLANNER_HORIZON_KEY",
+    "PLUGIN_API_VERSION",
+    "ROLES",
+    "ActionConditioner",
+    "ActionPayload",
+    "AutoregressiveRollout",
+    "Batch",
+    "BatchProvider",
+    "BatchProviderV2",
+    "BatchRequest",
+    "CategoricalLatent",
+    "ComponentRegistry",
+    "ConditionPayload",
+    "ConfigError",
+    "ContractError",
+    "Decoder",
+    "DynamicsModel",
+    "GaussianLatent",
+    "LatentSpace",
+    "LossOutput",
+    "ModelOutput",
+    "NoiseSpec",
+    "ObservationEncoder",
+    "Planner",
+    "PlannerOutput",
+    "PluginError",
+    "PluginManifest",
+    "PluginWarning",
+    "RegistryError",
+    "RolloutExecutor",
+    "SerializationError",
+    "SimNormLatent",
+    "State",
+    "StochasticLatentSpace",
+    "Trajectory",
+    "WorldFluxError",
+    "WorldModel",
+    "WorldModelConfig",
+    "WorldModelInput",
+    "WorldModelRegistry",
+    "create_world_model",
+    "load_plugins",
+    "load_pretrained",
+    "sample_noise_numpy",
+    "sample_noise_torch",
+    "save_pretrained",
+]

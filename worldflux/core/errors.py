@@ -1,0 +1,49 @@
+"""Exception types and the "did you mean" helper shared by the whole library.
+
+Every error raised for bad input names what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class WorldFluxError(Exception):
+    """Base class of all errors raised by WorldFlux."""
+
+
+class ConfigError(WorldFluxError, ValueError):
+    """A configuration value or field is invalid or unknown."""
+
+
+class RegistryError(WorldFluxError, KeyError):
+    """An unknown or conflicting registry name (family, preset, alias, component)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class ContractError(WorldFluxError, ValueError):
+    """A payload (State, Batch, ...) or component breaks its contract: key, shape or dtype."""
+
+
+class SerializationError(WorldFluxError, OSError):
+    """A saved model directory is missing, corrupt, too new or of another model type."""
+
+
+class PluginError(WorldFluxError):
+    """A plugin manifest is malformed or incompatible."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest candidate, or ``""`` when none is close."""
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" Did you mean {matches[0]!r}?" if matches else ""
+
+
+def unknown_name_message(kind: str, name: str, candidates: Iterable[str]) -> str:
+    """Uniform message for an unknown name: what was given, the closest match, all choices."""
+    choices = sorted(set(candidates))
+    listing = ", ".join(repr(c) for c in choices) if choices else "(none registered)"
+    return f"Unknown {kind} {name!r}.{did_you_mean(name, choices)} Known: {listing}."

@@ -1,0 +1,232 @@
+"""Family registry and the `create_world_model` factory.
+
+    @WorldModelRegistry.register("dreamerv3", DreamerV3Config, aliases=("dreamer",))
+    class DreamerV3(WorldModel): ...
+
+    model = create_world_model("dreamerv3:small", obs_shape=(17,), action_dim=6, hidden=512)
+
+A spec is ``"family"`` (the family's default preset), ``"family:preset"``, or the path of a
+directory written by ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+from .components import ComponentSpec
+from .config import WorldModelConfig
+from .errors import ConfigError, RegistryError, unknown_name_message
+from .model import WorldModel
+
+W = TypeVar("W", bound=type[WorldModel])
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """A registered family: its model class, config class, aliases and where it came from."""
+
+    name: str
+    model_cls: type[WorldModel]
+    config_cls: type[WorldModelConfig]
+    aliases: tuple[str, ...] = ()
+    source: str = "worldflux"
+
+    @property
+    def presets(self) -> dict[str, dict[str, Any]]:
+        return dict(self.config_cls.presets)
+
+
+@dataclass
+class _Staging:
+    families: dict[str, FamilyEntry] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+
+class WorldModelRegistry:
+    """Global table of world-model families (built-in and plugin)."""
+
+    _families: ClassVar[dict[str, FamilyEntry]] = {}
+    _aliases: ClassVar[dict[str, str]] = {}
+    _staging: ClassVar[_Staging | None] = None
+
+    @classmethod
+    def register(
+        cls,
+        name: str,
+        config_cls: type[WorldModelConfig],
+        *,
+        aliases: tuple[str, ...] | list[str] = (),
+    ) -> Callable[[W], W]:
+        """Class decorator registering a :class:`WorldModel` family under ``name``."""
+        if not issubclass(config_cls, WorldModelConfig):
+            raise RegistryError(
+                f"register({name!r}): config class must derive from WorldModelConfig, "
+                f"got {config_cls!r}."
+            )
+
+        def decorator(model_cls: W) -> W:
+            if not (isinstance(model_cls, type) and issubclass(model_cls, WorldModel)):
+                raise RegistryError(
+                    f"register({name!r}): expected a WorldModel subclass, got {model_cls!r}."
+                )
+            staged = cls._staging
+            for taken in (name, *aliases):
+                owner = cls._owner(taken, staged)
+                if owner is not None and owner.model_cls is not model_cls:
+                    raise RegistryError(
+                        f"register({name!r}): name {taken!r} is already used by family "
+                        f"{owner.name!r} ({owner.source})."
+                    )
+            model_cls.config_class = config_cls
+            model_cls.model_type = name
+            config_cls.model_type = name
+            source = staged.source if staged is not None else model_cls.__module__
+            entry = FamilyEntry(name, model_cls, config_cls, tuple(aliases), source)
+            families = staged.families if staged is not None else cls._families
+            alias_table = staged.aliases if staged is not None else cls._aliases
+            families[name] = entry
+            for alias in aliases:
+                alias_table[alias] = name
+            return model_cls
+
+        return decorator
+
+    @classmethod
+    def _owner(cls, name: str, staged: _Staging | None = None) -> FamilyEntry | None:
+        """The family that holds ``name`` (as name or alias), published or staged."""
+        tables = [(cls._families, cls._aliases)]
+        if staged is not None:
+            tables.append((staged.families, staged.aliases))
+        for families, aliases in tables:
+            key = name if name in families else aliases.get(name)
+            if key is not None:
+                return families[key]
+        return None
+
+    @classmethod
+    def get(cls, name: str) -> FamilyEntry:
+        """The family registered as ``name`` or an alias of it."""
+        entry = cls._owner(name)
+        if entry is None:
+            raise RegistryError(
+                unknown_name_message("world-model family", name, [*cls._families, *cls._aliases])
+            )
+        return entry
+
+    @classmethod
+    def families(cls) -> dict[str, FamilyEntry]:
+        return dict(sorted(cls._families.items()))
+
+    @classmethod
+    def unregister(cls, name: str) -> None:
+        """Remove a family and its aliases (for tests and plugin reloads)."""
+        entry = cls.get(name)
+        del cls._families[entry.name]
+        for alias in entry.aliases:
+            cls._aliases.pop(alias, None)
+
+    @classmethod
+    @contextmanager
+    def staging(cls, source: str) -> Iterator[_Staging]:
+        """Collect the families registered inside the block without publishing them; publish
+        them with :meth:`commit` once they pass the caller's checks (used for plugins)."""
+        if cls._staging is not None:
+            raise RegistryError("WorldModelRegistry.staging() cannot be nested.")
+        cls._staging = _Staging(source=source)
+        try:
+            yield cls._staging
+        finally:
+            cls._staging = None
+
+    @classmethod
+    def conflicts(cls, staged: _Staging) -> list[str]:
+        """Names in ``staged`` that published families already use."""
+        found = []
+        for name in (*staged.families, *staged.aliases):
+            owner = cls._owner(name)
+            if owner is not None:
+                found.append(
+                    f"family name {name!r} is already used by {owner.name!r} ({owner.source})"
+                )
+        return found
+
+    @classmethod
+    def commit(cls, staged: _Staging) -> None:
+        """Publish what :meth:`staging` collected (all or nothing)."""
+        problems = cls.conflicts(staged)
+        if problems:
+            raise RegistryError("; ".join(problems) + ".")
+        cls._families.update(staged.families)
+        cls._aliases.update(staged.aliases)
+
+
+def parse_spec(spec: str) -> tuple[FamilyEntry, str | None]:
+    """``"family[:preset]"`` -> (family entry, preset or the family's default preset)."""
+    name, sep, preset = spec.partition(":")
+    entry = WorldModelRegistry.get(name.strip())
+    if not sep:
+        return entry, entry.config_cls.default_preset
+    preset = preset.strip()
+    if preset not in entry.config_cls.presets:
+        raise RegistryError(
+            unknown_name_message(
+                f"preset of family {entry.name!r}", preset, entry.config_cls.presets
+            )
+        )
+    return entry, preset
+
+
+def build_config(
+    entry: FamilyEntry, preset: str | None, overrides: Mapping[str, Any]
+) -> WorldModelConfig:
+    """Config = class defaults <- preset values <- ``overrides`` (each name checked)."""
+    entry.config_cls.check_keys(overrides, what="argument")
+    values: dict[str, Any] = {}
+    if preset is not None:
+        values.update(entry.config_cls.presets[preset])
+    values.update(overrides)
+    return entry.config_cls.from_dict(values)
+
+
+def create_world_model(
+    spec: str | os.PathLike[str],
+    *,
+    component_overrides: Mapping[str, ComponentSpec] | None = None,
+    device: torch.device | str = "cpu",
+    **overrides: Any,
+) -> WorldModel:
+    """Create a world model from ``"family[:preset]"`` or load one from a saved directory.
+
+    Args:
+        spec: family name or alias, optionally ``":preset"``; or a ``save_pretrained`` directory.
+        component_overrides: ``{role: registered name | "pkg.mod:Class" | class | instance}``.
+        device: where the parameters go.
+        **overrides: config fields, at least ``obs_shape`` and ``action_dim`` for a new model.
+
+    Raises:
+        RegistryError: unknown family or preset (with the closest name).
+        ConfigError: unknown or ill-typed config fields (with the closest name).
+    """
+    path = Path(spec)
+    if isinstance(spec, os.PathLike) or path.is_dir():
+        if overrides or component_overrides:
+            given = sorted([*overrides, *(["component_overrides"] if component_overrides else [])])
+            raise ConfigError(
+                f"create_world_model({str(spec)!r}) loads a saved model; it takes no config "
+                f"overrides, got {given}."
+            )
+        from .serialization import load_pretrained
+
+        return load_pretrained(path, device=device)
+    entry, preset = parse_spec(str(spec))
+    config = build_config(entry, preset, overrides)
+    model = entry.model_cls(config, component_overrides=component_overrides)
+    return model.to(device)

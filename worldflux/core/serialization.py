@@ -1,0 +1,284 @@
+"""`save_pretrained` / `load_pretrained`: a model as a directory of JSON and safetensors.
+
+Layout of a saved directory::
+
+    config.json        {"model_type", "config": {...}, "component_overrides": {role: spec}}
+    model.safetensors  the state dict (parameters and persistent buffers)
+    metadata.json      {"format_version", "library_version", "contract_version", "model_type",
+                        "weights_file", "weights_bytes", "weights_sha256", "torch_version"}
+
+Nothing is unpickled: configs are JSON and weights are safetensors. Component overrides saved as
+``"pkg.mod:Class"`` import paths are imported only with ``trust_imports=True``; registered
+component names always resolve.
+
+Writes are atomic: files go to a temporary sibling directory that is renamed into place, so a
+crash never leaves a half-written model under the target name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .._version import __version__
+from .errors import ConfigError, RegistryError, SerializationError, unknown_name_message
+from .model import CONTRACT_VERSION, WorldModel
+
+#: Version of the on-disk layout; bumped on incompatible changes.
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _plain_state_dict(model: WorldModel) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors; tensors sharing storage are copied (safetensors needs that)."""
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        out[key] = tensor
+    return out
+
+
+def replace_dir_atomically(staged: Path, target: Path) -> None:
+    """Move the finished directory ``staged`` to ``target``, replacing an old one."""
+    if target.exists():
+        if not target.is_dir():
+            raise SerializationError(f"{target}: exists and is not a directory.")
+        backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        backup.rmdir()
+        os.rename(target, backup)
+        os.rename(staged, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.rename(staged, target)
+
+
+def save_pretrained(model: WorldModel, directory: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``directory`` (created or replaced atomically); return the path.
+
+    An existing ``directory`` is replaced only if it is empty or itself a saved model, so a
+    mistyped path never deletes unrelated files.
+    """
+    target = Path(directory)
+    in_use = target.is_dir() and any(target.iterdir())
+    if in_use and not (target / METADATA_FILE).is_file():
+        raise SerializationError(
+            f"{target}: exists and is not a saved WorldFlux model (no {METADATA_FILE}); "
+            "refusing to replace it."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        _write_json(
+            staged / CONFIG_FILE,
+            {
+                "model_type": model.model_type,
+                "config": model.config.to_dict(),
+                "component_overrides": dict(model.component_specs),
+            },
+        )
+        weights = staged / WEIGHTS_FILE
+        save_file(
+            _plain_state_dict(model),
+            str(weights),
+            metadata={"format": "pt", "worldflux_model_type": model.model_type},
+        )
+        _fsync(weights)
+        _write_json(
+            staged / METADATA_FILE,
+            {
+                "format_version": FORMAT_VERSION,
+                "library_version": __version__,
+                "contract_version": CONTRACT_VERSION,
+                "model_type": model.model_type,
+                "weights_file": WEIGHTS_FILE,
+                "weights_bytes": weights.stat().st_size,
+                "weights_sha256": _sha256(weights),
+                "torch_version": torch.__version__,
+            },
+        )
+        replace_dir_atomically(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return target
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SerializationError(
+            f"{path.parent}: missing {path.name}; not a saved WorldFlux model."
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SerializationError(f"{path}: not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise SerializationError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    if key not in data:
+        raise SerializationError(f"{path}: missing field {key!r}.")
+    value = data[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise SerializationError(
+            f"{path}: field {key!r} expected {getattr(kind, '__name__', kind)}, got {value!r}."
+        )
+    return value
+
+
+def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``metadata.json`` (format and contract versions)."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise SerializationError(f"{path}: no such model directory.")
+    meta = _read_json(path / METADATA_FILE)
+    fmt = _field(meta, "format_version", int, path / METADATA_FILE)
+    if fmt > FORMAT_VERSION:
+        raise SerializationError(
+            f"{path}: saved with format version {fmt} (library {meta.get('library_version')}); "
+            f"this worldflux {__version__} reads format <= {FORMAT_VERSION}. Upgrade worldflux."
+        )
+    contract = _field(meta, "contract_version", int, path / METADATA_FILE)
+    if contract > CONTRACT_VERSION:
+        raise SerializationError(
+            f"{path}: saved with WorldModel contract {contract}; this worldflux supports "
+            f"<= {CONTRACT_VERSION}. Upgrade worldflux."
+        )
+    return meta
+
+
+def _load_weights(path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    name = _field(meta, "weights_file", str, path / METADATA_FILE)
+    weights = path / name
+    if Path(name).name != name:
+        raise SerializationError(f"{path}: weights_file must be a plain file name, got {name!r}.")
+    if not weights.is_file():
+        raise SerializationError(f"{path}: weights file {name} is missing.")
+    expected_bytes = _field(meta, "weights_bytes", int, path / METADATA_FILE)
+    size = weights.stat().st_size
+    if size != expected_bytes:
+        raise SerializationError(
+            f"{weights}: expected {expected_bytes} bytes, found {size} (truncated or replaced)."
+        )
+    expected_sha = _field(meta, "weights_sha256", str, path / METADATA_FILE)
+    if _sha256(weights) != expected_sha:
+        raise SerializationError(f"{weights}: checksum mismatch; the file is corrupt.")
+    try:
+        return load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SerializationError(f"{weights}: unreadable safetensors file ({exc}).") from None
+
+
+def _check_state_dict(model: WorldModel, weights: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    mismatched = [
+        f"{k}: model {list(expected[k].shape)}, file {list(weights[k].shape)}"
+        for k in sorted(set(expected) & set(weights))
+        if tuple(expected[k].shape) != tuple(weights[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    if mismatched:
+        problems.append("shape mismatches: " + "; ".join(mismatched))
+    if problems:
+        raise SerializationError(
+            f"{path}: weights do not fit the {model.model_type!r} model built from its config: "
+            + " | ".join(problems)
+        )
+
+
+def load_pretrained(
+    directory: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    trust_imports: bool = False,
+    expected_cls: type[WorldModel] | None = None,
+) -> WorldModel:
+    """Build the model described by ``directory`` and load its weights.
+
+    Args:
+        device: where the parameters go.
+        trust_imports: allow component overrides saved as ``"pkg.mod:Class"`` to be imported.
+        expected_cls: raise unless the saved family is this class (or a subclass).
+    """
+    from .registry import WorldModelRegistry
+
+    path = Path(directory)
+    meta = read_metadata(path)
+    cfg_file = _read_json(path / CONFIG_FILE)
+    model_type = _field(cfg_file, "model_type", str, path / CONFIG_FILE)
+    if model_type != meta.get("model_type"):
+        raise SerializationError(
+            f"{path}: config.json says model type {model_type!r}, metadata.json says "
+            f"{meta.get('model_type')!r}."
+        )
+    try:
+        entry = WorldModelRegistry.get(model_type)
+    except RegistryError:
+        raise SerializationError(
+            unknown_name_message("world-model family", model_type, WorldModelRegistry.families())
+            + f" ({path} needs it; is the plugin that provides it installed?)"
+        ) from None
+    if expected_cls is not None and not issubclass(entry.model_cls, expected_cls):
+        raise SerializationError(
+            f"{path}: holds a {model_type!r} model ({entry.model_cls.__name__}), "
+            f"expected {expected_cls.__name__} ({expected_cls.model_type or 'any family'})."
+        )
+    config_data = _field(cfg_file, "config", dict, path / CONFIG_FILE)
+    overrides = _field(cfg_file, "component_overrides", dict, path / CONFIG_FILE)
+    try:
+        config = entry.config_cls.from_dict(config_data)
+    except ConfigError as exc:
+        raise SerializationError(f"{path / CONFIG_FILE}: {exc}") from None
+    model = entry.model_cls(config, component_overrides=overrides, trust_imports=trust_imports)
+    weights = _load_weights(path, meta)
+    _check_state_dict(model, weights, path)
+    model.load_state_dict(weights, strict=True)
+    return model.to(device)
