@@ -191,8 +191,8 @@ class ComponentRegistry:
         """Names in ``staged`` that published components already use."""
         return [
             f"component name {name!r} is already used by {class_path(cls._entries[name][1])}"
-            for name in staged
-            if name in cls._entries
+            for name, (_, component_cls) in staged.items()
+            if name in cls._entries and cls._entries[name][1] is not component_cls
         ]
 
     @classmethod
@@ -296,8 +296,8 @@ def resolve_component_class(
         registered_role, cls = ComponentRegistry.get(spec)
         if registered_role != role_name:
             raise ConfigError(
-                f"component_overrides[{role_name!r}]: {spec!r} is registered as a "
-                f"{registered_role}, not a {role_name}."
+                f"component_overrides[{role_name!r}]: {spec!r} is registered for role "
+                f"{registered_role!r}, not {role_name!r}."
             )
     if role.neural and not issubclass(cls, nn.Module):
         raise ContractError(

@@ -183,7 +183,7 @@ class CategoricalLatent(StochasticLatentSpace):
             # the last cdf entry fall just below 1, so the count is capped at the last class.
             index = (cdf <= u.unsqueeze(-1)).sum(-1).clamp(max=self.classes - 1)
         one_hot = F.one_hot(index, self.classes).to(probs.dtype)
-        return one_hot + probs - probs.detach()
+        return one_hot + (probs - probs.detach())  # exactly one-hot forward, grads of probs
 
     def kl(self, params_p: torch.Tensor, params_q: torch.Tensor) -> torch.Tensor:
         p, q = self.probs(params_p), self.probs(params_q)

@@ -63,7 +63,7 @@ class AutoregressiveRollout:
         dims = {"B": initial_state.batch_size, "A": model.config.action_dim}
         check_shape("rollout", "actions", actions, ("T", "B", "A"), dims)
         if noise is not None:
-            check_noise(model.noise_spec(), noise, (dims["T"], "B"), owner="rollout.noise")
+            check_noise(model.noise_spec(), noise, (dims["T"], dims["B"]), owner="rollout.noise")
         states = [initial_state]
         predictions: dict[str, list[torch.Tensor]] = {}
         uncertainties: list[torch.Tensor] = []

@@ -114,7 +114,8 @@ class PluginRecord:
     components: list[str] = field(default_factory=list)
 
 
-_records: dict[tuple[str, str], PluginRecord] = {}
+#: (group, entry point name, distribution) -> outcome
+_records: dict[tuple[str, str, str], PluginRecord] = {}
 
 
 def _distribution(ep: EntryPoint) -> str:
@@ -165,7 +166,7 @@ def load_plugins() -> list[PluginRecord]:
     """
     for group in ENTRY_POINT_GROUPS:
         for ep in entry_points(group=group):
-            key = (group, ep.name)
+            key = (group, ep.name, _distribution(ep))
             if key not in _records:
                 _records[key] = _load_one(ep, group)
     return list(_records.values())

@@ -85,16 +85,13 @@ class WorldModelRegistry:
                         f"register({name!r}): name {taken!r} is already used by family "
                         f"{owner.name!r} ({owner.source})."
                     )
-            model_cls.config_class = config_cls
-            model_cls.model_type = name
-            config_cls.model_type = name
             source = staged.source if staged is not None else model_cls.__module__
             entry = FamilyEntry(name, model_cls, config_cls, tuple(aliases), source)
-            families = staged.families if staged is not None else cls._families
-            alias_table = staged.aliases if staged is not None else cls._aliases
-            families[name] = entry
-            for alias in aliases:
-                alias_table[alias] = name
+            if staged is not None:  # published (and the classes tagged) only on commit
+                staged.families[name] = entry
+                staged.aliases.update({alias: name for alias in aliases})
+            else:
+                cls._publish({name: entry}, {alias: name for alias in aliases})
             return model_cls
 
         return decorator
@@ -149,10 +146,14 @@ class WorldModelRegistry:
     @classmethod
     def conflicts(cls, staged: _Staging) -> list[str]:
         """Names in ``staged`` that published families already use."""
+        named = [*staged.families.items()]
+        named += [(alias, staged.families[family]) for alias, family in staged.aliases.items()]
         found = []
-        for name in (*staged.families, *staged.aliases):
+        for name, mine in named:
             owner = cls._owner(name)
-            if owner is not None:
+            # the same class under the same family name (e.g. one hook listed in both entry-point
+            # groups) is a repeat, not a conflict
+            if owner is not None and (owner.model_cls, owner.name) != (mine.model_cls, mine.name):
                 found.append(
                     f"family name {name!r} is already used by {owner.name!r} ({owner.source})"
                 )
@@ -164,8 +165,17 @@ class WorldModelRegistry:
         problems = cls.conflicts(staged)
         if problems:
             raise RegistryError("; ".join(problems) + ".")
-        cls._families.update(staged.families)
-        cls._aliases.update(staged.aliases)
+        fresh = {n: e for n, e in staged.families.items() if cls._owner(n) is None}
+        cls._publish(fresh, {a: f for a, f in staged.aliases.items() if cls._owner(a) is None})
+
+    @classmethod
+    def _publish(cls, families: Mapping[str, FamilyEntry], aliases: Mapping[str, str]) -> None:
+        for entry in families.values():
+            entry.model_cls.config_class = entry.config_cls
+            entry.model_cls.model_type = entry.name
+            entry.config_cls.model_type = entry.name
+        cls._families.update(families)
+        cls._aliases.update(aliases)
 
 
 def parse_spec(spec: str) -> tuple[FamilyEntry, str | None]:

@@ -86,7 +86,11 @@ def replace_dir_atomically(staged: Path, target: Path) -> None:
         backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         backup.rmdir()
         os.rename(target, backup)
-        os.rename(staged, target)
+        try:
+            os.rename(staged, target)
+        except BaseException:
+            os.rename(backup, target)  # put the previous model back under its name
+            raise
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.rename(staged, target)
@@ -99,6 +103,13 @@ def save_pretrained(model: WorldModel, directory: str | os.PathLike[str]) -> Pat
     mistyped path never deletes unrelated files.
     """
     target = Path(directory)
+    for role, spec in model.component_specs.items():
+        if "<locals>" in spec:
+            raise SerializationError(
+                f"cannot save {target}: the {role} override {spec} is a class defined inside a "
+                "function, which no loader can import. Define it at module level or register it "
+                "with ComponentRegistry.register."
+            )
     in_use = target.is_dir() and any(target.iterdir())
     if in_use and not (target / METADATA_FILE).is_file():
         raise SerializationError(

@@ -1,0 +1,43 @@
+"""Shared fixtures: the toy family (registered once) and small synthetic batches."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import toy_model
+
+import worldflux as wf
+
+OBS_DIM, ACTION_DIM = 4, 2
+
+
+def make_batch(
+    batch: int = 3, steps: int = 5, obs_dim: int = OBS_DIM, act: int = ACTION_DIM
+) -> wf.Batch:
+    g = torch.Generator().manual_seed(0)
+    return wf.Batch(
+        obs=torch.randn(batch, steps + 1, obs_dim, generator=g),
+        actions=torch.randn(batch, steps, act, generator=g),
+        rewards=torch.randn(batch, steps, generator=g),
+        terminations=torch.zeros(batch, steps, dtype=torch.bool),
+        truncations=torch.zeros(batch, steps, dtype=torch.bool),
+    )
+
+
+@pytest.fixture
+def batch() -> wf.Batch:
+    return make_batch()
+
+
+@pytest.fixture
+def toy() -> toy_model.ToyModel:
+    torch.manual_seed(0)
+    model = wf.create_world_model("toy:tiny", obs_shape=(OBS_DIM,), action_dim=ACTION_DIM)
+    assert isinstance(model, toy_model.ToyModel)
+    return model

@@ -1,0 +1,51 @@
+"""A synthetic control system with known dynamics, for learning tests.
+
+``x' = A x + B a``, reward ``r = w . a + 0.1 x[0]`` (depends on the *current* action, so a model
+whose rewards are shifted by one step cannot fit it), termination when ``|x'[0]| > limit``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import worldflux as wf
+
+OBS_DIM, ACTION_DIM = 4, 2
+
+
+def system(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(OBS_DIM, OBS_DIM, generator=g))
+    a = 0.95 * q  # a stable rotation
+    b = 0.5 * torch.randn(OBS_DIM, ACTION_DIM, generator=g)
+    w = torch.tensor([1.0, -2.0])
+    return a, b, w
+
+
+def sample_batch(n: int, steps: int, seed: int, limit: float = 1.0) -> wf.Batch:
+    """``n`` sequences of ``steps`` transitions; a terminated sequence is padded (mask 0)."""
+    a, b, w = system()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, OBS_DIM, generator=g) * 2 - 1
+    obs, acts, rews, terms, mask = [x], [], [], [], []
+    alive = torch.ones(n)
+    for _ in range(steps):
+        u = torch.rand(n, ACTION_DIM, generator=g) * 2 - 1
+        nxt = x @ a.T + u @ b.T
+        r = u @ w + 0.1 * x[:, 0]
+        done = (nxt[:, 0].abs() > limit).float() * alive
+        obs.append(nxt)
+        acts.append(u)
+        rews.append(r)
+        terms.append(done)
+        mask.append(alive.clone())
+        alive = alive * (1 - done)
+        x = nxt
+    return wf.Batch(
+        obs=torch.stack(obs, 1),
+        actions=torch.stack(acts, 1),
+        rewards=torch.stack(rews, 1),
+        terminations=torch.stack(terms, 1),
+        truncations=torch.zeros(n, steps),
+        mask=torch.stack(mask, 1),
+    )
