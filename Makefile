@@ -20,8 +20,8 @@ demo: $(STAMP)
 	$(BIN)/worldflux info
 
 lint: $(STAMP)
-	$(BIN)/ruff check worldflux tests
-	$(BIN)/ruff format --check worldflux tests
+	$(BIN)/ruff check worldflux tests benchmarks
+	$(BIN)/ruff format --check worldflux tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -121,8 +121,10 @@ def _print_info(info: dict[str, Any]) -> None:
     t = info["torch"]
     if t:
         gpus = ", ".join(t["cuda_devices"]) or "none"
-        print(f"\nPyTorch: CUDA {'available' if t['cuda_available'] else 'not available'} "
-              f"(GPUs: {gpus}); {t['num_threads']} CPU threads")  # fmt: skip
+        print(
+            f"\nPyTorch: CUDA {'available' if t['cuda_available'] else 'not available'} "
+            f"(GPUs: {gpus}); {t['num_threads']} CPU threads"
+        )
     print(f"ONNX Runtime providers: {', '.join(info['onnxruntime_providers']) or 'none'}")
     print("\nWorld-model families")
     if not info["families"]:
@@ -154,6 +156,64 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from .data.pipeline import CollectSpec, TrainSpec, collect_dataset
+    from .data.recipes import load_recipes, recipe_names, recipe_spec
+
+    if args.list_recipes:
+        recipes = load_recipes()
+        for name in recipe_names():
+            r = recipes["dataset"][name]
+            print(
+                f"{name:<28} {r['dataset_id']:<42} {r['env']:<16} policy={r.get('policy', 'random')}"
+            )
+        return 0
+    if args.recipe:
+        if args.env_id or args.dataset_id:
+            raise SystemExit(
+                "worldflux collect: give either --recipe or ENV_ID --dataset-id, not both."
+            )
+        spec = recipe_spec(args.recipe)
+    else:
+        if not args.env_id or not args.dataset_id:
+            raise SystemExit(
+                "worldflux collect: expected ENV_ID and --dataset-id (or --recipe NAME; "
+                "--list-recipes shows them)."
+            )
+        train = None
+        policy = args.policy
+        if args.train_steps is not None:
+            if policy != "random":
+                raise SystemExit(
+                    "worldflux collect: --train-steps trains the policy; drop --policy."
+                )
+            policy = "train"
+            train = TrainSpec(
+                algo=args.algo,
+                train_steps=args.train_steps,
+                n_envs=args.n_envs,
+                save_to=args.save_policy,
+            )
+        elif args.mode == "replay":
+            raise SystemExit("worldflux collect: --mode replay needs --train-steps.")
+        spec = CollectSpec(
+            env_id=args.env_id,
+            dataset_id=args.dataset_id,
+            policy=policy,
+            mode=args.mode,
+            steps=None if args.mode == "replay" else args.steps,
+            action_noise=args.action_noise,
+            n_envs=args.n_envs,
+            seed=args.seed,
+            train=train,
+            score_episodes=args.score_episodes,
+            ref_max_score=args.ref_max_score,
+        )
+    report = collect_dataset(spec, overwrite=args.overwrite, progress=not args.quiet)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldflux",
@@ -167,6 +227,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(func=_cmd_info)
+
+    col = sub.add_parser(
+        "collect",
+        help="write a Minari dataset from a gymnasium env with a behaviour policy",
+        description="Write a Minari dataset (into MINARI_DATASETS_PATH or ~/.minari/datasets) "
+        "from ENV_ID with a random policy, an SB3 model file, or an SB3 agent trained first; "
+        "or rebuild one of the project's datasets with --recipe.",
+    )
+    col.add_argument("env_id", nargs="?", help="gymnasium environment id, e.g. Walker2d-v5")
+    col.add_argument("--dataset-id", help="Minari id to write, e.g. me/walker2d/medium-v0")
+    col.add_argument("--recipe", help="build a named project dataset (see --list-recipes)")
+    col.add_argument("--list-recipes", action="store_true", help="list dataset recipes and exit")
+    col.add_argument(
+        "--policy", default="random", help="'random' (default) or the path of an SB3 model zip"
+    )
+    col.add_argument("--train-steps", type=int, help="train an SB3 agent for this many steps first")
+    col.add_argument("--algo", default="ppo", help="SB3 algorithm for --train-steps (default ppo)")
+    col.add_argument(
+        "--mode",
+        choices=("final", "replay"),
+        default="final",
+        help="with --train-steps: episodes of the final policy, or the training episodes",
+    )
+    col.add_argument("--save-policy", help="with --train-steps: save the trained agent here (.zip)")
+    col.add_argument("--steps", type=int, default=100_000, help="transitions to collect")
+    col.add_argument(
+        "--action-noise", type=float, default=0.0, help="Gaussian noise, x half the action range"
+    )
+    col.add_argument("--n-envs", type=int, default=8, help="environments stepped together")
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument(
+        "--score-episodes", type=int, default=20, help="episodes for reference returns"
+    )
+    col.add_argument("--ref-max-score", type=float, help="expert return for normalised scores")
+    col.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    col.add_argument("--quiet", action="store_true", help="no progress bars")
+    col.add_argument("--json", action="store_true", help="print the report as JSON")
+    col.set_defaults(func=_cmd_collect)
     return parser
 
 

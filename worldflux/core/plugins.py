@@ -127,8 +127,10 @@ def _load_one(ep: EntryPoint, group: str) -> PluginRecord:
     record = PluginRecord(group, ep.name, ep.value, _distribution(ep), "failed")
     label = f"WorldFlux plugin {ep.name!r} ({ep.value}, from {record.distribution})"
     try:
-        with WorldModelRegistry.staging(source=f"plugin {ep.name}") as families, \
-                ComponentRegistry.staging() as components:  # fmt: skip
+        with (
+            WorldModelRegistry.staging(source=f"plugin {ep.name}") as families,
+            ComponentRegistry.staging() as components,
+        ):
             target = ep.load()
             if not callable(target):
                 raise PluginError(
@@ -138,8 +140,9 @@ def _load_one(ep: EntryPoint, group: str) -> PluginRecord:
             manifest = PluginManifest.parse(target())
     except Exception as exc:  # a broken plugin must never break `import worldflux`
         record.reason = f"{type(exc).__name__}: {exc}"
-        warnings.warn(f"{label} failed to load and was skipped: {record.reason}",
-                      PluginWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"{label} failed to load and was skipped: {record.reason}", PluginWarning, stacklevel=3
+        )
         return record
     record.manifest = manifest
     problem = manifest.incompatibility()

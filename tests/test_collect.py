@@ -1,0 +1,149 @@
+"""`worldflux collect` and behaviour policies (SB3 files loaded without unpickling)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import minari
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+from worldflux.data.collect import SB3Policy
+from worldflux.data.recipes import recipe_names, recipe_spec
+from worldflux.data.sb3_policy import UnsafePolicyFileError, load_sb3_policy
+
+SCRIPT = Path(sys.executable).parent / "worldflux"
+
+
+@pytest.fixture(scope="module")
+def ppo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "cartpole.zip"
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0,
+                policy_kwargs={"net_arch": [16, 16]})  # fmt: skip
+    model.learn(128)
+    model.save(path)
+    return path
+
+
+def test_sb3_policy_loads_without_unpickling(
+    ppo_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    import cloudpickle
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(cloudpickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    env = gym.make("CartPole-v1")
+    policy = load_sb3_policy(ppo_file, env)
+    monkeypatch.undo()
+    reference = PPO.load(ppo_file)
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    assert np.array_equal(
+        policy.predict(obs, deterministic=True)[0], reference.predict(obs, deterministic=True)[0]
+    )
+    for a, b in zip(
+        policy.state_dict().values(), reference.policy.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_pickled_policy_kwargs_and_wrong_spaces_are_refused(ppo_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "tanh.zip"
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32,
+        policy_kwargs={"activation_fn": torch.nn.Tanh}).save(path)  # fmt: skip
+    with pytest.raises(UnsafePolicyFileError, match="policy_kwargs are pickled"):
+        load_sb3_policy(path, gym.make("CartPole-v1"))
+    with pytest.raises(
+        UnsafePolicyFileError,
+        match=r"saved observation_space has shape \(4,\), the environment's has \(3,\)",
+    ):
+        load_sb3_policy(ppo_file, gym.make("Pendulum-v1"))
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("data", "{}")
+    with pytest.raises(UnsafePolicyFileError, match="not a stable-baselines3 model zip"):
+        load_sb3_policy(bad, gym.make("CartPole-v1"))
+
+
+def test_action_noise_is_scaled_and_clipped() -> None:
+    env = gym.make("Pendulum-v1")
+
+    class Zero:
+        def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+            return np.zeros((len(obs), 1), np.float32), None
+
+    noisy = SB3Policy(Zero(), env.action_space, action_noise=0.5, seed=0)
+    actions = noisy(np.zeros((5000, 3), np.float32))
+    assert abs(float(actions.std()) - 1.0) < 0.05  # 0.5 x half-range 2.0
+    clipped = SB3Policy(Zero(), env.action_space, action_noise=5.0, seed=0)(
+        np.zeros((1000, 3), np.float32)
+    )
+    assert float(clipped.max()) == 2.0 and float(clipped.min()) == -2.0
+
+
+def _run(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(root)}
+    return subprocess.run(
+        [str(SCRIPT), "collect", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> None:
+    res = _run("--recipe", "pendulum-random", "--quiet", "--json", root=tmp_path)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["steps"] == 10_000 and report["episodes"] >= 50
+    res = _run("CartPole-v1", "--dataset-id", "test/cartpole/ppo-v0", "--policy", str(ppo_file),
+               "--steps", "500", "--action-noise", "0", "--quiet", root=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = _run("CartPole-v1", "--dataset-id", "test/cartpole/replay-v0", "--train-steps", "256",
+               "--mode", "replay", "--quiet", "--json", root=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["steps"] >= 256
+    again = _run("--recipe", "pendulum-random", "--quiet", root=tmp_path)
+    assert again.returncode != 0 and "already exists" in again.stderr
+
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path)
+    try:
+        ds = minari.load_dataset("worldflux/pendulum/random-v0")
+        meta = ds.storage.metadata["worldflux"]
+        assert meta["behaviour_policy"] == "random" and meta["random_return"]["episodes"] == 20
+        assert ds.recover_environment().spec.id == "Pendulum-v1"
+        replay = minari.load_dataset("test/cartpole/replay-v0")
+        assert replay.storage.metadata["worldflux"]["spec"]["mode"] == "replay"
+    finally:
+        del os.environ["MINARI_DATASETS_PATH"]
+
+
+def test_collect_cli_bad_arguments(tmp_path: Path) -> None:
+    res = _run("CartPole-v1", root=tmp_path)
+    assert res.returncode != 0 and "--dataset-id" in res.stderr
+    res = _run("CartPole-v1", "--dataset-id", "t/x-v0", root=tmp_path)
+    assert res.returncode != 0 and "not a valid Minari id" in res.stderr
+    res = _run("--recipe", "walker-medium", root=tmp_path)
+    assert res.returncode != 0 and "Did you mean 'walker2d-medium'" in res.stderr
+
+
+def test_recipes_are_consistent() -> None:
+    names = recipe_names()
+    assert {"walker2d-random", "walker2d-medium", "walker2d-medium-replay", "hopper-medium",
+            "hopper-medium-replay", "halfcheetah-medium", "halfcheetah-medium-replay",
+            "pendulum-random", "cartpole-random"} <= set(names)  # fmt: skip
+    for name in names:
+        spec = recipe_spec(name)
+        assert spec.dataset_id.startswith("worldflux/")
+    medium, replay = recipe_spec("walker2d-medium"), recipe_spec("walker2d-medium-replay")
+    assert medium.train is not None and medium.policy == medium.train.save_to
+    assert replay.mode == "replay" and replay.train == medium.train

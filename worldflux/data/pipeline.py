@@ -1,0 +1,272 @@
+"""`collect_dataset`: one call from a behaviour-policy description to a Minari dataset + report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from .._version import __version__
+from ..core.errors import ConfigError
+from .collect import (
+    ALGORITHMS,
+    Policy,
+    RandomPolicy,
+    SB3Policy,
+    check_dataset_id,
+    episode_returns,
+    rollout_episodes,
+    train_behaviour_policy,
+    write_dataset,
+)
+from .minari_io import datasets_root
+from .spaces import action_layout, observation_layout
+
+
+@dataclass
+class TrainSpec:
+    """How to train a behaviour policy on the real environment (stable-baselines3)."""
+
+    algo: str = "ppo"
+    train_steps: int = 1_000_000
+    n_envs: int = 8
+    normalize: bool = True
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    save_to: str | None = None
+    #: stop training once the deterministic policy's mean return reaches this (None: never)
+    target_return: float | None = None
+    eval_every: int = 25_000
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ConfigError(f"algo: expected one of {list(ALGORITHMS)}, got {self.algo!r}.")
+        if self.train_steps < 1:
+            raise ConfigError(f"train_steps: expected >= 1, got {self.train_steps}.")
+
+
+@dataclass
+class CollectSpec:
+    """Everything ``worldflux collect`` needs.
+
+    Attributes:
+        env_id: Gymnasium id of the real environment.
+        dataset_id: Minari id to write, e.g. ``"worldflux/walker2d/medium-v0"``.
+        policy: ``"random"``, a path to an SB3 zip, or ``"train"`` (see ``train``).
+        mode: with ``policy="train"``: ``"final"`` (episodes of the trained policy) or
+            ``"replay"`` (the episodes played during training).
+        steps: transitions to collect (``final``/``random``/file policies).
+        action_noise: Gaussian noise, in units of half the action range (file/trained policies).
+        train: training settings when ``policy="train"`` (or when a ``train.save_to`` file
+            does not exist yet for ``policy`` = that file).
+        score_episodes: episodes used to measure random and behaviour returns.
+        ref_max_score: reference "expert" return for Minari's normalised score (None: not set).
+    """
+
+    env_id: str
+    dataset_id: str
+    policy: str = "random"
+    mode: Literal["final", "replay"] = "final"
+    steps: int | None = 100_000
+    action_noise: float = 0.0
+    n_envs: int = 8
+    seed: int = 0
+    train: TrainSpec | None = None
+    score_episodes: int = 20
+    ref_max_score: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("final", "replay"):
+            raise ConfigError(f"mode: expected 'final' or 'replay', got {self.mode!r}.")
+        if self.mode == "replay" and self.policy != "train":
+            raise ConfigError("mode='replay' keeps training episodes: it needs policy='train'.")
+        if self.policy == "train" and self.train is None:
+            raise ConfigError("policy='train' needs train settings (TrainSpec).")
+        if self.mode == "final" and (self.steps is None or self.steps < 1):
+            raise ConfigError(f"steps: expected >= 1, got {self.steps}.")
+        if self.score_episodes < 1:
+            raise ConfigError(f"score_episodes: expected >= 1, got {self.score_episodes}.")
+
+
+@dataclass
+class CollectReport:
+    dataset_id: str
+    path: str
+    episodes: int
+    steps: int
+    size_mb: float
+    dataset_return_mean: float
+    dataset_return_std: float
+    behaviour_return_mean: float
+    behaviour_return_std: float
+    random_return_mean: float
+    wall_time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"{self.dataset_id}: {self.episodes} episodes, {self.steps} steps, "
+            f"{self.size_mb:.1f} MB at {self.path}\n"
+            f"  dataset return {self.dataset_return_mean:.1f} +- {self.dataset_return_std:.1f} "
+            f"(complete episodes); behaviour policy {self.behaviour_return_mean:.1f} +- "
+            f"{self.behaviour_return_std:.1f}; random {self.random_return_mean:.1f}; "
+            f"{self.wall_time_s:.0f} s"
+        )
+
+
+def _dir_size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def _complete(episodes: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Episodes that ended by termination or the environment's time limit (not cut by us)."""
+    done = [ep for ep in episodes if not bool(ep["cut"])]
+    return done or episodes
+
+
+def collect_dataset(
+    spec: CollectSpec, *, overwrite: bool = False, progress: bool = True
+) -> CollectReport:
+    """Collect and write the dataset ``spec`` describes; return what was built."""
+    start = time.time()
+    check_dataset_id(spec.dataset_id)
+    target = datasets_root() / spec.dataset_id
+    if target.exists() and not overwrite:
+        raise ConfigError(
+            f"dataset {spec.dataset_id!r} already exists at {target}; pass overwrite=True "
+            "(`--overwrite`) to replace it."
+        )
+    probe = gym.make(spec.env_id)
+    observation_layout(probe.observation_space)
+    action_layout(probe.action_space)
+    policy: Policy
+    recorded: list[dict[str, np.ndarray]] = []
+    if spec.policy == "random":
+        policy = RandomPolicy(probe.action_space, spec.seed)
+        name = "random"
+    elif spec.policy == "train":
+        assert spec.train is not None
+        t = spec.train
+        # an existing policy file is kept: it is the one the "final" datasets were built from
+        keep = t.save_to is not None and Path(t.save_to).exists()
+        trained, recorded = train_behaviour_policy(
+            spec.env_id,
+            algo=t.algo,
+            train_steps=t.train_steps,
+            seed=spec.seed,
+            n_envs=t.n_envs,
+            normalize=t.normalize,
+            hyperparams=t.hyperparams,
+            record=spec.mode == "replay",
+            save_to=None if keep else t.save_to,
+            target_return=t.target_return,
+            eval_every=t.eval_every,
+            progress=progress,
+        )
+        trained.action_noise = spec.action_noise
+        policy, name = trained, f"{t.algo} trained {t.train_steps} steps"
+    else:
+        path = Path(spec.policy)
+        if not path.is_file():
+            if spec.train is None or spec.train.save_to is None:
+                raise ConfigError(f"policy file {path} does not exist.")
+            # train the missing behaviour policy once; later runs reuse the saved file
+            t = spec.train
+            train_behaviour_policy(
+                spec.env_id,
+                algo=t.algo,
+                train_steps=t.train_steps,
+                seed=spec.seed,
+                n_envs=t.n_envs,
+                normalize=t.normalize,
+                hyperparams=t.hyperparams,
+                save_to=t.save_to,
+                target_return=t.target_return,
+                eval_every=t.eval_every,
+                progress=progress,
+            )
+        policy = SB3Policy.from_file(path, probe, action_noise=spec.action_noise, seed=spec.seed)
+        name = f"sb3 {path.name}" + (f" + noise {spec.action_noise}" if spec.action_noise else "")
+
+    if spec.mode == "replay":
+        episodes = recorded
+    else:
+        episodes = rollout_episodes(
+            spec.env_id,
+            policy,
+            steps=spec.steps,
+            n_envs=spec.n_envs,
+            seed=spec.seed,
+            progress=progress,
+        )
+    random_returns = episode_returns(
+        rollout_episodes(
+            spec.env_id,
+            RandomPolicy(probe.action_space, spec.seed + 10_000),
+            episodes=spec.score_episodes,
+            n_envs=min(8, spec.score_episodes),
+            seed=spec.seed + 10_000,
+            progress=False,
+        )
+    )
+    behaviour_returns = episode_returns(
+        rollout_episodes(
+            spec.env_id,
+            policy,
+            episodes=spec.score_episodes,
+            n_envs=min(8, spec.score_episodes),
+            seed=spec.seed + 20_000,
+            progress=False,
+        )
+    )
+    data_returns = episode_returns(_complete(episodes))
+    steps = int(sum(len(ep["actions"]) for ep in episodes))
+    meta = {
+        "worldflux_version": __version__,
+        "env_id": spec.env_id,
+        "behaviour_policy": name,
+        "spec": {k: v for k, v in asdict(spec).items() if k != "train"},
+        "train": asdict(spec.train) if spec.train else None,
+        "random_return": {
+            "mean": float(random_returns.mean()),
+            "std": float(random_returns.std()),
+            "episodes": len(random_returns),
+        },
+        "behaviour_return": {
+            "mean": float(behaviour_returns.mean()),
+            "std": float(behaviour_returns.std()),
+            "episodes": len(behaviour_returns),
+        },
+        "dataset_return": {"mean": float(data_returns.mean()), "std": float(data_returns.std())},
+    }
+    path = write_dataset(
+        spec.dataset_id,
+        spec.env_id,
+        episodes,
+        algorithm_name=name,
+        description=spec.description or f"{name} on {spec.env_id} ({spec.mode})",
+        ref_min_score=float(random_returns.mean()) if spec.ref_max_score is not None else None,
+        ref_max_score=spec.ref_max_score,
+        extra_metadata=meta,
+        overwrite=overwrite,
+    )
+    probe.close()
+    return CollectReport(
+        dataset_id=spec.dataset_id,
+        path=str(path),
+        episodes=len(episodes),
+        steps=steps,
+        size_mb=_dir_size_mb(path),
+        dataset_return_mean=float(data_returns.mean()),
+        dataset_return_std=float(data_returns.std()),
+        behaviour_return_mean=float(behaviour_returns.mean()),
+        behaviour_return_std=float(behaviour_returns.std()),
+        random_return_mean=float(random_returns.mean()),
+        wall_time_s=time.time() - start,
+    )

@@ -1,0 +1,119 @@
+"""Dataset recipes (``recipes.toml`` beside this file): named, reproducible `CollectSpec`s."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigError, unknown_name_message
+from .pipeline import CollectSpec, TrainSpec
+
+RECIPES_FILE = Path(__file__).with_name("recipes.toml")
+
+_DATASET_KEYS = {
+    "env",
+    "dataset_id",
+    "policy",
+    "steps",
+    "action_noise",
+    "n_envs",
+    "seed",
+    "score_episodes",
+    "ref_max_score",
+    "description",
+}
+_BEHAVIOUR_KEYS = {
+    "env",
+    "algo",
+    "train_steps",
+    "n_envs",
+    "seed",
+    "normalize",
+    "file",
+    "hyperparams",
+    "target_return",
+    "eval_every",
+}
+
+
+def project_root() -> Path:
+    """Folder holding ``worldflux/`` (the repository root for source and editable installs);
+    relative ``file`` paths of behaviour policies are resolved against it."""
+    return Path(__file__).resolve().parents[2]
+
+
+def load_recipes(path: Path = RECIPES_FILE) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    for section in ("behaviour", "dataset"):
+        data.setdefault(section, {})
+    return data
+
+
+def recipe_names() -> list[str]:
+    return sorted(load_recipes()["dataset"])
+
+
+def _check_keys(kind: str, name: str, table: dict[str, Any], known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(unknown_name_message(f"key of {kind} {name!r}", key, known))
+
+
+def recipe_spec(name: str, recipes: dict[str, Any] | None = None) -> CollectSpec:
+    """The `CollectSpec` of dataset recipe ``name``."""
+    recipes = recipes if recipes is not None else load_recipes()
+    datasets = recipes["dataset"]
+    if name not in datasets:
+        raise ConfigError(unknown_name_message("dataset recipe", name, datasets))
+    d = dict(datasets[name])
+    _check_keys("dataset recipe", name, d, _DATASET_KEYS)
+    policy = str(d.pop("policy", "random"))
+    kind, _, ref = policy.partition(":")
+    train: TrainSpec | None = None
+    mode = "final"
+    policy_arg = "random"
+    if kind in ("behaviour", "replay"):
+        behaviours = recipes["behaviour"]
+        if ref not in behaviours:
+            raise ConfigError(
+                unknown_name_message(f"behaviour (in recipe {name!r})", ref, behaviours)
+            )
+        b = dict(behaviours[ref])
+        _check_keys("behaviour", ref, b, _BEHAVIOUR_KEYS)
+        if b.get("env") != d.get("env"):
+            raise ConfigError(
+                f"recipe {name!r} is for env {d.get('env')!r} but behaviour {ref!r} is for "
+                f"{b.get('env')!r}."
+            )
+        file = project_root() / b["file"]
+        train = TrainSpec(
+            algo=b.get("algo", "ppo"),
+            train_steps=int(b["train_steps"]),
+            n_envs=int(b.get("n_envs", 8)),
+            normalize=bool(b.get("normalize", True)),
+            hyperparams=dict(b.get("hyperparams", {})),
+            save_to=str(file),
+            target_return=b.get("target_return"),
+            eval_every=int(b.get("eval_every", 25_000)),
+        )
+        d.setdefault("seed", b.get("seed", 0))
+        if kind == "behaviour":
+            policy_arg = str(file)
+        else:
+            policy_arg, mode = "train", "replay"
+            d["steps"] = None
+    elif policy != "random":
+        raise ConfigError(
+            f"recipe {name!r}: policy expected 'random', 'behaviour:NAME' or 'replay:NAME', "
+            f"got {policy!r}."
+        )
+    return CollectSpec(
+        env_id=d.pop("env"),
+        dataset_id=d.pop("dataset_id"),
+        policy=policy_arg,
+        mode=mode,  # type: ignore[arg-type]
+        train=train,
+        **d,
+    )

@@ -1,0 +1,137 @@
+"""Loading stable-baselines3 policies without unpickling.
+
+An SB3 ``.zip`` stores its weights with ``torch.save`` (read here with ``weights_only=True``) and
+some settings as cloudpickle blobs, which ``PPO.load`` would execute. This loader rebuilds the
+policy from the readable parts only: the policy class (from a whitelist of SB3's own MLP policy
+classes), plain-JSON ``policy_kwargs``, the spaces of the environment, and ``policy.pth``.
+
+Observation normalisation used in training (SB3's ``VecNormalize``) is saved beside the zip as
+``<name>.obs_norm.json`` (``{"mean", "var", "clip_obs", "epsilon"}``) by
+:func:`save_sb3_policy` and applied by :class:`SB3Policy`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ..core.errors import WorldFluxError
+
+
+class UnsafePolicyFileError(WorldFluxError, ValueError):
+    """A policy file cannot be loaded without executing code stored in it, or is malformed."""
+
+
+def _policy_classes() -> dict[str, type]:
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.dqn.policies import DQNPolicy
+    from stable_baselines3.sac.policies import SACPolicy
+    from stable_baselines3.td3.policies import TD3Policy
+
+    return {cls.__name__: cls for cls in (ActorCriticPolicy, SACPolicy, TD3Policy, DQNPolicy)}
+
+
+def _norm_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".obs_norm.json")
+
+
+def _shape_of(serialized: Any) -> tuple[int, ...] | None:
+    """The shape recorded in the readable part of a serialized space, if any."""
+    shape = serialized.get("_shape") if isinstance(serialized, dict) else None
+    if isinstance(shape, list):
+        return tuple(int(x) for x in shape)
+    if isinstance(shape, str):
+        return tuple(int(x) for x in re.findall(r"\d+", shape))
+    return None
+
+
+def load_sb3_policy(path: str | Path, env: gym.Env[Any, Any]) -> Any:
+    """Rebuild the policy saved in an SB3 zip for ``env``'s spaces; never unpickles.
+
+    Raises:
+        UnsafePolicyFileError: unknown policy class, pickled ``policy_kwargs``, missing parts,
+            or spaces that differ from ``env``'s.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"policy file {path} does not exist.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+            weights = archive.read("policy.pth")
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise UnsafePolicyFileError(f"{path}: not a stable-baselines3 model zip ({exc}).") from None
+    cls_info = data.get("policy_class", {})
+    match = re.search(r"<function (\w+)\.__init__", str(cls_info.get("__init__", "")))
+    classes = _policy_classes()
+    if match is None or match.group(1) not in classes:
+        found = match.group(1) if match else "unknown"
+        raise UnsafePolicyFileError(
+            f"{path}: policy class {found!r} is not one of the supported SB3 policies "
+            f"{sorted(classes)} (MLP policies; loading others would execute pickled code)."
+        )
+    kwargs = data.get("policy_kwargs", {}) or {}
+    if not isinstance(kwargs, dict) or ":serialized:" in kwargs:
+        raise UnsafePolicyFileError(
+            f"{path}: policy_kwargs are pickled (e.g. a custom activation class); only plain "
+            "JSON policy_kwargs can be loaded safely."
+        )
+    for key, space in (
+        ("observation_space", env.observation_space),
+        ("action_space", env.action_space),
+    ):
+        saved = _shape_of(data.get(key))
+        if saved is not None and space.shape is not None and saved != tuple(space.shape):
+            raise UnsafePolicyFileError(
+                f"{path}: saved {key} has shape {saved}, the environment's has {space.shape}."
+            )
+    if data.get("use_sde"):
+        kwargs["use_sde"] = True
+    policy = classes[match.group(1)](
+        env.observation_space, env.action_space, lambda _: 0.0, **kwargs
+    )
+    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    try:
+        policy.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UnsafePolicyFileError(
+            f"{path}: weights do not fit the policy for this env ({exc})."
+        ) from None
+    policy.set_training_mode(False)
+    return policy
+
+
+def save_obs_norm(
+    path: str | Path, mean: np.ndarray, var: np.ndarray, clip_obs: float, epsilon: float
+) -> None:
+    """Write the observation normalisation beside an SB3 zip (atomically)."""
+    target = _norm_path(Path(path))
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(
+            {"mean": mean.tolist(), "var": var.tolist(), "clip_obs": clip_obs, "epsilon": epsilon}
+        )
+    )
+    tmp.replace(target)
+
+
+def load_obs_norm(path: str | Path) -> dict[str, Any] | None:
+    """The normalisation saved beside ``path``, or None when there is none."""
+    target = _norm_path(Path(path))
+    if not target.is_file():
+        return None
+    data = json.loads(target.read_text())
+    return {
+        "mean": np.asarray(data["mean"], dtype=np.float64),
+        "var": np.asarray(data["var"], dtype=np.float64),
+        "clip_obs": float(data["clip_obs"]),
+        "epsilon": float(data["epsilon"]),
+    }
