@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,11 +11,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+
 import toy_model
 
 import worldflux as wf
 
 OBS_DIM, ACTION_DIM = 4, 2
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded-dataset caches of the tests go to a temporary folder, not ~/.cache."""
+    os.environ["WORLDFLUX_CACHE"] = str(tmp_path_factory.mktemp("wf-cache"))
 
 
 def make_batch(

@@ -279,3 +279,63 @@ def test_episode_store_rejects_misaligned_episodes() -> None:
         EpisodeStore.from_episodes([bad], obs_l, act_l)
     store = EpisodeStore.from_episodes([ep(), ep(n_obs=6, n_act=5)], obs_l, act_l)
     assert store.obs.shape == (10, 2) and list(store.obs_starts) == [0, 4]
+
+
+def test_decoded_arrays_are_cached_and_invalidated(
+    datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLDFLUX_CACHE", str(tmp_path / "cache"))
+    first = MinariBatchProvider(LINEAR)
+    assert len(list((tmp_path / "cache" / "episodes").iterdir())) == 1
+    calls = []
+    original = EpisodeStore.from_episodes
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(EpisodeStore, "from_episodes", counting)
+    second = MinariBatchProvider(LINEAR)
+    assert calls == []  # served from the cache
+    for name in ("obs", "actions", "rewards", "terminations", "truncations", "lengths"):
+        assert np.array_equal(getattr(first.store, name), getattr(second.store, name))
+    MinariBatchProvider(LINEAR, cache=False)
+    assert calls == [1]
+    # rewriting the dataset changes its files, so the cache is not used
+    env = gym.make("WFTest/Linear-v0")
+    eps = rollout_episodes(
+        "WFTest/Linear-v0",
+        RandomPolicy(env.action_space, 5),
+        steps=300,
+        n_envs=2,
+        seed=5,
+        progress=False,
+    )
+    write_dataset(
+        "test/linear/rewritten-v0",
+        "WFTest/Linear-v0",
+        eps,
+        algorithm_name="random",
+        description="t",
+    )
+    MinariBatchProvider("test/linear/rewritten-v0")
+    write_dataset(
+        "test/linear/rewritten-v0",
+        "WFTest/Linear-v0",
+        eps[:3],
+        algorithm_name="random",
+        description="t",
+        overwrite=True,
+    )
+    assert MinariBatchProvider("test/linear/rewritten-v0").store.num_episodes == 3
+
+
+def test_unwritable_cache_warns_and_still_loads(
+    datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("WORLDFLUX_CACHE", str(blocker))
+    with pytest.warns(UserWarning, match="could not cache the decoded dataset"):
+        p = MinariBatchProvider(LINEAR)
+    assert p.store.num_steps == 3000

@@ -13,6 +13,7 @@ statistics come from the train split only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -22,6 +23,7 @@ import torch
 from ..core.batch_provider import BatchRequest, Split
 from ..core.errors import ConfigError
 from ..core.payloads import Batch
+from .cache import load_or_build
 from .episodes import EpisodeStore
 from .minari_io import load_minari_dataset
 from .spaces import action_layout, observation_layout
@@ -78,6 +80,8 @@ class MinariBatchProvider:
         seed: seed of batch sampling (reproducible sequences of batches).
         device: default device of the batch tensors.
         download: fetch a missing dataset from Minari's remote (fails fast without network).
+        cache: keep the decoded arrays in ``$WORLDFLUX_CACHE`` (see :mod:`.cache`) so the next
+            load skips HDF5 decoding.
     """
 
     def __init__(
@@ -89,12 +93,17 @@ class MinariBatchProvider:
         seed: int = 0,
         device: str = "cpu",
         download: bool = False,
+        cache: bool = True,
     ) -> None:
         dataset = load_minari_dataset(dataset_id, download=download)
         obs_layout = observation_layout(dataset.observation_space)
         act_layout = action_layout(dataset.action_space)
-        episodes = dataset.storage.get_episodes(dataset.episode_indices)
-        store = EpisodeStore.from_episodes(episodes, obs_layout, act_layout)
+
+        def decode() -> EpisodeStore:
+            episodes = dataset.storage.get_episodes(dataset.episode_indices)
+            return EpisodeStore.from_episodes(episodes, obs_layout, act_layout)
+
+        store = load_or_build(Path(dataset.storage.data_path), decode) if cache else decode()
         self._init(store, validation_fraction, split_seed, seed, device)
         self.dataset_id: str | None = dataset_id
         self.observation_space: gym.Space[Any] | None = dataset.observation_space
