@@ -25,6 +25,8 @@ class ToyConfig(wf.WorldModelConfig):
     latent_dim: int = 16
     hidden: int = 64
     min_std: float = 0.01
+    #: sample latents in loss() (False: use the mean, making the loss deterministic)
+    sample_in_loss: bool = True
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"latent_dim": 8, "hidden": 32},
@@ -156,7 +158,9 @@ class ToyModel(wf.WorldModel):
         state = self.encode(batch.obs[:, 0])
         obs_err, rew_err, cont_err = [], [], []
         for t in range(batch.seq_len):
-            state = self.transition(state, batch.actions[:, t])
+            state = self.transition(
+                state, batch.actions[:, t], deterministic=not self.config.sample_in_loss
+            )
             logits = self.decoder.logits(state["z"])
             obs_err.append(((logits["obs"] - batch.obs[:, t + 1].float()) ** 2).mean(-1))
             rew_err.append((logits["reward"] - batch.rewards[:, t]) ** 2)

@@ -33,12 +33,15 @@ class BatchRequest:
         seq_len: T, transitions per sequence (1 for one-step models).
         split: ``"train"`` or ``"validation"`` (episodes held out from training).
         device: where the batch tensors should live (None: the provider's default).
+        seed: draw this batch from a fresh generator seeded with ``seed`` instead of the
+            provider's running stream (fixed validation batches; the stream is not advanced).
     """
 
     batch_size: int
     seq_len: int = 1
     split: Split = "train"
     device: str | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:

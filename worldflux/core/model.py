@@ -230,6 +230,16 @@ class WorldModel(nn.Module, ABC):
         )
         return result
 
+    # -- training hooks (used by worldflux.training.Trainer) --------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups. Each dict has ``"params"`` and may set ``"name"``,
+        ``"lr_scale"`` (multiplies the trainer's learning rate) and ``"weight_decay"``.
+        Default: one group with every trainable parameter."""
+        return [{"name": "model", "params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def after_update(self) -> None:
+        """Called after every optimiser step (update EMA / target networks here)."""
+
     # -- helpers for families ---------------------------------------------------------------
     def component(self, role: str) -> Any:
         """The layer built for ``role`` (default or override)."""

@@ -444,6 +444,8 @@ def train_behaviour_policy(
         )
 
     history: list[tuple[int, float]] = []
+    # (mean return, policy weights, observation normalisation) of the latest evaluation
+    snapshots: list[tuple[float, dict[str, Any], dict[str, Any] | None]] = []
 
     class StopAtTarget(BaseCallback):
         def __init__(self) -> None:
@@ -464,6 +466,9 @@ def train_behaviour_policy(
             )
             mean = float(episode_returns(episodes).mean())
             history.append((self.num_timesteps, mean))
+            snapshot = current_policy()
+            weights = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+            snapshots[:] = [*snapshots[-1:], (mean, weights, snapshot.obs_norm)]
             if progress:
                 tqdm.write(f"{self.num_timesteps} steps: deterministic return {mean:.1f}")
             return mean < target_return
@@ -472,6 +477,14 @@ def train_behaviour_policy(
     for w in wrappers:
         w.flush()
     policy = current_policy()
+    if target_return is not None and snapshots and snapshots[-1][0] >= target_return:
+        # returns can jump between evaluations: keep whichever of the last two evaluated
+        # policies is closer to the target (the recorded episodes stay as they were played)
+        mean, weights, obs_norm = min(snapshots, key=lambda snap: abs(snap[0] - target_return))
+        model.policy.load_state_dict(weights)
+        policy.obs_norm = obs_norm
+        if progress:
+            tqdm.write(f"behaviour policy: the one evaluated at return {mean:.1f}")
     policy.history = history
     if save_to is not None:
         path = Path(save_to)

@@ -202,7 +202,8 @@ class MinariBatchProvider:
                 f"seq_len={request.seq_len} is longer than every episode of split "
                 f"{request.split!r} (longest: {longest} steps); use seq_len <= {longest}."
             )
-        starts = steps[self._rng.integers(0, len(steps), size=request.batch_size)]
+        rng = self._rng if request.seed is None else np.random.default_rng(request.seed)
+        starts = steps[rng.integers(0, len(steps), size=request.batch_size)]
         return self._gather(starts, request.seq_len, request.device)
 
     def _gather(self, starts: np.ndarray, seq_len: int, device: str | None) -> Batch:

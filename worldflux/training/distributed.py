@@ -1,0 +1,63 @@
+"""Multi-process training under ``torchrun`` with DistributedDataParallel.
+
+``torchrun --nproc_per_node=N ...`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; the trainer
+then joins the process group (``nccl`` on GPUs, ``gloo`` on CPUs), wraps the loss in DDP (gradients
+averaged across ranks), gives each rank its own sampling stream, and lets only rank 0 write.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Rank and world size of this process (single process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> DistContext:
+        """Join the process group when started by torchrun; else a single-process context."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if not torch_dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if backend == "nccl":
+                torch.cuda.set_device(local)
+            torch_dist.init_process_group(backend=backend)
+        return cls(rank=rank, world_size=world, local_rank=local)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, requested: str) -> torch.device:
+        """The device for this rank (``cuda`` becomes ``cuda:<local rank>`` under torchrun)."""
+        device = torch.device(requested)
+        if device.type == "cuda" and self.world_size > 1:
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        if self.world_size <= 1:
+            return module
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch_dist.barrier()
+
+    def sampling_seed(self, seed: int) -> int:
+        """A different sampling stream per rank."""
+        return seed + 1_000_003 * self.rank

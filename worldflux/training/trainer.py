@@ -1,0 +1,354 @@
+"""`Trainer`: trains any `WorldModel` (anything with ``loss(batch)``) from a batch provider.
+
+One loop for every family: AdamW over the model's parameter groups, warm-up and schedule,
+gradient clipping, optional bf16 autocast, periodic validation on held-out episodes (fixed
+batches), atomic checkpoints with exact resume, callbacks, and DistributedDataParallel when run
+under ``torchrun``. A non-finite loss stops training with an error naming the last good
+checkpoint; nothing is clamped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.batch_provider import BatchProviderV2, BatchRequest
+from ..core.errors import ContractError, WorldFluxError
+from ..core.model import WorldModel
+from ..core.payloads import Batch
+from .callbacks import BestModel, Callback, CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
+from .checkpoint import latest_checkpoint, read_state, write_checkpoint
+from .config import TrainerConfig
+from .distributed import DistContext
+
+#: Seed of the fixed validation batches (the same batches at every evaluation).
+VALIDATION_SEED = 12345
+
+
+class NonFiniteLossError(WorldFluxError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class _LossForward(nn.Module):
+    """``forward(batch) = model.loss(batch)`` so DistributedDataParallel can wrap the loss."""
+
+    def __init__(self, model: WorldModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.model.loss(batch)
+        return out.loss, out.components
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train ``model`` on ``data``.
+
+    Args:
+        model: any :class:`WorldModel`.
+        data: a ``BatchProviderV2`` with ``train`` and ``validation`` splits (e.g.
+            :class:`~worldflux.data.MinariBatchProvider`); its ``state_dict()`` /
+            ``load_state_dict()`` are checkpointed when it has them.
+        config: :class:`TrainerConfig`.
+        run_dir: where logs, checkpoints and the final model go (None: nothing is written).
+        callbacks: extra callbacks (run after the built-in ones).
+        progress: show a progress bar.
+        dist: the distributed context (default: from torchrun's environment, else single process).
+    """
+
+    def __init__(
+        self,
+        model: WorldModel,
+        data: BatchProviderV2,
+        config: TrainerConfig,
+        *,
+        run_dir: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+        dist: DistContext | None = None,
+    ) -> None:
+        if not isinstance(data, BatchProviderV2):
+            raise ContractError(
+                f"Trainer: data must implement BatchProviderV2 (get_batch(request)), got "
+                f"{type(data).__name__}."
+            )
+        self.dist = dist or DistContext.from_env()
+        self.config = config
+        seed_everything(config.seed + self.dist.rank)
+        self.device = self.dist.device(config.device)
+        self.model = model.to(self.device)
+        self.data = data
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.step = 0
+        self.stop_reason: str | None = None
+        self.last_checkpoint: Path | None = None
+        self.history: list[dict[str, float]] = []
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
+        self._forward: nn.Module = self.dist.wrap(_LossForward(self.model), self.device)
+        self.callbacks: list[Callback] = self._default_callbacks(progress) + list(callbacks)
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        groups = []
+        seen: set[int] = set()
+        for i, group in enumerate(self.model.param_groups()):
+            params = list(group["params"])
+            if not params:
+                continue
+            for p in params:
+                if id(p) in seen:
+                    raise ContractError(
+                        f"{type(self.model).__name__}.param_groups(): a parameter appears in "
+                        f"more than one group (group {group.get('name', i)!r})."
+                    )
+                seen.add(id(p))
+            groups.append(
+                {
+                    "params": params,
+                    "name": group.get("name", f"group{i}"),
+                    "lr": self.config.lr * float(group.get("lr_scale", 1.0)),
+                    "weight_decay": float(group.get("weight_decay", self.config.weight_decay)),
+                }
+            )
+        if not groups:
+            raise ContractError(f"{type(self.model).__name__} has no trainable parameters.")
+        return torch.optim.AdamW(groups, lr=self.config.lr, eps=self.config.adam_eps)
+
+    def _default_callbacks(self, progress: bool) -> list[Callback]:
+        cbs: list[Callback] = []
+        if progress and self.dist.is_main:
+            cbs.append(ProgressBar())
+        if self.run_dir is not None and self.dist.is_main:
+            cbs += [
+                CSVLogger(self.run_dir / "metrics.csv"),
+                TensorBoardLogger(self.run_dir / "tb"),
+                BestModel(self.run_dir / "best"),
+            ]
+        if self.config.early_stopping_patience:
+            cbs.append(EarlyStopping(self.config.early_stopping_patience))
+        return cbs
+
+    def _active(self) -> list[Callback]:
+        return [c for c in self.callbacks if self.dist.is_main or not c.writes]
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current step (used by early stopping)."""
+        self.stop_reason = reason
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _batch(self, split: str, seed: int | None = None) -> Batch:
+        request = BatchRequest(
+            batch_size=self.config.batch_size,
+            seq_len=self.config.seq_len,
+            split=split,  # type: ignore[arg-type]
+            device=str(self.device),
+            seed=seed,
+        )
+        return self.data.get_batch(request)
+
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16
+        ):
+            loss, components = self._forward(batch)
+        return loss.float(), components
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step; returns the step's scalars."""
+        self.model.train()
+        batch = self._batch("train")
+        loss, components = self._loss(batch)
+        if not bool(torch.isfinite(loss)):
+            where = self.last_checkpoint or "none was written yet"
+            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in components.items())
+            raise NonFiniteLossError(
+                f"loss is {float(loss)} at step {self.step + 1} ({parts}). Last good checkpoint: "
+                f"{where}. Lower the learning rate or grad_clip and resume from it."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.model.after_update()
+        self.step += 1
+        out = {"train/loss": float(loss), "train/grad_norm": float(grad_norm)}
+        out.update({f"train/{k}": float(v) for k, v in components.items()})
+        out["train/lr"] = float(self.optimizer.param_groups[0]["lr"])
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean validation loss and components over fixed held-out batches."""
+        self.model.eval()
+        totals: dict[str, float] = {}
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(VALIDATION_SEED)
+            for i in range(self.config.eval_batches):
+                loss, components = self._loss(self._batch("validation", VALIDATION_SEED + i))
+                totals["val/loss"] = totals.get("val/loss", 0.0) + float(loss)
+                for k, v in components.items():
+                    totals[f"val/{k}"] = totals.get(f"val/{k}", 0.0) + float(v)
+        self.model.train()
+        return {k: v / self.config.eval_batches for k, v in totals.items()}
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``config.steps`` (or early stopping); return the final metrics."""
+        cfg = self.config
+        for cb in self._active():
+            cb.on_train_begin(self)
+        start, start_step, last_log = time.perf_counter(), self.step, time.perf_counter()
+        val: dict[str, float] = {}
+        try:
+            while self.step < cfg.steps and self.stop_reason is None:
+                metrics = self.train_step()
+                logged: dict[str, float] = {}
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    n = (
+                        cfg.log_every
+                        if self.step % cfg.log_every == 0
+                        else self.step % cfg.log_every
+                    )
+                    samples = n * cfg.batch_size * cfg.seq_len * self.dist.world_size
+                    logged = {**metrics, "train/samples_per_s": samples / max(now - last_log, 1e-9)}
+                    last_log = now
+                for cb in self._active():
+                    cb.on_step_end(self, logged)  # empty between logging steps
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    val = self._run_eval()
+                if (
+                    cfg.checkpoint_every
+                    and self.step % cfg.checkpoint_every == 0
+                    and self.step < cfg.steps
+                ):
+                    self.save_checkpoint()
+            val = self._run_eval()
+            self.save_checkpoint()
+        finally:
+            for cb in self._active():
+                cb.on_train_end(self)
+        elapsed = time.perf_counter() - start
+        steps_done = self.step - start_step
+        result: dict[str, Any] = {
+            "steps": self.step,
+            "stop_reason": self.stop_reason or "completed",
+            "validation": val,
+            "samples_per_s": steps_done
+            * cfg.batch_size
+            * cfg.seq_len
+            * self.dist.world_size
+            / max(elapsed, 1e-9),
+            "wall_time_s": elapsed,
+            "world_size": self.dist.world_size,
+        }
+        best = next((c for c in self.callbacks if isinstance(c, BestModel)), None)
+        if best is not None:
+            result["best"] = best.state_dict()
+        if self.run_dir is not None and self.dist.is_main:
+            self.model.save_pretrained(self.run_dir / "model")
+            _write_json(self.run_dir / "metrics.json", result)
+        return result
+
+    def _run_eval(self) -> dict[str, float]:
+        metrics = self.evaluate()
+        self.history.append({"step": float(self.step), **metrics})
+        for cb in self._active():
+            cb.on_eval_end(self, metrics)
+        return metrics
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        data_state = self.data.state_dict() if hasattr(self.data, "state_dict") else None
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": random.getstate(),
+            "numpy_rng": _jsonable(np.random.get_state(legacy=False)),
+            "data": _jsonable(data_state),
+            "callbacks": [c.state_dict() for c in self.callbacks],
+            "config": self.config.to_dict(),
+            "stop_reason": self.stop_reason,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint (rank 0 only; all ranks wait for it)."""
+        path = None
+        if self.run_dir is not None and self.dist.is_main:
+            path = write_checkpoint(self.run_dir, self.step, self.model, self._state(), keep=2)
+            self.last_checkpoint = path
+            for cb in self._active():
+                cb.on_checkpoint(self, path)
+        self.dist.barrier()
+        return path
+
+    def resume(self) -> bool:
+        """Continue from the run's latest checkpoint; False when there is none."""
+        if self.run_dir is None:
+            raise ContractError("Trainer.resume() needs a run_dir.")
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        state = read_state(path)
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(path / "model" / "model.safetensors")))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        random.setstate(_tupled(state["python_rng"]))
+        numpy_state = state["numpy_rng"]
+        numpy_state["state"]["key"] = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+        np.random.set_state(numpy_state)
+        if state["data"] is not None and hasattr(self.data, "load_state_dict"):
+            self.data.load_state_dict(state["data"])
+        for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
+            cb.load_state_dict(cb_state)
+        self.last_checkpoint = path
+        return True
+
+
+def _jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays -> Python values, so ``weights_only`` loading accepts the state."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _tupled(obj: Any) -> Any:
+    return tuple(_tupled(v) for v in obj) if isinstance(obj, list | tuple) else obj
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    tmp.replace(path)
