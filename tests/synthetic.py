@@ -22,8 +22,14 @@ def system(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return a, b, w
 
 
-def sample_batch(n: int, steps: int, seed: int, limit: float = 1.0) -> wf.Batch:
-    """``n`` sequences of ``steps`` transitions; a terminated sequence is padded (mask 0)."""
+def sample_batch(
+    n: int, steps: int, seed: int, limit: float = 1.0, nonlinear: bool = False
+) -> wf.Batch:
+    """``n`` sequences of ``steps`` transitions; a terminated sequence is padded (mask 0).
+
+    ``nonlinear`` adds ``0.4 sin(2 x)`` to the dynamics and ``0.5 cos(3 x[1])`` to the reward, so
+    a linear model cannot fit them.
+    """
     a, b, w = system()
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, OBS_DIM, generator=g) * 2 - 1
@@ -33,6 +39,9 @@ def sample_batch(n: int, steps: int, seed: int, limit: float = 1.0) -> wf.Batch:
         u = torch.rand(n, ACTION_DIM, generator=g) * 2 - 1
         nxt = x @ a.T + u @ b.T
         r = u @ w + 0.1 * x[:, 0]
+        if nonlinear:
+            nxt = nxt + 0.4 * torch.sin(2 * x)
+            r = r + 0.5 * torch.cos(3 * x[:, 1])
         done = (nxt[:, 0].abs() > limit).float() * alive
         obs.append(nxt)
         acts.append(u)

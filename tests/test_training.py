@@ -20,9 +20,11 @@ from worldflux.data.spaces import ActionLayout, ObservationLayout
 from worldflux.training import Callback, NonFiniteLossError, Trainer, TrainerConfig
 
 
-def synthetic_store(episodes: int = 60, steps: int = 12, seed: int = 0) -> EpisodeStore:
-    """Episodes of the synthetic linear system (``tests/synthetic.py``) as an EpisodeStore."""
-    batch = sample_batch(episodes, steps, seed=seed, limit=10.0)  # no terminations
+def synthetic_store(
+    episodes: int = 60, steps: int = 12, seed: int = 0, nonlinear: bool = False
+) -> EpisodeStore:
+    """Episodes of the synthetic system (``tests/synthetic.py``) as an EpisodeStore."""
+    batch = sample_batch(episodes, steps, seed=seed, limit=10.0, nonlinear=nonlinear)
     eps = [
         {
             "observations": batch.obs[i].numpy(),
@@ -255,3 +257,32 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     ddp_losses = [(a + b) / 2 for a, b in zip(r0["losses"], r1["losses"], strict=True)]
     assert np.allclose(ddp_losses, single["losses"], rtol=1e-4, atol=1e-5)
     assert np.allclose(r0["params"], single["params"], atol=1e-4)
+
+
+def test_fidelity_beats_copy_and_linear_baselines(tmp_path: Path) -> None:
+    from worldflux.eval import fidelity_report
+
+    data = MinariBatchProvider.from_store(
+        synthetic_store(episodes=200, steps=16, nonlinear=True), validation_fraction=0.2
+    )
+    torch.manual_seed(0)
+    model = wf.create_world_model(
+        "toy:small", obs_shape=(4,), action_dim=2, hidden=128, min_std=1e-3
+    )
+    cfg = config(steps=1500, batch_size=64, seq_len=4, eval_every=0, checkpoint_every=0)
+    Trainer(model, data, cfg, progress=False).fit()
+    report = fidelity_report(model, data, horizons=(1, 5, 15, 50), windows=256)
+    assert report.horizons == [1, 5, 15] and "above 16" in report.notes[0]
+    m, copy, lin = (report.metrics[k] for k in ("model", "copy", "linear"))
+    for k in (1, 5):
+        assert m[k]["obs_nrmse"] < 0.7 * lin[k]["obs_nrmse"] < 0.7 * copy[k]["obs_nrmse"], k
+        assert m[k]["reward_rmse"] < 0.7 * lin[k]["reward_rmse"], k
+        assert m[k]["reward_pearson"] > 0.95
+    assert m[15]["obs_nrmse"] < copy[15]["obs_nrmse"]
+    paths = report.save(tmp_path)
+    assert [p.name for p in paths] == ["fidelity.json", "fidelity.md", "fidelity.png"]
+    assert (
+        json.loads(paths[0].read_text())["metrics"]["model"]["1"]["obs_nrmse"] == m[1]["obs_nrmse"]
+    )
+    assert "NaN" not in paths[0].read_text()
+    assert paths[2].stat().st_size > 10_000

@@ -193,3 +193,8 @@ class RecordingConditioner(ToyConditioner):
         callers = {frame.function for frame in inspect.stack()[1:8]}
         RecordingConditioner.calls.append("loss" if "loss" in callers else "rollout")
         return super().forward(action, conditions) * 0.0  # ignores the action: detectably different
+
+
+def plugin() -> dict[str, Any]:
+    """Entry point for tests that install this family as a plugin (the ``worldflux`` command)."""
+    return {"plugin_api_version": 1, "worldflux_version_range": ">=0.1", "capabilities": ["toy"]}

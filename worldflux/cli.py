@@ -214,6 +214,87 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_value(text: str) -> Any:
+    """``--model-arg k=v`` values: JSON when it parses (numbers, booleans, lists), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"worldflux: {flag} expects KEY=VALUE, got {pair!r}.")
+        out[key] = _parse_value(value)
+    return out
+
+
+_TRAINER_FLAGS = (
+    "steps",
+    "batch_size",
+    "seq_len",
+    "lr",
+    "weight_decay",
+    "grad_clip",
+    "warmup_steps",
+    "lr_schedule",
+    "seed",
+    "bf16",
+    "log_every",
+    "eval_every",
+    "eval_batches",
+    "checkpoint_every",
+    "early_stopping_patience",
+    "device",
+)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training.run import train_run
+
+    trainer = {k: getattr(args, k) for k in _TRAINER_FLAGS if getattr(args, k) is not None}
+    if args.resume and (trainer or args.model_arg):
+        raise SystemExit(
+            "worldflux train --resume continues with the run's saved settings; drop "
+            f"{sorted([*trainer, *(['--model-arg'] if args.model_arg else [])])}."
+        )
+    result = train_run(
+        args.run_dir,
+        model=args.model,
+        dataset=args.dataset,
+        model_overrides=_key_values(args.model_arg, "--model-arg"),
+        trainer=trainer,
+        validation_fraction=args.validation_fraction,
+        resume=args.resume,
+        progress=not args.quiet,
+        fidelity=not args.no_fidelity,
+    )
+    print(
+        f"{result['stop_reason']} after {result['steps']} steps; validation loss "
+        f"{result['validation'].get('val/loss', float('nan')):.4f}; "
+        f"{result['samples_per_s']:.0f} samples/s; run in {args.run_dir}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .training.run import evaluate_run
+
+    report = evaluate_run(
+        args.run_dir,
+        which=args.which,
+        dataset=args.dataset,
+        horizons=tuple(args.horizons),
+        windows=args.windows,
+        device=args.device,
+    )
+    print(report.to_markdown())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldflux",
@@ -265,6 +346,73 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--quiet", action="store_true", help="no progress bars")
     col.add_argument("--json", action="store_true", help="print the report as JSON")
     col.set_defaults(func=_cmd_collect)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a world model on a Minari dataset into a run folder",
+        description="Train MODEL (family[:preset], e.g. dreamerv3:small) on Minari dataset "
+        "DATASET. The run folder gets run.json, logs (CSV, TensorBoard), checkpoints, the best "
+        "and final models, metrics.json and a fidelity report. Under `torchrun "
+        "--nproc_per_node=N` it trains with DistributedDataParallel.",
+    )
+    tr.add_argument("model", nargs="?", help="family[:preset]; omit with --resume")
+    tr.add_argument("--dataset", help="Minari dataset id; omit with --resume")
+    tr.add_argument("--run-dir", required=True, help="folder for the run")
+    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    tr.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model config field (repeatable)",
+    )
+    tr.add_argument("--validation-fraction", type=float, default=0.1)
+    for flag in _TRAINER_FLAGS:
+        if flag == "bf16":
+            tr.add_argument(
+                "--bf16",
+                action="store_const",
+                const=True,
+                default=None,
+                help="bf16 autocast for the loss",
+            )
+            continue
+        kind = {
+            "lr": float,
+            "weight_decay": float,
+            "grad_clip": float,
+            "lr_schedule": str,
+            "device": str,
+        }.get(flag, int)
+        tr.add_argument(
+            f"--{flag.replace('_', '-')}",
+            dest=flag,
+            type=kind,
+            default=None,
+            help="TrainerConfig." + flag,
+        )
+    tr.add_argument("--no-fidelity", action="store_true", help="skip the final fidelity report")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="fidelity report of a training run on held-out episodes",
+        description="Roll a run's model open-loop with logged actions from held-out episodes "
+        "and compare with copy and linear baselines at several horizons.",
+    )
+    ev.add_argument("run_dir", help="a folder written by `worldflux train`")
+    ev.add_argument(
+        "--which",
+        choices=("model", "best"),
+        default="model",
+        help="the final model (default) or the best-on-validation one",
+    )
+    ev.add_argument("--dataset", help="evaluate on another dataset (same spaces)")
+    ev.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 15, 50])
+    ev.add_argument("--windows", type=int, default=256, help="held-out windows to roll out")
+    ev.add_argument("--device", default="cpu")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 
@@ -276,7 +424,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import worldflux  # noqa: F401  (registers families and loads plugins)
 
-    code: int = args.func(args)
+    from .core.errors import WorldFluxError
+
+    try:
+        code: int = args.func(args)
+    except WorldFluxError as exc:  # bad input: the message says what was expected and given
+        print(f"worldflux {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

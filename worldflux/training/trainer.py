@@ -173,11 +173,11 @@ class Trainer:
         self.model.train()
         batch = self._batch("train")
         loss, components = self._loss(batch)
-        if not bool(torch.isfinite(loss)):
+        if not bool(torch.isfinite(loss.detach())):
             where = self.last_checkpoint or "none was written yet"
             parts = ", ".join(f"{k}={float(v):.4g}" for k, v in components.items())
             raise NonFiniteLossError(
-                f"loss is {float(loss)} at step {self.step + 1} ({parts}). Last good checkpoint: "
+                f"loss is {float(loss.detach())} at step {self.step + 1} ({parts}). Last good checkpoint: "
                 f"{where}. Lower the learning rate or grad_clip and resume from it."
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -189,7 +189,7 @@ class Trainer:
         self.scheduler.step()
         self.model.after_update()
         self.step += 1
-        out = {"train/loss": float(loss), "train/grad_norm": float(grad_norm)}
+        out = {"train/loss": float(loss.detach()), "train/grad_norm": float(grad_norm)}
         out.update({f"train/{k}": float(v) for k, v in components.items()})
         out["train/lr"] = float(self.optimizer.param_groups[0]["lr"])
         return out
