@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -272,6 +273,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         fidelity=not args.no_fidelity,
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     print(
         f"{result['stop_reason']} after {result['steps']} steps; validation loss "
         f"{result['validation'].get('val/loss', float('nan')):.4f}; "
