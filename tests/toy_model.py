@@ -119,7 +119,7 @@ class ToyModel(wf.WorldModel):
     }
     config: ToyConfig
 
-    def state_spec(self) -> dict[str, tuple[int, ...]]:
+    def state_spec(self) -> dict[str, tuple[int | str, ...]]:
         return {"z": (self.config.latent_dim,)}
 
     def noise_spec(self) -> dict[str, NoiseSpec]:

@@ -1,0 +1,450 @@
+"""Recurrent state-space models: DreamerV3 (categorical latents) and PlaNet (Gaussian latents).
+
+State: ``{"deter": [B, D], "stoch": [B, S]}`` with ``S = groups x classes`` (one-hot samples,
+flattened) for DreamerV3 and ``S = stoch`` for PlaNet. Features ``[B, D + S]`` feed the heads.
+
+* ``transition`` (prior / imagination): ``h' = GRU(h, f(z, a))``, ``z' ~ prior(h')``.
+* ``update`` (posterior / filter): ``h' = GRU(h, f(z, a))``, ``z' ~ posterior(h', embed(obs'))``.
+* ``encode``: the posterior from the initial state (zeros) and a first observation.
+* ``decode``: observation, reward and continue probability from the features of a state; the
+  reward of ``decode(transition(s, a))`` is the reward for taking ``a``.
+* ``loss``: reconstruction of every observation, reward and continue of every step, plus the KL
+  between posterior and prior (DreamerV3: balanced ``0.5 dyn + 0.1 rep`` with free nats 1;
+  PlaNet: ``KL`` with free nats 3), averaged over real (unpadded) steps.
+
+Layers follow the five-layer contract (``observation_encoder``, ``action_conditioner``,
+``dynamics_model``, ``decoder``, ``rollout_executor``), so ``component_overrides`` replace them on
+the loss path and on the rollout path alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...core.config import WorldModelConfig
+from ...core.errors import ConfigError
+from ...core.latent import CategoricalLatent, GaussianLatent, StochasticLatentSpace
+from ...core.model import WorldModel
+from ...core.noise import NoiseSpec
+from ...core.payloads import (
+    ActionPayload,
+    Batch,
+    ConditionPayload,
+    LossOutput,
+    ModelOutput,
+    WorldModelInput,
+)
+from ...core.registry import WorldModelRegistry
+from ...core.state import State
+from .nets import ImageDecoder, ImageEncoder, LayerNormGRUCell, TwoHot, mlp, symexp, symlog
+
+
+@dataclass
+class RSSMConfig(WorldModelConfig):
+    """Shared RSSM settings.
+
+    Attributes:
+        deter: GRU state size D.
+        hidden: width of the MLP layers.
+        layers: hidden layers of the encoder, decoder and heads (vector observations).
+        latent: ``"categorical"`` (``groups x classes``, unimix) or ``"gaussian"`` (``stoch``).
+        groups, classes, unimix: categorical latent.
+        stoch, min_std: Gaussian latent.
+        cnn_depth: channels of the first conv stage (image observations).
+        symlog_obs: encode and reconstruct vector observations in symlog space.
+        reward_head: ``"twohot"`` (255 symlog bins) or ``"mse"``.
+        kl_dyn, kl_rep: weights of ``KL(sg(post) || prior)`` and ``KL(post || sg(prior))``.
+        free_nats: KL terms below this are not penalised.
+    """
+
+    deter: int = 512
+    hidden: int = 512
+    layers: int = 2
+    latent: Literal["categorical", "gaussian"] = "categorical"
+    groups: int = 32
+    classes: int = 16
+    unimix: float = 0.01
+    stoch: int = 32
+    min_std: float = 0.1
+    cnn_depth: int = 32
+    symlog_obs: bool = True
+    reward_head: Literal["twohot", "mse"] = "twohot"
+    kl_dyn: float = 0.5
+    kl_rep: float = 0.1
+    free_nats: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("deter", "hidden", "groups", "classes", "stoch", "cnn_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{type(self).__name__}.{name}: expected >= 1, got {getattr(self, name)}."
+                )
+        if self.layers < 0:
+            raise ConfigError(f"{type(self).__name__}.layers: expected >= 0, got {self.layers}.")
+        if self.obs_shape and len(self.obs_shape) not in (1, 3):
+            raise ConfigError(
+                f"{type(self).__name__}.obs_shape: expected (D,) vectors or (C, H, W) images, "
+                f"got {self.obs_shape}."
+            )
+
+    @property
+    def image(self) -> bool:
+        return len(self.obs_shape) == 3
+
+    def latent_space(self) -> StochasticLatentSpace:
+        if self.latent == "categorical":
+            return CategoricalLatent(self.groups, self.classes, self.unimix)
+        return GaussianLatent(self.stoch, self.min_std)
+
+    @property
+    def feat_dim(self) -> int:
+        return self.deter + self.latent_space().sample_dim
+
+
+class RSSMEncoder(nn.Module):
+    """Observations ``[B, *O]`` -> embeddings ``[B, E]`` (symlog MLP or CNN)."""
+
+    def __init__(self, config: RSSMConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.image:
+            self.net: nn.Module = ImageEncoder(config.obs_shape, config.cnn_depth)
+            self.out_dim = self.net.out_dim
+        else:
+            self.net = mlp(config.obs_shape[0], config.hidden, config.hidden, config.layers)
+            self.out_dim = config.hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.config.image:
+            return self.net(obs)
+        x = obs.float()
+        return self.net(symlog(x) if self.config.symlog_obs else x)
+
+
+class RSSMActionConditioner(nn.Module):
+    """Action ``[B, A]`` -> features ``[B, hidden]`` for the recurrent step."""
+
+    def __init__(self, config: RSSMConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(config.action_dim, config.hidden, bias=False), nn.LayerNorm(config.hidden)
+        )
+
+    def forward(
+        self, action: torch.Tensor, conditions: ConditionPayload | None = None
+    ) -> torch.Tensor:
+        return self.net(action)
+
+
+class RSSMDynamics(nn.Module):
+    """The recurrent core: prior step (``forward``) and posterior step (``posterior``)."""
+
+    def __init__(self, config: RSSMConfig) -> None:
+        super().__init__()
+        self.latent = config.latent_space()
+        s = self.latent.sample_dim
+        self.inp = nn.Sequential(
+            nn.Linear(s, config.hidden, bias=False), nn.LayerNorm(config.hidden)
+        )
+        self.gru = LayerNormGRUCell(config.hidden, config.deter)
+        self.prior = mlp(config.deter, config.hidden, self.latent.param_dim, 1)
+        embed = RSSMEncoder(config).out_dim
+        self.post = mlp(config.deter + embed, config.hidden, self.latent.param_dim, 1)
+
+    def recurrent(self, state: State, features: torch.Tensor) -> torch.Tensor:
+        """``h' = GRU(h, SiLU(f(z) + f(a)))`` -> ``[B, D]``."""
+        x = F.silu(self.inp(state["stoch"]) + features)
+        return self.gru(x, state["deter"])
+
+    def sample(
+        self, params: torch.Tensor, deterministic: bool, noise: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.latent.sample(params, deterministic=deterministic, noise=noise).flatten(1)
+
+    def forward(
+        self,
+        state: State,
+        features: torch.Tensor,
+        *,
+        deterministic: bool = False,
+        noise: Mapping[str, torch.Tensor] | None = None,
+    ) -> State:
+        deter = self.recurrent(state, features)
+        params = self.prior(deter)
+        stoch = self.sample(params, deterministic, None if noise is None else noise["stoch"])
+        return State({"deter": deter, "stoch": stoch})
+
+    def posterior_params(self, deter: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+        return self.post(torch.cat([deter, embed], -1))
+
+
+class RSSMDecoder(nn.Module):
+    """Features of a state -> observation, reward and continue predictions."""
+
+    def __init__(self, config: RSSMConfig) -> None:
+        super().__init__()
+        self.config = config
+        feat = config.feat_dim
+        if config.image:
+            self.obs: nn.Module = ImageDecoder(feat, config.obs_shape, config.cnn_depth)
+        else:
+            self.obs = mlp(feat, config.hidden, config.obs_shape[0], config.layers)
+        self.twohot = TwoHot() if config.reward_head == "twohot" else None
+        self.reward = mlp(
+            feat, config.hidden, len(self.twohot.bins) if self.twohot else 1, config.layers
+        )
+        self.cont = mlp(feat, config.hidden, 1, config.layers)
+        # zero-initialised reward output: predictions start at 0 (DreamerV3)
+        out_layer = self.reward[-1]
+        assert isinstance(out_layer, nn.Linear)
+        nn.init.zeros_(out_layer.weight)
+        nn.init.zeros_(out_layer.bias)
+
+    def raw(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Head outputs before turning them into values: obs (symlog/pixel space), reward
+        logits or value, continue logit."""
+        return {
+            "obs": self.obs(feat),
+            "reward": self.reward(feat),
+            "continue_logit": self.cont(feat).squeeze(-1),
+        }
+
+    def values(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c = self.config
+        if c.image:
+            obs = (raw["obs"] + 0.5) * 255.0
+        else:
+            obs = symexp(raw["obs"]) if c.symlog_obs else raw["obs"]
+        reward = self.twohot.mean(raw["reward"]) if self.twohot else raw["reward"].squeeze(-1)
+        return {"obs": obs, "reward": reward, "continue": torch.sigmoid(raw["continue_logit"])}
+
+    def forward(self, state: State) -> ModelOutput:
+        feat = torch.cat([state["deter"], state["stoch"]], -1)
+        return ModelOutput(self.values(self.raw(feat)))
+
+
+class RSSMWorldModel(WorldModel):
+    """Shared implementation of the RSSM families (see module docstring)."""
+
+    config: RSSMConfig
+    component_defaults: ClassVar[Mapping[str, Any]] = {
+        "observation_encoder": RSSMEncoder,
+        "action_conditioner": RSSMActionConditioner,
+        "dynamics_model": RSSMDynamics,
+        "decoder": RSSMDecoder,
+    }
+
+    def __init__(
+        self,
+        config: WorldModelConfig,
+        component_overrides: Any = None,
+        *,
+        trust_imports: bool = True,
+    ) -> None:
+        super().__init__(config, component_overrides, trust_imports=trust_imports)
+        self.latent = self.config.latent_space()
+
+    # typed handles on the layers (whichever default or override was built for each role)
+    @property
+    def _encoder(self) -> Any:
+        return self.component("observation_encoder")
+
+    @property
+    def _conditioner(self) -> Any:
+        return self.component("action_conditioner")
+
+    @property
+    def _dynamics(self) -> Any:
+        return self.component("dynamics_model")
+
+    @property
+    def _decoder(self) -> Any:
+        return self.component("decoder")
+
+    # -- layout ---------------------------------------------------------------------------------
+    def state_spec(self) -> dict[str, tuple[int | str, ...]]:
+        return {"deter": (self.config.deter,), "stoch": (self.latent.sample_dim,)}
+
+    def noise_spec(self) -> dict[str, NoiseSpec]:
+        return {"stoch": self.latent.noise_spec}
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        device = device if device is not None else self.device
+        return State(
+            {
+                "deter": torch.zeros(batch_size, self.config.deter, device=device),
+                "stoch": torch.zeros(batch_size, self.latent.sample_dim, device=device),
+            }
+        )
+
+    # -- the contract -------------------------------------------------------------------------
+    def encode(self, obs: WorldModelInput | torch.Tensor) -> State:
+        inp = self.check_obs(obs)
+        state = self.initial_state(inp.obs.shape[0], inp.obs.device)
+        params = self._dynamics.posterior_params(state["deter"], self._encoder(inp.obs))
+        stoch = self._dynamics.sample(params, False, None)
+        return State({"deter": state["deter"], "stoch": stoch})
+
+    def transition(
+        self,
+        state: State,
+        action: ActionPayload | torch.Tensor,
+        conditions: ConditionPayload | None = None,
+        deterministic: bool = False,
+        noise: Mapping[str, torch.Tensor] | None = None,
+    ) -> State:
+        self.check_state(state)
+        features = self._conditioner(self.check_action(action, state.batch_size), conditions)
+        return self._dynamics(state, features, deterministic=deterministic, noise=noise)
+
+    def update(
+        self,
+        state: State,
+        action: ActionPayload | torch.Tensor,
+        obs: WorldModelInput | torch.Tensor,
+    ) -> State:
+        self.check_state(state)
+        inp = self.check_obs(obs)
+        features = self._conditioner(self.check_action(action, state.batch_size), inp.conditions)
+        deter = self._dynamics.recurrent(state, features)
+        params = self._dynamics.posterior_params(deter, self._encoder(inp.obs))
+        return State({"deter": deter, "stoch": self._dynamics.sample(params, False, None)})
+
+    def decode(self, state: State) -> ModelOutput:
+        return self._decoder(self.check_state(state))
+
+    # -- training -------------------------------------------------------------------------------
+    def _kl_loss(
+        self, post: torch.Tensor, prior: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-step ``(loss, dyn, rep)`` ``[B]``."""
+        c, lat = self.config, self.latent
+        dyn = lat.kl(post.detach(), prior)
+        rep = lat.kl(post, prior.detach())
+        loss = c.kl_dyn * dyn.clamp(min=c.free_nats) + c.kl_rep * rep.clamp(min=c.free_nats)
+        return loss, dyn, rep
+
+    def _obs_loss(self, pred: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Per-sample reconstruction loss ``[B]`` (sum over observation dimensions)."""
+        c = self.config
+        if c.image:
+            target = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
+        else:
+            target = symlog(obs.float()) if c.symlog_obs else obs.float()
+        return ((pred - target) ** 2).flatten(1).sum(-1)
+
+    def loss(self, batch: Batch) -> LossOutput:
+        self.check_batch(batch)
+        dyn_model, dec = self._dynamics, self._decoder
+        b, t_len = batch.batch_size, batch.seq_len
+        embed = self._encoder(batch.obs.flatten(0, 1)).reshape(b, t_len + 1, -1)
+        valid = batch.valid  # [B, T]
+        obs_valid = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)  # obs[t+1] real iff step t
+        state = self.initial_state(b, batch.obs.device)
+        deter = state["deter"]
+        post = dyn_model.posterior_params(deter, embed[:, 0])
+        prior = dyn_model.prior(deter)
+        stoch = dyn_model.sample(post, False, None)
+        deters, stochs, posts, priors = [deter], [stoch], [post], [prior]
+        for t in range(t_len):
+            features = self._conditioner(batch.actions[:, t], None)
+            deter = dyn_model.recurrent(State({"deter": deter, "stoch": stoch}), features)
+            prior = dyn_model.prior(deter)
+            post = dyn_model.posterior_params(deter, embed[:, t + 1])
+            stoch = dyn_model.sample(post, False, None)
+            deters.append(deter)
+            stochs.append(stoch)
+            posts.append(post)
+            priors.append(prior)
+        feat = torch.cat([torch.stack(deters, 1), torch.stack(stochs, 1)], -1)  # [B, T+1, F]
+        raw = dec.raw(feat.flatten(0, 1))
+        obs_loss = self._obs_loss(raw["obs"], batch.obs.flatten(0, 1)).reshape(b, t_len + 1)
+        step_feat_raw = {k: v.reshape(b, t_len + 1, *v.shape[1:])[:, 1:] for k, v in raw.items()}
+        if dec.twohot is not None:
+            reward_loss = dec.twohot.loss(
+                step_feat_raw["reward"].flatten(0, 1), batch.rewards.flatten()
+            ).reshape(b, t_len)
+        else:
+            reward_loss = (step_feat_raw["reward"].squeeze(-1) - batch.rewards) ** 2
+        cont_loss = F.binary_cross_entropy_with_logits(
+            step_feat_raw["continue_logit"], batch.continues, reduction="none"
+        )
+        kl_loss, dyn, rep = self._kl_loss(
+            torch.stack(posts, 1).flatten(0, 1), torch.stack(priors, 1).flatten(0, 1)
+        )
+        kl_loss, dyn, rep = (x.reshape(b, t_len + 1) for x in (kl_loss, dyn, rep))
+
+        def mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+        parts = {
+            "obs": mean(obs_loss, obs_valid),
+            "reward": mean(reward_loss, valid),
+            "continue": mean(cont_loss, valid),
+            "kl": mean(kl_loss, obs_valid),
+        }
+        total = parts["obs"] + parts["reward"] + parts["continue"] + parts["kl"]
+        metrics = {
+            "kl_dyn": float(mean(dyn, obs_valid).detach()),
+            "kl_rep": float(mean(rep, obs_valid).detach()),
+        }
+        return LossOutput(total, {k: v.detach() for k, v in parts.items()}, metrics)
+
+
+# -- the two registered families ----------------------------------------------------------------
+@dataclass
+class DreamerV3Config(RSSMConfig):
+    """DreamerV3 (Hafner et al., 2023): categorical latents with 1% unimix, symlog MLPs, two-hot
+    rewards, KL balancing 0.5 / 0.1 with free nats 1. Preset sizes are parameter counts for
+    64x64x3 images and 6-dim actions (``proprio`` for 17-dim vectors; see README)."""
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # counts for 64x64x3 images, 6-dim actions (tests/test_rssm.py checks them)
+        "tiny": dict(deter=128, hidden=96, layers=1, groups=16, classes=8, cnn_depth=12),  # 0.96M
+        "small": dict(deter=256, hidden=256, layers=2, groups=32, classes=16, cnn_depth=24),  # 5.4M
+        "size12m": dict(deter=512, hidden=512, layers=2, groups=32, classes=16, cnn_depth=32),
+        "size25m": dict(deter=1024, hidden=640, layers=3, groups=32, classes=24, cnn_depth=40),
+        "size50m": dict(deter=1536, hidden=1024, layers=2, groups=32, classes=32, cnn_depth=48),
+        # proprioceptive (vector) observations on a CPU budget: 1.6M for 17-dim Walker2d
+        "proprio": dict(deter=256, hidden=256, layers=2, groups=16, classes=16),
+    }
+    default_preset: ClassVar[str | None] = "small"
+
+
+@dataclass
+class PlaNetConfig(RSSMConfig):
+    """PlaNet (Hafner et al., 2019): Gaussian latents (30 dims, min std 0.1), 200-unit deter
+    state, plain MSE reconstruction and reward, KL with free nats 3."""
+
+    deter: int = 200
+    hidden: int = 200
+    latent: Literal["categorical", "gaussian"] = "gaussian"
+    stoch: int = 30
+    symlog_obs: bool = False
+    reward_head: Literal["twohot", "mse"] = "mse"
+    kl_dyn: float = 1.0
+    kl_rep: float = 0.0
+    free_nats: float = 3.0
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(deter=64, hidden=64, stoch=16, cnn_depth=8),
+        "paper": dict(deter=200, hidden=200, stoch=30, cnn_depth=32),  # 3.7M for 64x64x3
+    }
+    default_preset: ClassVar[str | None] = "paper"
+
+
+@WorldModelRegistry.register("dreamerv3", DreamerV3Config, aliases=("dreamer",))
+class DreamerV3Model(RSSMWorldModel):
+    """DreamerV3 world model."""
+
+
+@WorldModelRegistry.register("planet", PlaNetConfig)
+class PlaNetModel(RSSMWorldModel):
+    """PlaNet world model."""
