@@ -6,6 +6,7 @@ whose rewards are shifted by one step cannot fit it), termination when ``|x'[0]|
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 import worldflux as wf
@@ -58,3 +59,37 @@ def sample_batch(
         truncations=torch.zeros(n, steps),
         mask=torch.stack(mask, 1),
     )
+
+
+def moving_dot_episodes(
+    episodes: int, steps: int, size: int = 16, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """A 2x2 white dot on a black ``size x size`` RGB image, moved one pixel per step by a
+    Discrete(4) action (up, down, left, right; walls stop it). Reward: 1 when it touches the
+    right wall. Minari layout, HWC uint8 observations."""
+    rng = np.random.default_rng(seed)
+    moves = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
+    out = []
+    for _ in range(episodes):
+        pos = rng.integers(0, size - 1, size=2)
+        frames, actions, rewards = [], [], []
+        for t in range(steps + 1):
+            img = np.zeros((size, size, 3), np.uint8)
+            img[pos[0] : pos[0] + 2, pos[1] : pos[1] + 2] = 255
+            frames.append(img)
+            if t == steps:
+                break
+            a = int(rng.integers(0, 4))
+            pos = np.clip(pos + moves[a], 0, size - 2)
+            actions.append(a)
+            rewards.append(float(pos[1] == size - 2))
+        out.append(
+            {
+                "observations": np.stack(frames),
+                "actions": np.asarray(actions),
+                "rewards": np.asarray(rewards),
+                "terminations": np.zeros(steps, bool),
+                "truncations": np.eye(steps, dtype=bool)[-1],
+            }
+        )
+    return out

@@ -26,8 +26,14 @@ SCRIPT = Path(sys.executable).parent / "worldflux"
 @pytest.fixture(scope="module")
 def ppo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("policy") / "cartpole.zip"
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0,
-                policy_kwargs={"net_arch": [16, 16]})  # fmt: skip
+    model = PPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=64,
+        batch_size=32,
+        seed=0,
+        policy_kwargs={"net_arch": [16, 16]},
+    )
     model.learn(128)
     model.save(path)
     return path
@@ -61,8 +67,13 @@ def test_sb3_policy_loads_without_unpickling(
 
 def test_pickled_policy_kwargs_and_wrong_spaces_are_refused(ppo_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "tanh.zip"
-    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32,
-        policy_kwargs={"activation_fn": torch.nn.Tanh}).save(path)  # fmt: skip
+    PPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=64,
+        batch_size=32,
+        policy_kwargs={"activation_fn": torch.nn.Tanh},
+    ).save(path)
     with pytest.raises(UnsafePolicyFileError, match="policy_kwargs are pickled"):
         load_sb3_policy(path, gym.make("CartPole-v1"))
     with pytest.raises(
@@ -105,11 +116,32 @@ def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> No
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["steps"] == 10_000 and report["episodes"] >= 50
-    res = _run("CartPole-v1", "--dataset-id", "test/cartpole/ppo-v0", "--policy", str(ppo_file),
-               "--steps", "500", "--action-noise", "0", "--quiet", root=tmp_path)  # fmt: skip
+    res = _run(
+        "CartPole-v1",
+        "--dataset-id",
+        "test/cartpole/ppo-v0",
+        "--policy",
+        str(ppo_file),
+        "--steps",
+        "500",
+        "--action-noise",
+        "0",
+        "--quiet",
+        root=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
-    res = _run("CartPole-v1", "--dataset-id", "test/cartpole/replay-v0", "--train-steps", "256",
-               "--mode", "replay", "--quiet", "--json", root=tmp_path)  # fmt: skip
+    res = _run(
+        "CartPole-v1",
+        "--dataset-id",
+        "test/cartpole/replay-v0",
+        "--train-steps",
+        "256",
+        "--mode",
+        "replay",
+        "--quiet",
+        "--json",
+        root=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["steps"] >= 256
     again = _run("--recipe", "pendulum-random", "--quiet", root=tmp_path)
@@ -138,12 +170,35 @@ def test_collect_cli_bad_arguments(tmp_path: Path) -> None:
 
 def test_recipes_are_consistent() -> None:
     names = recipe_names()
-    assert {"walker2d-random", "walker2d-medium", "walker2d-medium-replay", "hopper-medium",
-            "hopper-medium-replay", "halfcheetah-medium", "halfcheetah-medium-replay",
-            "pendulum-random", "cartpole-random"} <= set(names)  # fmt: skip
+    assert {
+        "walker2d-random",
+        "walker2d-medium",
+        "walker2d-medium-replay",
+        "hopper-medium",
+        "hopper-medium-replay",
+        "halfcheetah-medium",
+        "halfcheetah-medium-replay",
+        "pendulum-random",
+        "cartpole-random",
+    } <= set(names)
     for name in names:
         spec = recipe_spec(name)
         assert spec.dataset_id.startswith("worldflux/")
     medium, replay = recipe_spec("walker2d-medium"), recipe_spec("walker2d-medium-replay")
     assert medium.train is not None and medium.policy == medium.train.save_to
     assert replay.mode == "replay" and replay.train == medium.train
+
+
+def test_rollout_episodes_gives_each_environment_its_share() -> None:
+    from worldflux.data.collect import RandomPolicy, rollout_episodes
+
+    env = gym.make("CartPole-v1")
+    eps = rollout_episodes(
+        "CartPole-v1",
+        RandomPolicy(env.action_space, 0),
+        episodes=7,
+        n_envs=3,
+        seed=0,
+        progress=False,
+    )
+    assert len(eps) == 7 and all(not bool(ep["cut"]) for ep in eps)

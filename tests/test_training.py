@@ -102,12 +102,21 @@ def test_resume_is_bit_exact(tmp_path: Path) -> None:
     )
     with pytest.raises(KeyboardInterrupt):
         crashed.fit()
-    resumed = Trainer(toy(seed=99), provider(seed=99), cfg, run_dir=tmp_path / "b", progress=False)
+    # a different progress setting changes the callback list: states are matched by name
+    resumed = Trainer(toy(seed=99), provider(seed=99), cfg, run_dir=tmp_path / "b", progress=True)
     assert resumed.resume() and resumed.step == 10
     resumed.fit()
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert straight.history[-1] == resumed.history[-1]
+    # the logs of the resumed run have no duplicated steps
+    rows = [
+        line.split(",")[0] for line in (tmp_path / "b" / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    straight_rows = [
+        line.split(",")[0] for line in (tmp_path / "a" / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    assert rows == straight_rows
 
 
 class Order(Callback):
@@ -286,3 +295,37 @@ def test_fidelity_beats_copy_and_linear_baselines(tmp_path: Path) -> None:
     )
     assert "NaN" not in paths[0].read_text()
     assert paths[2].stat().st_size > 10_000
+
+
+def test_without_validation_episodes_training_still_finishes(tmp_path: Path) -> None:
+    data = MinariBatchProvider.from_store(synthetic_store(), validation_fraction=0.0)
+    with pytest.warns(UserWarning, match="no validation batches"):
+        trainer = Trainer(toy(), data, config(steps=6), run_dir=tmp_path, progress=False)
+    result = trainer.fit()
+    assert result["validation"] == {} and (tmp_path / "model" / "model.safetensors").is_file()
+    with pytest.raises(wf.core.ConfigError, match="early stopping needs validation batches"):
+        Trainer(toy(), data, config(steps=6, early_stopping_patience=2), progress=False)
+    with pytest.raises(wf.core.ConfigError, match="seq_len=50 is longer than every episode"):
+        Trainer(toy(), data, config(seq_len=50), progress=False)
+
+
+def test_non_finite_gradients_stop_before_the_update(tmp_path: Path) -> None:
+    model = toy()
+    trainer = Trainer(model, provider(), config(steps=10), progress=False)
+    model.decoder.obs[0].weight.register_hook(lambda g: g * float("inf"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        NonFiniteLossError, match="gradient norm is (nan|inf) at step 1.*not updated"
+    ):
+        trainer.fit()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_resuming_an_early_stopped_run_does_not_train_on(tmp_path: Path) -> None:
+    cfg = config(steps=400, eval_every=2, lr=1e-9, early_stopping_patience=2)
+    first = Trainer(toy(), provider(), cfg, run_dir=tmp_path, progress=False)
+    stopped_at = first.fit()["steps"]
+    again = Trainer(toy(), provider(), cfg, run_dir=tmp_path, progress=False)
+    assert again.resume()
+    result = again.fit()
+    assert result["steps"] == stopped_at and result["stop_reason"].startswith("early stopping")

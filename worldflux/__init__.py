@@ -56,7 +56,7 @@ __all__ = [
     "load_pretrained",
 ]
 
-from . import models as _builtin_families  # noqa: E402,F401  (registers dreamerv3, planet)
+from . import models as _builtin_families  # noqa: F401  (registers dreamerv3, planet)
 
 # Third-party families and components (entry points); failures only warn.
 load_plugins()

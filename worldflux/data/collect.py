@@ -175,10 +175,20 @@ def rollout_episodes(
         desc=f"collect {env_id}",
         dynamic_ncols=True,
     )
+    # with episodes=N each environment plays its own share, so short episodes are not
+    # over-represented (finishing first would favour them)
+    quota = [0] * n_envs
+    if episodes is not None:
+        quota = [episodes // n_envs + (i < episodes % n_envs) for i in range(n_envs)]
+    played = [0] * n_envs
     try:
         while True:
+            active = [i for i in range(n_envs) if episodes is None or played[i] < quota[i]]
+            if not active:
+                return done
             actions = policy(obs)
-            for i, env in enumerate(envs):
+            for i in active:
+                env = envs[i]
                 nxt, reward, terminated, truncated, _ = env.step(actions[i])
                 rec = recorders[i]
                 rec.actions.append(actions[i])
@@ -191,10 +201,9 @@ def rollout_episodes(
                     bar.update(1)
                 if terminated or truncated:
                     done.append(rec.finish())
+                    played[i] += 1
                     if episodes is not None:
                         bar.update(1)
-                        if len(done) >= episodes:
-                            return done
                     nxt, _ = env.reset()
                     recorders[i] = EpisodeRecorder(observations=[np.array(nxt, copy=True)])
                 obs[i] = nxt
@@ -489,10 +498,12 @@ def train_behaviour_policy(
     if save_to is not None:
         path = Path(save_to)
         path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-        if policy.obs_norm is not None:
+        if policy.obs_norm is not None:  # first: a zip never exists without its normalisation
             n = policy.obs_norm
             save_obs_norm(path, n["mean"], n["var"], n["clip_obs"], n["epsilon"])
+        staged = path.with_name(f".{path.stem}.tmp.zip")
+        model.save(staged)
+        staged.replace(path)
     venv.close()
     eval_env.close()
     return policy, recorded

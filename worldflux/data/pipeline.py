@@ -145,6 +145,8 @@ def collect_dataset(
     probe = gym.make(spec.env_id)
     observation_layout(probe.observation_space)
     action_layout(probe.action_space)
+    if spec.action_noise > 0 and not isinstance(probe.action_space, gym.spaces.Box):
+        raise ConfigError(f"action_noise needs a Box action space, got {probe.action_space}.")
     policy: Policy
     recorded: list[dict[str, np.ndarray]] = []
     if spec.policy == "random":
@@ -169,7 +171,14 @@ def collect_dataset(
             eval_every=t.eval_every,
             progress=progress,
         )
-        trained.action_noise = spec.action_noise
+        trained = SB3Policy(
+            trained.policy,
+            probe.action_space,
+            obs_norm=trained.obs_norm,
+            action_noise=spec.action_noise,
+            seed=spec.seed,
+            name=trained.name,
+        )
         policy, name = trained, f"{t.algo} trained {t.train_steps} steps"
     else:
         path = Path(spec.policy)

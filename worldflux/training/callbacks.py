@@ -99,6 +99,22 @@ class CSVLogger(Callback):
         with self.path.open("a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=self.columns).writerow(row)
 
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """On resume, drop rows a crashed run wrote after the checkpoint it resumes from."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        self.columns = list(rows[0].keys()) if rows else []
+        kept = [r for r in rows if int(r["step"]) <= trainer.step]
+        if len(kept) != len(rows):
+            tmp = self.path.with_suffix(".tmp")
+            with tmp.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=self.columns)
+                writer.writeheader()
+                writer.writerows(kept)
+            tmp.replace(self.path)
+
     def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if metrics:
             self._write(trainer.step, metrics)
@@ -117,7 +133,9 @@ class TensorBoardLogger(Callback):
     def on_train_begin(self, trainer: Trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.log_dir), purge_step=trainer.step or None)
+        # on resume, forget what a crashed run logged after its checkpoint (steps > trainer.step)
+        purge = trainer.step + 1 if trainer.step else None
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=purge)
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():

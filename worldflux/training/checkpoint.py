@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..core.errors import SerializationError
+from ..core.serialization import replace_dir_atomically
 
 STATE_FILE = "trainer_state.pt"
 LATEST = "latest"
@@ -42,15 +43,13 @@ def write_checkpoint(
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(staged, target)
+        replace_dir_atomically(staged, target)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     pointer = root / f".{LATEST}.tmp"
     pointer.write_text(target.name + "\n")
     pointer.replace(root / LATEST)
-    done = sorted(p for p in root.glob("step-*") if p.is_dir())
+    done = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
     for old in done[: max(len(done) - keep, 0)]:
         shutil.rmtree(old, ignore_errors=True)
     return target

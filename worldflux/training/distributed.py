@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -57,6 +58,22 @@ class DistContext:
     def barrier(self) -> None:
         if self.world_size > 1:
             torch_dist.barrier()
+
+    def all_true(self, flag: bool) -> bool:
+        """True on every rank only if ``flag`` is true on every rank."""
+        if self.world_size <= 1:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MIN)
+        return bool(t.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (on every rank)."""
+        if self.world_size <= 1:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch_dist.all_gather_object(out, obj)
+        return out
 
     def sampling_seed(self, seed: int) -> int:
         """A different sampling stream per rank."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from ..core.batch_provider import BatchProviderV2, BatchRequest
-from ..core.errors import ContractError, WorldFluxError
+from ..core.errors import ConfigError, ContractError, WorldFluxError
 from ..core.model import WorldModel
 from ..core.payloads import Batch
 from .callbacks import BestModel, Callback, CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
@@ -100,9 +101,26 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
         self._forward: nn.Module = self.dist.wrap(_LossForward(self.model), self.device)
+        self._batch("train", seed=0)  # bad seq_len / empty split: fail now, not after training
+        self.has_validation = self._probe_validation()
         self.callbacks: list[Callback] = self._default_callbacks(progress) + list(callbacks)
+        self._evaluated_at = -1
+        self._checkpointed_at = -1
 
     # -- set-up -------------------------------------------------------------------------------
+    def _probe_validation(self) -> bool:
+        try:
+            self._batch("validation", seed=0)
+        except ConfigError as exc:
+            if self.config.early_stopping_patience:
+                raise ConfigError(f"early stopping needs validation batches, but {exc}") from None
+            warnings.warn(
+                f"no validation batches ({exc}); evaluation and best-model tracking are off.",
+                stacklevel=3,
+            )
+            return False
+        return True
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         groups = []
         seen: set[int] = set()
@@ -134,11 +152,9 @@ class Trainer:
         if progress and self.dist.is_main:
             cbs.append(ProgressBar())
         if self.run_dir is not None and self.dist.is_main:
-            cbs += [
-                CSVLogger(self.run_dir / "metrics.csv"),
-                TensorBoardLogger(self.run_dir / "tb"),
-                BestModel(self.run_dir / "best"),
-            ]
+            cbs += [CSVLogger(self.run_dir / "metrics.csv"), TensorBoardLogger(self.run_dir / "tb")]
+            if self.has_validation:
+                cbs.append(BestModel(self.run_dir / "best"))
         if self.config.early_stopping_patience:
             cbs.append(EarlyStopping(self.config.early_stopping_patience))
         return cbs
@@ -173,18 +189,25 @@ class Trainer:
         self.model.train()
         batch = self._batch("train")
         loss, components = self._loss(batch)
-        if not bool(torch.isfinite(loss.detach())):
-            where = self.last_checkpoint or "none was written yet"
+        finite = bool(torch.isfinite(loss.detach()))
+        if not self.dist.all_true(finite):  # every rank stops together
             parts = ", ".join(f"{k}={float(v):.4g}" for k, v in components.items())
-            raise NonFiniteLossError(
-                f"loss is {float(loss.detach())} at step {self.step + 1} ({parts}). Last good checkpoint: "
-                f"{where}. Lower the learning rate or grad_clip and resume from it."
+            what = (
+                f"loss is {float(loss.detach())}"
+                if not finite
+                else "another rank's loss is not finite"
             )
+            self._raise_non_finite(f"{what} at step {self.step + 1} ({parts})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if not bool(torch.isfinite(grad_norm)):  # gradients are averaged: all ranks agree
+            self._raise_non_finite(
+                f"gradient norm is {float(grad_norm)} at step {self.step + 1} "
+                f"(loss {float(loss.detach()):.4g})"
+            )
         self.optimizer.step()
         self.scheduler.step()
         self.model.after_update()
@@ -193,6 +216,13 @@ class Trainer:
         out.update({f"train/{k}": float(v) for k, v in components.items()})
         out["train/lr"] = float(self.optimizer.param_groups[0]["lr"])
         return out
+
+    def _raise_non_finite(self, what: str) -> None:
+        where = self.last_checkpoint or "none was written yet"
+        raise NonFiniteLossError(
+            f"{what}; the parameters were not updated. Last good checkpoint: {where}. "
+            "Lower the learning rate or grad_clip and resume from it."
+        )
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -240,8 +270,12 @@ class Trainer:
                     and self.step < cfg.steps
                 ):
                     self.save_checkpoint()
-            val = self._run_eval()
-            self.save_checkpoint()
+            if self._evaluated_at != self.step:
+                val = self._run_eval()
+            elif self.history:
+                val = {k: v for k, v in self.history[-1].items() if k != "step"}
+            if self._checkpointed_at != self.step:
+                self.save_checkpoint()
         finally:
             for cb in self._active():
                 cb.on_train_end(self)
@@ -268,6 +302,9 @@ class Trainer:
         return result
 
     def _run_eval(self) -> dict[str, float]:
+        self._evaluated_at = self.step
+        if not self.has_validation:
+            return {}
         metrics = self.evaluate()
         self.history.append({"step": float(self.step), **metrics})
         for cb in self._active():
@@ -275,27 +312,41 @@ class Trainer:
         return metrics
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: RNG streams and the sampler."""
         data_state = self.data.state_dict() if hasattr(self.data, "state_dict") else None
         return {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python_rng": random.getstate(),
             "numpy_rng": _jsonable(np.random.get_state(legacy=False)),
             "data": _jsonable(data_state),
-            "callbacks": [c.state_dict() for c in self.callbacks],
-            "config": self.config.to_dict(),
-            "stop_reason": self.stop_reason,
         }
 
+    def _callback_key(self, index: int) -> str:
+        cb = self.callbacks[index]
+        same = [c for c in self.callbacks[:index] if type(c) is type(cb)]
+        return f"{type(cb).__name__}:{len(same)}"
+
     def save_checkpoint(self) -> Path | None:
-        """Write a checkpoint (rank 0 only; all ranks wait for it)."""
+        """Write a checkpoint (rank 0 writes every rank's RNG/sampler state; all ranks wait)."""
+        self._checkpointed_at = self.step
+        ranks = self.dist.gather(self._rank_state())
         path = None
         if self.run_dir is not None and self.dist.is_main:
-            path = write_checkpoint(self.run_dir, self.step, self.model, self._state(), keep=2)
+            state = {
+                "step": self.step,
+                "world_size": self.dist.world_size,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "ranks": ranks,
+                "callbacks": {
+                    self._callback_key(i): c.state_dict() for i, c in enumerate(self.callbacks)
+                },
+                "config": self.config.to_dict(),
+                "stop_reason": self.stop_reason,
+            }
+            path = write_checkpoint(self.run_dir, self.step, self.model, state, keep=2)
             self.last_checkpoint = path
             for cb in self._active():
                 cb.on_checkpoint(self, path)
@@ -316,18 +367,29 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        random.setstate(_tupled(state["python_rng"]))
-        numpy_state = state["numpy_rng"]
+        if int(state["world_size"]) != self.dist.world_size:
+            raise ConfigError(
+                f"{path} was written by {state['world_size']} processes; resume it with the same "
+                f"number (this run has {self.dist.world_size}) so every rank gets its stream back."
+            )
+        mine = state["ranks"][self.dist.rank]
+        torch.set_rng_state(mine["torch_rng"])
+        if mine["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(mine["cuda_rng"])
+        random.setstate(_tupled(mine["python_rng"]))
+        numpy_state = mine["numpy_rng"]
         numpy_state["state"]["key"] = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
         np.random.set_state(numpy_state)
-        if state["data"] is not None and hasattr(self.data, "load_state_dict"):
-            self.data.load_state_dict(state["data"])
-        for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
-            cb.load_state_dict(cb_state)
+        if mine["data"] is not None and hasattr(self.data, "load_state_dict"):
+            self.data.load_state_dict(mine["data"])
+        saved_callbacks = state["callbacks"]
+        for i, cb in enumerate(self.callbacks):
+            key = self._callback_key(i)
+            if key in saved_callbacks:
+                cb.load_state_dict(saved_callbacks[key])
+        self.stop_reason = state["stop_reason"]
         self.last_checkpoint = path
+        self._checkpointed_at = self.step
         return True
 
 
