@@ -41,6 +41,25 @@ class TrainSpec:
     target_return: float | None = None
     eval_every: int = 25_000
 
+    def run(
+        self, env_id: str, seed: int, *, record: bool, save: bool, progress: bool
+    ) -> tuple[SB3Policy, list[dict[str, np.ndarray]]]:
+        """Train as described; save to ``save_to`` when ``save``; see ``train_behaviour_policy``."""
+        return train_behaviour_policy(
+            env_id,
+            algo=self.algo,
+            train_steps=self.train_steps,
+            seed=seed,
+            n_envs=self.n_envs,
+            normalize=self.normalize,
+            hyperparams=self.hyperparams,
+            record=record,
+            save_to=self.save_to if save else None,
+            target_return=self.target_return,
+            eval_every=self.eval_every,
+            progress=progress,
+        )
+
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
             raise ConfigError(f"algo: expected one of {list(ALGORITHMS)}, got {self.algo!r}.")
@@ -157,19 +176,8 @@ def collect_dataset(
         t = spec.train
         # an existing policy file is kept: it is the one the "final" datasets were built from
         keep = t.save_to is not None and Path(t.save_to).exists()
-        trained, recorded = train_behaviour_policy(
-            spec.env_id,
-            algo=t.algo,
-            train_steps=t.train_steps,
-            seed=spec.seed,
-            n_envs=t.n_envs,
-            normalize=t.normalize,
-            hyperparams=t.hyperparams,
-            record=spec.mode == "replay",
-            save_to=None if keep else t.save_to,
-            target_return=t.target_return,
-            eval_every=t.eval_every,
-            progress=progress,
+        trained, recorded = t.run(
+            spec.env_id, spec.seed, record=spec.mode == "replay", save=not keep, progress=progress
         )
         trained = SB3Policy(
             trained.policy,
@@ -187,19 +195,7 @@ def collect_dataset(
                 raise ConfigError(f"policy file {path} does not exist.")
             # train the missing behaviour policy once; later runs reuse the saved file
             t = spec.train
-            train_behaviour_policy(
-                spec.env_id,
-                algo=t.algo,
-                train_steps=t.train_steps,
-                seed=spec.seed,
-                n_envs=t.n_envs,
-                normalize=t.normalize,
-                hyperparams=t.hyperparams,
-                save_to=t.save_to,
-                target_return=t.target_return,
-                eval_every=t.eval_every,
-                progress=progress,
-            )
+            spec.train.run(spec.env_id, spec.seed, record=False, save=True, progress=progress)
         policy = SB3Policy.from_file(path, probe, action_noise=spec.action_noise, seed=spec.seed)
         name = f"sb3 {path.name}" + (f" + noise {spec.action_noise}" if spec.action_noise else "")
 

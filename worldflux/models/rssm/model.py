@@ -430,7 +430,7 @@ class PlaNetConfig(RSSMConfig):
     symlog_obs: bool = False
     reward_head: Literal["twohot", "mse"] = "mse"
     kl_dyn: float = 1.0
-    kl_rep: float = 0.0
+    kl_rep: float = 1.0  # with kl_dyn = 1: the gradients of one unbalanced KL(post || prior)
     free_nats: float = 3.0
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
