@@ -1,10 +1,11 @@
-"""Trainer throughput (samples/s = sequences x steps per second) with and without bf16 autocast.
+"""Trainer throughput (samples/s = sequences x steps per second), fp32 and bf16 autocast.
 
-    python benchmarks/trainer_throughput.py [--repeats 3] [--steps 60]
+    python benchmarks/trainer_throughput.py [--repeats 3] [--steps 30]
 
-Uses the small test-only latent model of tests/toy_model.py (real families bring their own
-benchmarks) at two widths, on an in-memory synthetic dataset, fp32 and bf16 side by side in one
-run. Prints a table of medians and saves it to benchmarks/results/trainer_throughput.md.
+Models: the small test-only latent model of tests/toy_model.py at two widths, and
+``dreamerv3:small`` on Walker2d-shaped data (17-dim observations, 6-dim actions); batch 16 x 64.
+fp32 and bf16 runs are interleaved so both see the same machine load. Prints a table of medians
+and saves it to benchmarks/results/trainer_throughput.md.
 """
 
 from __future__ import annotations
@@ -14,35 +15,60 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import conftest  # noqa: F401  (registers the toy family)
-from test_training import synthetic_store
+import conftest  # noqa: F401  (registers the test-only "toy" family)
 
 import worldflux as wf
-from worldflux.data import MinariBatchProvider
+from worldflux.data import EpisodeStore, MinariBatchProvider
+from worldflux.data.spaces import ActionLayout, ObservationLayout
 from worldflux.training import Trainer, TrainerConfig
 
 RESULTS = Path(__file__).with_name("results") / "trainer_throughput.md"
 
 
-def run(hidden: int, bf16: bool, steps: int, batch: int, seq: int) -> float:
-    data = MinariBatchProvider.from_store(
-        synthetic_store(episodes=100, steps=64), validation_fraction=0.1
+def random_walk_store(
+    obs_dim: int, act_dim: int, episodes: int = 40, steps: int = 200
+) -> EpisodeStore:
+    rng = np.random.default_rng(0)
+    eps = []
+    for _ in range(episodes):
+        actions = rng.uniform(-1, 1, (steps, act_dim))
+        obs = np.cumsum(rng.normal(size=(steps + 1, obs_dim)) * 0.1, axis=0)
+        eps.append(
+            {
+                "observations": obs,
+                "actions": actions,
+                "rewards": rng.normal(size=steps),
+                "terminations": np.zeros(steps, bool),
+                "truncations": np.eye(steps, dtype=bool)[-1],
+            }
+        )
+    return EpisodeStore.from_episodes(
+        eps, ObservationLayout("vector", (obs_dim,)), ActionLayout("continuous", act_dim)
     )
+
+
+def run(
+    spec: str, overrides: dict[str, Any], dims: tuple[int, int], bf16: bool, steps: int
+) -> float:
+    data = MinariBatchProvider.from_store(random_walk_store(*dims), validation_fraction=0.1)
     torch.manual_seed(0)
-    model = wf.create_world_model("toy:small", obs_shape=(4,), action_dim=2, hidden=hidden)
+    model = wf.create_world_model(spec, obs_shape=(dims[0],), action_dim=dims[1], **overrides)
+    batch, seq = 16, 64
     cfg = TrainerConfig(
-        steps=steps,
+        steps=steps + 1,
         batch_size=batch,
         seq_len=seq,
         bf16=bf16,
         eval_every=0,
         checkpoint_every=0,
-        log_every=steps,
+        log_every=steps + 1,
     )
     trainer = Trainer(model, data, cfg, progress=False)
     trainer.train_step()  # warm-up
@@ -55,25 +81,34 @@ def run(hidden: int, bf16: bool, steps: int, batch: int, seq: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
+    cases = [
+        ("toy:small", {"hidden": 64}, (4, 2), "toy width 64"),
+        ("toy:small", {"hidden": 1024}, (4, 2), "toy width 1024"),
+        ("dreamerv3:small", {}, (17, 6), "dreamerv3:small, 17-dim obs"),
+    ]
     lines = [
-        "| model width | batch x seq | fp32 samples/s | bf16 samples/s | bf16 / fp32 |",
+        "| model | params | fp32 samples/s | bf16 samples/s | bf16 / fp32 |",
         "|---|---|---|---|---|",
     ]
-    for hidden, batch, seq in ((64, 16, 64), (1024, 16, 64)):
+    for spec, overrides, dims, label in cases:
+        params = wf.create_world_model(
+            spec, obs_shape=(dims[0],), action_dim=dims[1], **overrides
+        ).num_parameters()
         fp32, bf16 = [], []
-        for _ in range(args.repeats):  # interleaved so both see the same machine load
-            fp32.append(run(hidden, False, args.steps, batch, seq))
-            bf16.append(run(hidden, True, args.steps, batch, seq))
+        for _ in range(args.repeats):
+            fp32.append(run(spec, overrides, dims, False, args.steps))
+            bf16.append(run(spec, overrides, dims, True, args.steps))
         a, b = statistics.median(fp32), statistics.median(bf16)
-        lines.append(f"| {hidden} | {batch} x {seq} | {a:,.0f} | {b:,.0f} | {b / a:.2f} |")
+        lines.append(f"| {label} | {params / 1e6:.2f}M | {a:,.0f} | {b:,.0f} | {b / a:.2f} |")
+        print(lines[-1], flush=True)
     table = "\n".join(lines)
     print(table)
     RESULTS.parent.mkdir(exist_ok=True)
     note = (
-        f"Medians of {args.repeats} runs; torch {torch.__version__}, {torch.get_num_threads()} "
-        f"threads; {time.strftime('%Y-%m-%d')}.\n\n"
+        f"Batch 16 x 64; medians of {args.repeats} runs of {args.steps} steps; torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}.\n\n"
     )
     RESULTS.write_text(note + table + "\n")
 
