@@ -329,3 +329,14 @@ def test_resuming_an_early_stopped_run_does_not_train_on(tmp_path: Path) -> None
     assert again.resume()
     result = again.fit()
     assert result["steps"] == stopped_at and result["stop_reason"].startswith("early stopping")
+
+
+def test_after_update_hook_runs_after_every_optimiser_step() -> None:
+    model = toy()
+    seen: list[int] = []
+    trainer = Trainer(
+        model, provider(), config(steps=4, eval_every=0, checkpoint_every=0), progress=False
+    )
+    model.after_update = lambda: seen.append(trainer.step)  # type: ignore[method-assign]
+    trainer.fit()
+    assert seen == [0, 1, 2, 3]  # called after the step, before the step counter advances
