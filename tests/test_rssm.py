@@ -159,3 +159,26 @@ def test_symlog_and_two_hot() -> None:
         loss.backward()
         opt.step()
     assert torch.allclose(th.mean(logits.detach()), targets, rtol=0.02, atol=0.02)
+
+
+def test_obs_initial_state_gives_encode_a_deterministic_path() -> None:
+    torch.manual_seed(0)
+    base = wf.create_world_model("dreamerv3:tiny", obs_shape=(5,), action_dim=2)
+    torch.manual_seed(0)
+    init = wf.create_world_model(
+        "dreamerv3:tiny", obs_shape=(5,), action_dim=2, obs_initial_state=True
+    )
+    obs = torch.randn(3, 5)
+    assert torch.equal(base.encode(obs)["deter"], torch.zeros(3, 128))
+    deter = init.encode(obs)["deter"]
+    assert deter.abs().sum() > 0 and not torch.equal(deter[0], deter[1])  # depends on the obs
+    assert init.num_parameters() > base.num_parameters()
+    batch = wf.Batch(
+        torch.randn(2, 4, 5),
+        torch.randn(2, 3, 2),
+        torch.randn(2, 3),
+        torch.zeros(2, 3),
+        torch.zeros(2, 3),
+    )
+    init.loss(batch).loss.backward()
+    assert init.component("dynamics_model").init.weight.grad.abs().sum() > 0  # trained by loss()

@@ -61,6 +61,10 @@ class RSSMConfig(WorldModelConfig):
         reward_head: ``"twohot"`` (255 symlog bins) or ``"mse"``.
         kl_dyn, kl_rep: weights of ``KL(sg(post) || prior)`` and ``KL(post || sg(prior))``.
         free_nats: KL terms below this are not penalised.
+        obs_initial_state: start ``encode`` (and every training window) from a deterministic
+            state computed from the first observation, ``tanh(W embed)``, instead of zeros; gives
+            the first observation a continuous path into the state (zeros, as in the papers, when
+            False).
     """
 
     deter: int = 512
@@ -78,6 +82,7 @@ class RSSMConfig(WorldModelConfig):
     kl_dyn: float = 0.5
     kl_rep: float = 0.1
     free_nats: float = 1.0
+    obs_initial_state: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -157,6 +162,14 @@ class RSSMDynamics(nn.Module):
         self.prior = mlp(config.deter, config.hidden, self.latent.param_dim, 1)
         embed = RSSMEncoder(config).out_dim
         self.post = mlp(config.deter + embed, config.hidden, self.latent.param_dim, 1)
+        self.init = nn.Linear(embed, config.deter) if config.obs_initial_state else None
+        self.deter_size = config.deter
+
+    def first_deter(self, embed: torch.Tensor) -> torch.Tensor:
+        """Deterministic state ``[B, D]`` before the first observation ``embed [B, E]``."""
+        if self.init is None:
+            return embed.new_zeros(embed.shape[0], self.deter_size)
+        return torch.tanh(self.init(embed))
 
     def recurrent(self, state: State, features: torch.Tensor) -> torch.Tensor:
         """``h' = GRU(h, SiLU(f(z) + f(a)))`` -> ``[B, D]``."""
@@ -287,10 +300,10 @@ class RSSMWorldModel(WorldModel):
     # -- the contract -------------------------------------------------------------------------
     def encode(self, obs: WorldModelInput | torch.Tensor) -> State:
         inp = self.check_obs(obs)
-        state = self.initial_state(inp.obs.shape[0], inp.obs.device)
-        params = self._dynamics.posterior_params(state["deter"], self._encoder(inp.obs))
-        stoch = self._dynamics.sample(params, False, None)
-        return State({"deter": state["deter"], "stoch": stoch})
+        embed = self._encoder(inp.obs)
+        deter = self._dynamics.first_deter(embed)
+        params = self._dynamics.posterior_params(deter, embed)
+        return State({"deter": deter, "stoch": self._dynamics.sample(params, False, None)})
 
     def transition(
         self,
@@ -347,8 +360,7 @@ class RSSMWorldModel(WorldModel):
         embed = self._encoder(batch.obs.flatten(0, 1)).reshape(b, t_len + 1, -1)
         valid = batch.valid  # [B, T]
         obs_valid = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)  # obs[t+1] real iff step t
-        state = self.initial_state(b, batch.obs.device)
-        deter = state["deter"]
+        deter = dyn_model.first_deter(embed[:, 0])
         post = dyn_model.posterior_params(deter, embed[:, 0])
         prior = dyn_model.prior(deter)
         stoch = dyn_model.sample(post, False, None)
