@@ -30,7 +30,7 @@ def test_preset_names_are_true(preset: str, millions: float) -> None:
 def test_family_names_presets_and_latents() -> None:
     d = wf.create_world_model("dreamer:proprio", obs_shape=(17,), action_dim=6)
     assert isinstance(d, DreamerV3Model) and d.model_type == "dreamerv3"
-    assert 1.4e6 < d.num_parameters() < 1.8e6
+    assert 1.5e6 < d.num_parameters() < 1.8e6 and d.config.obs_initial_state
     p = wf.create_world_model("planet", obs_shape=(17,), action_dim=6)
     assert isinstance(p, PlaNetModel) and p.config.latent == "gaussian" and p.config.deter == 200
     assert d.state_spec() == {"deter": (256,), "stoch": (256,)}

@@ -424,8 +424,12 @@ class DreamerV3Config(RSSMConfig):
         "size12m": dict(deter=512, hidden=512, layers=2, groups=32, classes=16, cnn_depth=32),
         "size25m": dict(deter=1024, hidden=640, layers=3, groups=32, classes=24, cnn_depth=40),
         "size50m": dict(deter=1536, hidden=1024, layers=2, groups=32, classes=32, cnn_depth=48),
-        # proprioceptive (vector) observations on a CPU budget: 1.6M for 17-dim Walker2d
-        "proprio": dict(deter=256, hidden=256, layers=2, groups=16, classes=16),
+        # proprioceptive (vector) observations on a CPU budget: 1.7M for 17-dim Walker2d; starts
+        # from an observation-conditioned state (on Walker2d-v5 medium, 4k steps: 1-step obs
+        # nRMSE 0.23 instead of 0.37 from the zero state)
+        "proprio": dict(
+            deter=256, hidden=256, layers=2, groups=16, classes=16, obs_initial_state=True
+        ),
     }
     default_preset: ClassVar[str | None] = "small"
 
