@@ -247,13 +247,21 @@ if world > 1:
 """
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     tests = str(Path(__file__).parent)
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=tests))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
-    subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29517", str(script), "8", str(tmp_path)],
+    subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={free_port()}", str(script), "8", str(tmp_path)],
                    check=True, env=env, timeout=300, capture_output=True)  # fmt: skip
     subprocess.run(
         [sys.executable, str(script), "16", str(tmp_path)], check=True, env=env, timeout=300
