@@ -138,12 +138,21 @@ def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> No
         "256",
         "--mode",
         "replay",
+        "--save-policy",
+        str(tmp_path / "policy" / "cp.zip"),
+        "--score-episodes",
+        "3",
+        "--ref-max-score",
+        "500",
+        "--n-envs",
+        "2",
         "--quiet",
         "--json",
         root=tmp_path,
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["steps"] >= 256
+    assert (tmp_path / "policy" / "cp.zip").is_file()
     again = _run("--recipe", "pendulum-random", "--quiet", root=tmp_path)
     assert again.returncode != 0 and "already exists" in again.stderr
 
@@ -154,7 +163,10 @@ def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> No
         assert meta["behaviour_policy"] == "random" and meta["random_return"]["episodes"] == 20
         assert ds.recover_environment().spec.id == "Pendulum-v1"
         replay = minari.load_dataset("test/cartpole/replay-v0")
-        assert replay.storage.metadata["worldflux"]["spec"]["mode"] == "replay"
+        replay_meta = replay.storage.metadata
+        assert replay_meta["worldflux"]["spec"]["mode"] == "replay"
+        assert replay_meta["worldflux"]["random_return"]["episodes"] == 3
+        assert replay_meta["ref_max_score"] == 500.0
     finally:
         del os.environ["MINARI_DATASETS_PATH"]
 

@@ -42,8 +42,14 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             ("CartPole-v1", CARTPOLE, 600),
         ):
             env = gym.make(env_id)
-            eps = rollout_episodes(env_id, RandomPolicy(env.action_space, 0), steps=steps, n_envs=4,
-                                   seed=0, progress=False)  # fmt: skip
+            eps = rollout_episodes(
+                env_id,
+                RandomPolicy(env.action_space, 0),
+                steps=steps,
+                n_envs=4,
+                seed=0,
+                progress=False,
+            )
             write_dataset(dataset_id, env_id, eps, algorithm_name="random", description="test")
         yield root
 

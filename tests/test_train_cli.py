@@ -122,6 +122,34 @@ def test_train_then_evaluate(env: dict[str, str], tmp_path: Path) -> None:
     assert res.returncode != 0 and "already holds a run" in res.stderr
 
 
+def test_train_without_fidelity_and_with_a_validation_share(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    run = tmp_path / "quick"
+    res = wf(
+        env,
+        "train",
+        "toy:tiny",
+        "--dataset",
+        "test/linear/random-v0",
+        "--run-dir",
+        str(run),
+        "--steps",
+        "5",
+        "--seq-len",
+        "4",
+        "--validation-fraction",
+        "0.3",
+        "--no-fidelity",
+        "--quiet",
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run / "run.json").read_text())["validation_fraction"] == 0.3
+    assert not (run / "fidelity.json").exists() and "fidelity" not in json.loads(
+        (run / "metrics.json").read_text()
+    )
+
+
 def test_train_bad_input(env: dict[str, str], tmp_path: Path) -> None:
     res = wf(
         env,

@@ -50,8 +50,16 @@ def toy(seed: int = 0, **overrides: Any) -> wf.WorldModel:
 
 
 def config(**kw: Any) -> TrainerConfig:
-    base = dict(steps=20, batch_size=16, seq_len=4, lr=3e-3, eval_every=5, eval_batches=2,
-                checkpoint_every=10, log_every=5)  # fmt: skip
+    base = dict(
+        steps=20,
+        batch_size=16,
+        seq_len=4,
+        lr=3e-3,
+        eval_every=5,
+        eval_batches=2,
+        checkpoint_every=10,
+        log_every=5,
+    )
     base.update(kw)
     return TrainerConfig(**base)
 
@@ -59,8 +67,13 @@ def config(**kw: Any) -> TrainerConfig:
 def test_trainer_learns_and_writes_a_run(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = wf.create_world_model("toy:small", obs_shape=(4,), action_dim=2)
-    trainer = Trainer(model, provider(), config(steps=500, batch_size=32, eval_every=100,
-                      warmup_steps=20, lr_schedule="cosine"), run_dir=tmp_path / "run", progress=False)  # fmt: skip
+    trainer = Trainer(
+        model,
+        provider(),
+        config(steps=500, batch_size=32, eval_every=100, warmup_steps=20, lr_schedule="cosine"),
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
     untrained = trainer.evaluate()
     result = trainer.fit()
     final = trainer.history[-1]
@@ -144,10 +157,28 @@ class Order(Callback):
 
 def test_callback_order(tmp_path: Path) -> None:
     order = Order()
-    Trainer(toy(), provider(), config(steps=6, eval_every=3, checkpoint_every=3), run_dir=tmp_path,
-            progress=False, callbacks=[order]).fit()  # fmt: skip
-    assert order.events == ["begin", "step1", "step2", "step3", "eval3", "ckpt3", "step4", "step5",
-                            "step6", "eval6", "ckpt6", "end"]  # fmt: skip
+    Trainer(
+        toy(),
+        provider(),
+        config(steps=6, eval_every=3, checkpoint_every=3),
+        run_dir=tmp_path,
+        progress=False,
+        callbacks=[order],
+    ).fit()
+    assert order.events == [
+        "begin",
+        "step1",
+        "step2",
+        "step3",
+        "eval3",
+        "ckpt3",
+        "step4",
+        "step5",
+        "step6",
+        "eval6",
+        "ckpt6",
+        "end",
+    ]
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path: Path) -> None:
@@ -172,8 +203,13 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path: Path) -> None:
 
 
 def test_early_stopping_and_best_model_use_validation(tmp_path: Path) -> None:
-    trainer = Trainer(toy(), provider(), config(steps=400, eval_every=2, lr=1e-9, early_stopping_patience=3),
-                      run_dir=tmp_path, progress=False)  # fmt: skip
+    trainer = Trainer(
+        toy(),
+        provider(),
+        config(steps=400, eval_every=2, lr=1e-9, early_stopping_patience=3),
+        run_dir=tmp_path,
+        progress=False,
+    )
     result = trainer.fit()
     assert result["stop_reason"].startswith("early stopping") and trainer.step < 400
     assert result["best"]["best_step"] >= 2
@@ -261,8 +297,20 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     script.write_text(DDP_SCRIPT.format(tests=tests))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
-    subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={free_port()}", str(script), "8", str(tmp_path)],
-                   check=True, env=env, timeout=300, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            str(script),
+            "8",
+            str(tmp_path),
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
     subprocess.run(
         [sys.executable, str(script), "16", str(tmp_path)], check=True, env=env, timeout=300
     )

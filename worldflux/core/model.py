@@ -133,9 +133,7 @@ class WorldModel(nn.Module, ABC):
         self.config = config
         #: ``{role: saveable spec}`` of the overridden layers (saved by ``save_pretrained``).
         self.component_specs: dict[str, str] = {}
-        defaults: dict[str, ComponentFactory] = {
-            **dict(self.component_defaults),
-        }
+        defaults: dict[str, ComponentFactory] = dict(self.component_defaults)
         defaults.setdefault("rollout_executor", AutoregressiveRollout)
         overrides = dict(component_overrides or {})
         for role in overrides:

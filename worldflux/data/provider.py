@@ -184,6 +184,10 @@ class MinariBatchProvider:
     def num_steps(self, split: Split = "train") -> int:
         return len(self._steps[split])
 
+    def split_steps(self, split: Split = "train") -> np.ndarray:
+        """Global step indices (rows of ``store.actions``) of the episodes in ``split``."""
+        return self._steps[split]
+
     def sample(self, batch_size: int, seq_len: int = 1) -> Batch:
         """``batch_size`` training windows of ``seq_len`` steps (``BatchProvider``)."""
         return self.get_batch(BatchRequest(batch_size=batch_size, seq_len=seq_len))

@@ -166,7 +166,7 @@ def _metrics(
 def _fit_linear(data: MinariBatchProvider) -> np.ndarray:
     """Least squares ``[obs, action, 1] -> [obs' - obs, reward, termination]`` on the train split."""
     s = data.store
-    steps = data._steps["train"]
+    steps = data.split_steps("train")
     before, after = s.obs_rows(steps)
     x = np.concatenate([s.obs[before], s.actions[steps], np.ones((len(steps), 1), np.float32)], 1)
     y = np.concatenate(
