@@ -62,27 +62,27 @@ def sample_batch(
 
 
 def moving_dot_episodes(
-    episodes: int, steps: int, size: int = 16, seed: int = 0
+    episodes: int, steps: int, size: int = 16, seed: int = 0, dot: int = 2
 ) -> list[dict[str, np.ndarray]]:
-    """A 2x2 white dot on a black ``size x size`` RGB image, moved one pixel per step by a
+    """A ``dot x dot`` white square on a black ``size x size`` RGB image, moved one pixel per step by a
     Discrete(4) action (up, down, left, right; walls stop it). Reward: 1 when it touches the
     right wall. Minari layout, HWC uint8 observations."""
     rng = np.random.default_rng(seed)
     moves = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
     out = []
     for _ in range(episodes):
-        pos = rng.integers(0, size - 1, size=2)
+        pos = rng.integers(0, size - dot + 1, size=2)
         frames, actions, rewards = [], [], []
         for t in range(steps + 1):
             img = np.zeros((size, size, 3), np.uint8)
-            img[pos[0] : pos[0] + 2, pos[1] : pos[1] + 2] = 255
+            img[pos[0] : pos[0] + dot, pos[1] : pos[1] + dot] = 255
             frames.append(img)
             if t == steps:
                 break
             a = int(rng.integers(0, 4))
-            pos = np.clip(pos + moves[a], 0, size - 2)
+            pos = np.clip(pos + moves[a], 0, size - dot)
             actions.append(a)
-            rewards.append(float(pos[1] == size - 2))
+            rewards.append(float(pos[1] == size - dot))
         out.append(
             {
                 "observations": np.stack(frames),

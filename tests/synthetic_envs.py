@@ -4,6 +4,9 @@ Registered by id (``entry_point`` strings, so Minari can store and recover them)
 
 * ``WFTest/Linear-v0`` - ``x' = A x + B a``; reward ``w . a + 0.1 x[0]`` depends on the *current*
   action; terminates when ``|x'[0]| > 1``; time limit 30 steps.
+* ``WFTest/Nonlinear-v0`` - 3-dim ``x' = A x + B a + 0.3 sin(2 x)``; reward
+  ``w . a + 0.5 cos(3 x[1])``; terminates when ``|x'[0]| > 1.7`` (about 1 episode in 4 reaches the 60-step limit). A linear
+  model cannot fit it.
 * ``WFTest/Image-v0`` - 6x5x3 uint8 images whose pixels encode the step count and the action.
 * ``WFTest/DictObs-v0`` - a Dict observation space (unsupported by the data layer).
 """
@@ -36,6 +39,28 @@ class LinearEnv(gym.Env):  # type: ignore[type-arg]
         reward = float(W @ a + 0.1 * self.x[0])
         self.x = (A @ self.x + B @ a).astype(np.float32)
         terminated = bool(abs(self.x[0]) > LIMIT)
+        return self.x.copy(), reward, terminated, False, {}
+
+
+A3 = np.array([[0.8, 0.3, 0.0], [-0.3, 0.8, 0.2], [0.0, -0.2, 0.9]], dtype=np.float32)
+B3 = np.array([[0.3, 0.0], [0.1, 0.3], [0.0, 0.2]], dtype=np.float32)
+LIMIT3 = 1.7
+
+
+class NonlinearEnv(gym.Env):  # type: ignore[type-arg]
+    observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+        super().reset(seed=seed)
+        self.x = self.np_random.uniform(-0.5, 0.5, size=3).astype(np.float32)
+        return self.x.copy(), {}
+
+    def step(self, action):  # type: ignore[no-untyped-def]
+        a = np.asarray(action, dtype=np.float32)
+        reward = float(W @ a + 0.5 * np.cos(3 * self.x[1]))
+        self.x = (A3 @ self.x + B3 @ a + 0.3 * np.sin(2 * self.x)).astype(np.float32)
+        terminated = bool(abs(self.x[0]) > LIMIT3)
         return self.x.copy(), reward, terminated, False, {}
 
 
@@ -75,6 +100,7 @@ class DictObsEnv(gym.Env):  # type: ignore[type-arg]
 def register() -> None:
     for env_id, entry, steps in (
         ("WFTest/Linear-v0", "synthetic_envs:LinearEnv", 30),
+        ("WFTest/Nonlinear-v0", "synthetic_envs:NonlinearEnv", 60),
         ("WFTest/Image-v0", "synthetic_envs:ImageEnv", 12),
         ("WFTest/DictObs-v0", "synthetic_envs:DictObsEnv", 10),
     ):

@@ -5,7 +5,8 @@ flattened) for DreamerV3 and ``S = stoch`` for PlaNet. Features ``[B, D + S]`` f
 
 * ``transition`` (prior / imagination): ``h' = GRU(h, f(z, a))``, ``z' ~ prior(h')``.
 * ``update`` (posterior / filter): ``h' = GRU(h, f(z, a))``, ``z' ~ posterior(h', embed(obs'))``.
-* ``encode``: the posterior from the initial state (zeros) and a first observation.
+* ``encode``: the posterior *mode* from the initial state and a first observation: a pure
+  function of the observation, so dream-env resets and exported graphs are reproducible.
 * ``decode``: observation, reward and continue probability from the features of a state; the
   reward of ``decode(transition(s, a))`` is the reward for taking ``a``.
 * ``loss``: reconstruction of every observation, reward and continue of every step, plus the KL
@@ -139,7 +140,7 @@ class RSSMActionConditioner(nn.Module):
     def __init__(self, config: RSSMConfig) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(config.action_dim, config.hidden, bias=False), nn.LayerNorm(config.hidden)
+            nn.Linear(config.action_dim, config.hidden), nn.LayerNorm(config.hidden)
         )
 
     def forward(
@@ -155,9 +156,7 @@ class RSSMDynamics(nn.Module):
         super().__init__()
         self.latent = config.latent_space()
         s = self.latent.sample_dim
-        self.inp = nn.Sequential(
-            nn.Linear(s, config.hidden, bias=False), nn.LayerNorm(config.hidden)
-        )
+        self.inp = nn.Sequential(nn.Linear(s, config.hidden), nn.LayerNorm(config.hidden))
         self.gru = LayerNormGRUCell(config.hidden, config.deter)
         self.prior = mlp(config.deter, config.hidden, self.latent.param_dim, 1)
         embed = RSSMEncoder(config).out_dim
@@ -303,7 +302,7 @@ class RSSMWorldModel(WorldModel):
         embed = self._encoder(inp.obs)
         deter = self._dynamics.first_deter(embed)
         params = self._dynamics.posterior_params(deter, embed)
-        return State({"deter": deter, "stoch": self._dynamics.sample(params, False, None)})
+        return State({"deter": deter, "stoch": self._dynamics.sample(params, True, None)})
 
     def transition(
         self,

@@ -21,11 +21,16 @@ def symexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def mlp(inp: int, hidden: int, out: int, layers: int) -> nn.Sequential:
-    """``layers`` x (Linear -> LayerNorm -> SiLU), then a Linear to ``out``."""
+    """``layers`` x (Linear -> LayerNorm -> SiLU), then a Linear to ``out``.
+
+    Every Linear keeps its bias: without it, ``LayerNorm(W x)`` would be blind to the scale of
+    ``x`` (``x`` and ``2 x`` give the same features), which caps how precisely an MLP can read a
+    low-dimensional observation or action.
+    """
     mods: list[nn.Module] = []
     width = inp
     for _ in range(layers):
-        mods += [nn.Linear(width, hidden, bias=False), nn.LayerNorm(hidden), nn.SiLU()]
+        mods += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.SiLU()]
         width = hidden
     mods.append(nn.Linear(width, out))
     return nn.Sequential(*mods)
@@ -39,7 +44,7 @@ class LayerNormGRUCell(nn.Module):
 
     def __init__(self, inp: int, size: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(inp + size, 3 * size, bias=False)
+        self.linear = nn.Linear(inp + size, 3 * size)
         self.norm = nn.LayerNorm(3 * size)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -86,7 +91,7 @@ class ImageEncoder(nn.Module):
         ch = c
         for i in range(conv_stages(h)):
             out = depth * 2**i
-            mods += [nn.Conv2d(ch, out, 4, 2, 1, bias=False), ChannelNorm(out), nn.SiLU()]
+            mods += [nn.Conv2d(ch, out, 4, 2, 1), ChannelNorm(out), nn.SiLU()]
             ch = out
         self.net = nn.Sequential(*mods)
         self.out_dim = ch * 4 * 4
@@ -109,7 +114,7 @@ class ImageDecoder(nn.Module):
         ch = self.ch
         for i in reversed(range(stages - 1)):
             out = depth * 2**i
-            mods += [nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=False), ChannelNorm(out), nn.SiLU()]
+            mods += [nn.ConvTranspose2d(ch, out, 4, 2, 1), ChannelNorm(out), nn.SiLU()]
             ch = out
         mods.append(nn.ConvTranspose2d(ch, c, 4, 2, 1))
         self.net = nn.Sequential(*mods)
