@@ -238,6 +238,23 @@ class WorldModel(nn.Module, ABC):
     def after_update(self) -> None:
         """Called after every optimiser step (update EMA / target networks here)."""
 
+    def set_data_statistics(self, stats: Mapping[str, Any]) -> None:
+        """Receive the training data's normalisation statistics; default: ignore them.
+
+        The Trainer calls it once when it is built (before any step; a resumed run then restores
+        the checkpoint's weights and buffers) with its batch provider's ``stats``, e.g.
+        ``NormalizationStats.to_dict()``: ``obs_mean``, ``obs_std``, ``delta_mean``,
+        ``delta_std`` ``[*O]`` (None for images), ``action_mean``, ``action_std`` ``[A]``,
+        ``reward_mean``, ``reward_std`` (floats), as lists or arrays. Families that normalise
+        store them in buffers so they are saved with the weights.
+        """
+        del stats
+
+    def after_evaluation(self, metrics: Mapping[str, float]) -> None:
+        """Called after every validation pass with its mean metrics as logged (``val/loss``,
+        ``val/<component>``); default: nothing (ensembles select their elites here)."""
+        del metrics
+
     # -- helpers for families ---------------------------------------------------------------
     def component(self, role: str) -> Any:
         """The layer built for ``role`` (default or override)."""

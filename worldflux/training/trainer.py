@@ -5,6 +5,10 @@ gradient clipping, optional bf16 autocast, periodic validation on held-out episo
 batches), atomic checkpoints with exact resume, callbacks, and DistributedDataParallel when run
 under ``torchrun``. A non-finite loss stops training with an error naming the last good
 checkpoint; nothing is clamped.
+
+Model hooks: ``set_data_statistics(data.stats)`` once when the Trainer is built (when the provider
+has ``stats``), ``after_update()`` after every optimiser step, ``after_evaluation(metrics)``
+after every validation pass (before the callbacks see the metrics).
 """
 
 from __future__ import annotations
@@ -93,6 +97,9 @@ class Trainer:
         self.device = self.dist.device(config.device)
         self.model = model.to(self.device)
         self.data = data
+        stats = getattr(data, "stats", None)
+        if stats is not None:  # normalisation from the training split (resume restores its own)
+            self.model.set_data_statistics(stats.to_dict() if hasattr(stats, "to_dict") else stats)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.step = 0
         self.stop_reason: str | None = None
@@ -306,6 +313,7 @@ class Trainer:
         if not self.has_validation:
             return {}
         metrics = self.evaluate()
+        self.model.after_evaluation(metrics)  # before the callbacks: best/ gets updated elites
         self.history.append({"step": float(self.step), **metrics})
         for cb in self._active():
             cb.on_eval_end(self, metrics)
