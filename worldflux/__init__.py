@@ -56,7 +56,24 @@ __all__ = [
     "load_pretrained",
 ]
 
-from . import models as _builtin_families  # noqa: F401  (registers dreamerv3, planet)
+from . import models as _builtin_families  # noqa: F401  (registers dreamerv3, planet, ensemble)
 
 # Third-party families and components (entry points); failures only warn.
 load_plugins()
+
+
+def _register_env_cards() -> None:
+    """Register the dream environments of the env cards (``envs/*.toml``) with gymnasium; a
+    broken card only warns, so ``import worldflux`` keeps working."""
+    import warnings
+
+    from .core.errors import WorldFluxError
+    from .dream.make import register_cards
+
+    try:
+        register_cards()
+    except WorldFluxError as exc:
+        warnings.warn(f"worldflux: env cards not registered: {exc}", stacklevel=2)
+
+
+_register_env_cards()

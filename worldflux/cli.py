@@ -298,6 +298,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_envs(args: argparse.Namespace) -> int:
+    from .dream.cards import load_cards
+
+    cards = load_cards()
+    if args.json:
+        rows = [
+            {
+                "name": n,
+                "id": c.id,
+                "model": c.model,
+                "artifact": str(c.artifact_dir),
+                "built": c.built,
+            }
+            for n, c in cards.items()
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    for name, card in cards.items():
+        state = "built" if card.built else f"not built (worldflux build {name})"
+        print(f"{card.id:<32} {card.model:<20} {state}")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .dream.build import build_artifact
+
+    summary = build_artifact(
+        args.card, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldflux",
@@ -416,6 +449,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--windows", type=int, default=256, help="held-out windows to roll out")
     ev.add_argument("--device", default="cpu")
     ev.set_defaults(func=_cmd_evaluate)
+    envs = sub.add_parser("envs", help="the registered dream environments (env cards)")
+    envs.add_argument("action", choices=["list"], help="list the cards and whether they are built")
+    envs.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    envs.set_defaults(func=_cmd_envs)
+
+    bld = sub.add_parser(
+        "build",
+        help="build a dream env's artifact: dataset, training, export to exports/",
+        description="Build the artifact of an env card (see `worldflux envs list`): collect its "
+        "dataset when missing, train its model, and write exports/<artifact>/.",
+    )
+    bld.add_argument("card", help="card name (e.g. dreamer-walker) or env id")
+    bld.add_argument("--run-dir", help="training run folder (default runs/build-CARD)")
+    bld.add_argument("--resume", action="store_true", help="continue an interrupted build run")
+    bld.add_argument("--quiet", action="store_true", help="no progress bars")
+    bld.set_defaults(func=_cmd_build)
     return parser
 
 

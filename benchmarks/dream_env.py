@@ -1,0 +1,163 @@
+"""Dream-env throughput: environment steps per second of the dream vector env against the bare
+model step (same model, same batch) and against the real Walker2d-v5 (MuJoCo).
+
+    python benchmarks/dream_env.py [--repeats 5] [--seconds 1.0] [--batches 1 16 64 256 1024 4096]
+
+* ``bare``: ``model.transition`` + ``decode`` on torch tensors with pre-drawn noise, under
+  ``torch.inference_mode`` (what the wrapper cannot beat);
+* ``dream``: ``DreamVectorEnv.step`` with numpy actions (noise hashing, action checks, transfers,
+  termination sampling, autoreset included), fp32, and with the opt-in bf16 mode;
+* ``walker``: ``gymnasium.make("Walker2d-v5")`` stepped alone, and a ``SyncVectorEnv`` of 8.
+
+The model is ``dreamerv3:proprio`` with Walker2d's shapes (17-dim observations, 6-dim actions);
+untrained weights cost the same as trained ones. Measurements of one batch size are interleaved
+(bare, dream, bf16, bare, ...) so they see the same machine load; the table gives medians over
+``--repeats`` and the ratios of those medians. Saved to benchmarks/results/dream_env.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+import worldflux as wf
+from worldflux.dream import LearnedSimulator, ResetStates, make_dream_env
+
+RESULTS = Path(__file__).with_name("results") / "dream_env.md"
+OBS, ACT = 17, 6
+
+
+def steps_per_second(step: Callable[[], None], n: int, seconds: float) -> float:
+    """Environment steps/s of ``step`` (which advances ``n`` environments)."""
+    step()  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    return count * n / (time.perf_counter() - start)
+
+
+def simulator() -> LearnedSimulator:
+    torch.manual_seed(0)
+    model = wf.create_world_model("dreamerv3:proprio", obs_shape=(OBS,), action_dim=ACT)
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(256, OBS)).astype(np.float32)
+    return LearnedSimulator(
+        model=model,
+        observation_space=spaces.Box(-np.inf, np.inf, (OBS,), np.float64),
+        action_space=spaces.Box(-1.0, 1.0, (ACT,), np.float32),
+        reset_states=ResetStates(start=pool, any=pool),
+        defaults={"horizon": 1000},
+    )
+
+
+def bare_step(sim: LearnedSimulator, n: int) -> Callable[[], None]:
+    model = sim.model.eval()
+    with torch.inference_mode():
+        state = model.encode(torch.from_numpy(sim.reset_states.start[:1]).repeat(n, 1))
+    action = torch.rand(n, ACT) * 2 - 1
+    noise = {k: torch.rand(n, *v.shape) for k, v in model.noise_spec().items()}
+    holder = {"state": state}
+
+    def step() -> None:
+        with torch.inference_mode():
+            holder["state"] = model.transition(holder["state"], action, noise=noise)
+            model.decode(holder["state"])
+
+    return step
+
+
+def dream_step(sim: LearnedSimulator, n: int, bf16: bool) -> Callable[[], None]:
+    env = make_dream_env(sim, num_envs=n, bf16=bf16)
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (n, ACT)).astype(np.float32)
+    return lambda: env.step(actions) and None
+
+
+def walker_single() -> Callable[[], None]:
+    env = gym.make("Walker2d-v5")
+    env.reset(seed=0)
+    action = env.action_space.sample()
+
+    def step() -> None:
+        _, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            env.reset()
+
+    return step
+
+
+def walker_sync(n: int) -> Callable[[], None]:
+    env = gym.vector.SyncVectorEnv([lambda: gym.make("Walker2d-v5") for _ in range(n)])
+    env.reset(seed=0)
+    actions = env.action_space.sample()
+    return lambda: env.step(actions) and None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256, 1024, 4096])
+    args = parser.parse_args()
+    sim = simulator()
+    walker = {"walker": walker_single(), "walker-sync8": walker_sync(8)}
+    real = {k: [] for k in walker}  # type: dict[str, list[float]]
+    rows = []
+    for n in args.batches:
+        fns = {
+            "bare": bare_step(sim, n),
+            "dream": dream_step(sim, n, bf16=False),
+            "dream-bf16": dream_step(sim, n, bf16=True),
+        }
+        runs: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(args.repeats):
+            for name, fn in fns.items():
+                runs[name].append(steps_per_second(fn, n, args.seconds))
+            for name, fn in walker.items():
+                real[name].append(
+                    steps_per_second(fn, 8 if name == "walker-sync8" else 1, args.seconds)
+                )
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        rows.append((n, med))
+        print(
+            f"batch {n:>5}: bare {med['bare']:>12,.0f}  dream {med['dream']:>12,.0f} "
+            f"({med['dream'] / med['bare']:.2f}x)  bf16 {med['dream-bf16']:>12,.0f}",
+            flush=True,
+        )
+    walker_med = {k: statistics.median(v) for k, v in real.items()}
+    lines = [
+        "# Dream env throughput (environment steps/s, medians)",
+        "",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; model dreamerv3:proprio "
+        f"(17-dim obs, 6-dim actions); {args.repeats} repeats of {args.seconds:.1f} s.",
+        f"Real Walker2d-v5: single env {walker_med['walker']:,.0f} steps/s, SyncVectorEnv(8) "
+        f"{walker_med['walker-sync8']:,.0f} steps/s (medians over all repeats).",
+        "",
+        "| envs | bare model | dream fp32 | dream / bare | dream bf16 | bf16 / fp32 "
+        "| dream fp32 / real Walker |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    best_real = max(walker_med.values())
+    for n, med in rows:
+        lines.append(
+            f"| {n} | {med['bare']:,.0f} | {med['dream']:,.0f} | {med['dream'] / med['bare']:.2f} "
+            f"| {med['dream-bf16']:,.0f} | {med['dream-bf16'] / med['dream']:.2f} "
+            f"| {med['dream'] / best_real:.2f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Backends run the model for a batched dream core: ``encode`` observations into a state and
+``step`` a state with actions and explicit noise. The state stays on the backend (a torch device
+with :mod:`worldflux.dream.torch_backend`); only observations, rewards,
+continue probabilities and uncertainties come back as numpy arrays.
+
+Shapes: N = environments, ``*O`` = observation shape as the model sees it, A = action size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..core.noise import NoiseSpec
+
+
+@dataclass
+class StepResult:
+    """What one batched step returns (numpy, float32).
+
+    Attributes:
+        obs: ``[N, *O]`` predicted next observations (model space).
+        reward: ``[N]`` predicted rewards for the actions taken.
+        continue_prob: ``[N]`` probability that the episode goes on.
+        uncertainty: ``[N]`` epistemic uncertainty, or None for models without one.
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    continue_prob: np.ndarray
+    uncertainty: np.ndarray | None
+
+
+class DreamBackend(Protocol):
+    """What the dream core needs from a backend."""
+
+    obs_shape: tuple[int, ...]
+    action_dim: int
+    noise_spec: Mapping[str, NoiseSpec]
+
+    def encode(self, obs: np.ndarray) -> Any:
+        """Observations ``[N, *O]`` -> a backend state for N environments."""
+        ...
+
+    def step(
+        self, state: Any, action: np.ndarray, noise: Mapping[str, np.ndarray]
+    ) -> tuple[Any, StepResult]:
+        """One step for all environments: actions ``[N, A]`` float32, noise ``{k: [N, ...]}``."""
+        ...
+
+    def replace(self, state: Any, index: np.ndarray, new: Any) -> Any:
+        """``state`` with the rows at ``index`` (``[K]`` int) replaced by ``new`` (K rows)."""
+        ...

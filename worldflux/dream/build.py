@@ -1,0 +1,69 @@
+"""`worldflux build CARD`: dataset (collected from the card's recipe when missing) -> training run
+-> artifact under ``exports/<artifact>/`` with the run's fidelity report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..data.minari_io import datasets_root
+from .cards import EnvCard, find_card
+from .simulator import LearnedSimulator
+
+FIDELITY_FILES = ("fidelity.md", "fidelity.json", "fidelity.png")
+
+
+def build_artifact(
+    card_name: str,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Build (or, with ``resume``, finish building) the artifact of ``card_name``.
+
+    The training run goes to ``run_dir`` (default ``runs/build-<card>``); the artifact replaces
+    ``exports/<artifact>/`` atomically at the end. Returns a summary (paths, times, fidelity).
+    """
+    from ..data.pipeline import collect_dataset
+    from ..data.recipes import recipe_spec
+    from ..training.run import train_run
+
+    card: EnvCard = find_card(card_name)
+    spec = recipe_spec(card.dataset_recipe)
+    started = time.time()
+    summary: dict[str, Any] = {"card": card.name, "id": card.id, "dataset": spec.dataset_id}
+    if not (datasets_root() / spec.dataset_id / "data").exists():
+        log(f"[1/3] collecting {spec.dataset_id} (recipe {card.dataset_recipe})")
+        collect_dataset(spec, progress=progress)
+    else:
+        log(f"[1/3] dataset {spec.dataset_id} is already built")
+    summary["collect_s"] = round(time.time() - started, 1)
+
+    run = Path(run_dir) if run_dir is not None else Path("runs") / f"build-{card.name}"
+    log(f"[2/3] training {card.model} into {run}")
+    t0 = time.time()
+    result = train_run(
+        run,
+        model=None if resume else card.model,
+        dataset=None if resume else spec.dataset_id,
+        model_overrides=card.model_overrides,
+        trainer=card.train,
+        resume=resume,
+        progress=progress,
+    )
+    summary["train_s"] = round(time.time() - t0, 1)
+
+    log(f"[3/3] writing {card.artifact_dir}")
+    sim = LearnedSimulator.from_run(run)
+    sim.defaults = {**card.defaults, "horizon": card.horizon}
+    sim.source_env = card.source_env
+    sim.info = {**sim.info, "card": card.name, "env_id": card.id}
+    extra = tuple(run / name for name in FIDELITY_FILES if (run / name).is_file())
+    sim.save_artifact(card.artifact_dir, extra_files=extra)
+    summary["artifact"] = str(card.artifact_dir)
+    summary["total_s"] = round(time.time() - started, 1)
+    summary["fidelity"] = result.get("fidelity", {}).get("metrics", {})
+    return summary

@@ -1,0 +1,318 @@
+"""The batched dream core: N learned-simulator environments stepped by one backend call.
+
+Everything per environment lives in arrays (episode keys, step counters, elapsed steps) or on the
+backend (the model state); the only per-environment Python runs at resets, where each
+environment draws its episode key and start state from its own ``np_random``. The faces
+(:mod:`~worldflux.dream.env` single env, :mod:`~worldflux.dream.vector` gymnasium VectorEnv,
+:mod:`~worldflux.dream.sb3` stable-baselines3 VecEnv) wrap this core.
+
+Shapes: N = environments, K = environments being reset, ``*S`` = the observation space's shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+from gymnasium import spaces
+
+from ..core.errors import ConfigError, ContractError
+from ..data.spaces import action_layout, observation_layout
+from .backend import DreamBackend
+from .noise import counter_noise
+
+ResetMode = Literal["start", "any"]
+TerminationMode = Literal["sample", "threshold"]
+OutOfBounds = Literal["clip", "error"]
+
+
+class DreamActionError(ContractError, ValueError):
+    """An action given to a dream environment has the wrong shape, is not finite, or is outside
+    the action space (with ``out_of_bounds="error"``)."""
+
+
+class DreamStateError(ContractError, RuntimeError):
+    """The model produced non-finite values; the state is not used further."""
+
+
+@dataclass
+class DreamSettings:
+    """How a dream environment resets, terminates and treats uncertainty.
+
+    Attributes:
+        reset: start states drawn from the dataset's episode starts (``"start"``) or from any
+            dataset state (``"any"``: short MBPO-style branches). ``reset(options={"obs": ...})``
+            overrides both with given observations.
+        termination: ``"sample"`` ends an episode with probability ``1 - continue`` (from the
+            env's own noise stream); ``"threshold"`` ends it when ``continue < continue_threshold``.
+        continue_threshold: see ``termination="threshold"``.
+        horizon: truncate episodes after this many steps (None: never).
+        out_of_bounds: continuous actions outside the action space are clipped to it
+            (``"clip"``, the default, as MuJoCo's own environments accept any action and
+            stable-baselines3 clips before stepping) or rejected (``"error"``).
+        penalty: MOPO-style reward penalty ``reward - penalty * uncertainty`` (needs a model with
+            uncertainty).
+        halt: MOReL-style halt: the episode terminates when the uncertainty exceeds this
+            threshold (None: off; needs a model with uncertainty). Through a simulator or card,
+            ``"p90"``/``"p95"``/``"p99"`` name a percentile calibrated on held-out data.
+    """
+
+    reset: ResetMode = "start"
+    termination: TerminationMode = "sample"
+    continue_threshold: float = 0.5
+    horizon: int | None = 1000
+    out_of_bounds: OutOfBounds = "clip"
+    penalty: float = 0.0
+    halt: float | None = None
+
+    def __post_init__(self) -> None:
+        choices = {
+            "reset": ("start", "any"),
+            "termination": ("sample", "threshold"),
+            "out_of_bounds": ("clip", "error"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"dream setting {name}: expected one of {allowed}, got {getattr(self, name)!r}."
+                )
+        if not 0.0 < self.continue_threshold < 1.0:
+            raise ConfigError(
+                f"dream setting continue_threshold: expected in (0, 1), got {self.continue_threshold}."
+            )
+        if self.horizon is not None and self.horizon < 1:
+            raise ConfigError(f"dream setting horizon: expected >= 1 or None, got {self.horizon}.")
+        if self.penalty < 0:
+            raise ConfigError(f"dream setting penalty: expected >= 0, got {self.penalty}.")
+        if self.halt is not None and self.halt <= 0:
+            raise ConfigError(f"dream setting halt: expected > 0 or None, got {self.halt}.")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DreamSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown dream settings {unknown}; expected some of {sorted(known)}."
+            )
+        return cls(**data)
+
+
+@dataclass
+class ResetStates:
+    """Observations to start from, in the model's layout (CHW uint8 images / float32 vectors).
+
+    Attributes:
+        start: ``[M, *O]`` first observations of dataset episodes.
+        any: ``[K, *O]`` observations from anywhere in the dataset.
+    """
+
+    start: np.ndarray
+    any: np.ndarray
+
+
+class DreamCore:
+    """N dream environments over one backend (see module docstring).
+
+    ``rngs`` (one ``np.random.Generator`` per environment) belong to the faces, which seed them
+    the gymnasium way; the core only draws from them at resets.
+    """
+
+    def __init__(
+        self,
+        backend: DreamBackend,
+        observation_space: spaces.Space[Any],
+        action_space: spaces.Space[Any],
+        reset_states: ResetStates,
+        settings: DreamSettings,
+        num_envs: int,
+    ) -> None:
+        if num_envs < 1:
+            raise ConfigError(f"num_envs: expected >= 1, got {num_envs}.")
+        self.backend = backend
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.obs_layout = observation_layout(observation_space)
+        self.act_layout = action_layout(action_space)
+        if tuple(backend.obs_shape) != self.obs_layout.shape:
+            raise ConfigError(
+                f"the model expects observations {tuple(backend.obs_shape)}, but the observation "
+                f"space gives {self.obs_layout.shape}."
+            )
+        if backend.action_dim != self.act_layout.dim:
+            raise ConfigError(
+                f"the model expects {backend.action_dim}-dim actions, but the action space "
+                f"{action_space} gives {self.act_layout.dim}."
+            )
+        for name in ("start", "any"):
+            pool = getattr(reset_states, name)
+            if pool.ndim != 1 + len(self.obs_layout.shape) or len(pool) == 0:
+                raise ConfigError(
+                    f"reset states {name!r}: expected a non-empty [M, *{self.obs_layout.shape}] "
+                    f"array, got shape {pool.shape}."
+                )
+        has_uncertainty = self._probe_uncertainty(backend, reset_states.start[:1])
+        if (settings.penalty > 0 or settings.halt is not None) and not has_uncertainty:
+            raise ConfigError(
+                "penalty/halt need a model with uncertainty (e.g. an ensemble); this model has "
+                "none. Set penalty=0 and halt=None."
+            )
+        self.reset_states = reset_states
+        self.settings = settings
+        self.num_envs = num_envs
+        self.has_uncertainty = has_uncertainty
+        self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
+        self.keys = np.zeros(num_envs, np.uint64)
+        self.counters = np.zeros(num_envs, np.uint64)
+        self.elapsed = np.zeros(num_envs, np.int64)
+        self.state: Any = None
+        self._started = np.zeros(num_envs, bool)
+        if isinstance(action_space, spaces.Box):
+            self._low = action_space.low.astype(np.float32)
+            self._high = action_space.high.astype(np.float32)
+
+    @staticmethod
+    def _probe_uncertainty(backend: DreamBackend, obs: np.ndarray) -> bool:
+        """Whether the model reports uncertainty (one step from one observation)."""
+        noise = {
+            k: np.full((1, *v.shape), 0.5 if v.distribution == "uniform" else 0.0, np.float32)
+            for k, v in backend.noise_spec.items()
+        }
+        action = np.zeros((1, backend.action_dim), np.float32)
+        _, res = backend.step(backend.encode(obs), action, noise)
+        return res.uncertainty is not None
+
+    # -- observations between the model's layout and the environment's space --------------------
+    def to_space(self, obs: np.ndarray) -> np.ndarray:
+        """Model-layout observations ``[K, *O]`` -> ``[K, *S]`` in the space's dtype (images:
+        rounded and clipped to 0..255, CHW -> HWC)."""
+        if self.obs_layout.kind == "image":
+            pixels = np.clip(np.rint(obs), 0, 255).astype(np.uint8)
+            return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
+        return obs.astype(self.observation_space.dtype, copy=False)
+
+    def from_space(self, obs: np.ndarray, what: str) -> np.ndarray:
+        """``[K, *S]`` observations given by a user -> model layout, with checks."""
+        space_shape = tuple(self.observation_space.shape or ())
+        obs = np.asarray(obs)
+        if obs.shape[1:] != space_shape:
+            raise ConfigError(
+                f"{what}: expected observations of shape [K, *{space_shape}], got {obs.shape}."
+            )
+        if np.issubdtype(obs.dtype, np.floating) and not np.isfinite(obs).all():
+            raise ConfigError(f"{what}: observations contain NaN or inf.")
+        return self.obs_layout.convert(obs)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def check_actions(self, actions: Any) -> np.ndarray:
+        """Actions ``[N, A]`` (Box) or ``[N]`` (Discrete) -> float32 ``[N, A]`` model input."""
+        n = self.num_envs
+        arr = np.asarray(actions)
+        if self.act_layout.kind == "discrete":
+            if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+                if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating):
+                    whole = np.isfinite(arr).all() and (arr == np.round(arr)).all()
+                    if whole:
+                        arr = arr.astype(np.int64)
+                if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+                    raise DreamActionError(
+                        f"expected {n} integer actions in [0, {self.act_layout.dim}), got an "
+                        f"array of shape {arr.shape} and dtype {arr.dtype}."
+                    )
+            if arr.min() < 0 or arr.max() >= self.act_layout.dim:
+                raise DreamActionError(
+                    f"expected actions in [0, {self.act_layout.dim}), got values in "
+                    f"[{arr.min()}, {arr.max()}]."
+                )
+            return self.act_layout.convert(arr)
+        dim = self.act_layout.dim
+        if arr.shape != (n, dim):
+            raise DreamActionError(f"expected actions of shape ({n}, {dim}), got {arr.shape}.")
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise DreamActionError("actions contain NaN or inf.")
+        outside = (arr < self._low) | (arr > self._high)
+        if outside.any():
+            if self.settings.out_of_bounds == "error":
+                raise DreamActionError(
+                    f"actions outside the action space [{self._low.min()}, {self._high.max()}]: "
+                    f"got values in [{arr.min()}, {arr.max()}]."
+                )
+            arr = np.clip(arr, self._low, self._high)
+        return arr
+
+    # -- reset and step ---------------------------------------------------------------------------
+    def reset(self, index: np.ndarray, obs: np.ndarray | None = None) -> np.ndarray:
+        """Start new episodes in environments ``index`` ``[K]``; returns their observations
+        ``[K, *S]``. ``obs`` (``[K, *S]``) starts them from given observations instead."""
+        index = np.asarray(index, dtype=np.int64)
+        k = len(index)
+        if obs is not None:
+            given = self.from_space(obs, "reset observations")
+            if len(given) != k:
+                raise ConfigError(
+                    f"reset observations: expected {k} (one per environment reset), got {len(given)}."
+                )
+        pool = self.reset_states.start if self.settings.reset == "start" else self.reset_states.any
+        rows = np.empty(k, np.int64)
+        for j, i in enumerate(index):
+            rng = self.rngs[i]
+            self.keys[i] = np.uint64(rng.integers(0, 2**63, dtype=np.int64))
+            rows[j] = rng.integers(len(pool))
+        model_obs = given if obs is not None else pool[rows]
+        new_state = self.backend.encode(model_obs)
+        if self.state is None or (k == self.num_envs and (index == np.arange(k)).all()):
+            if k != self.num_envs:
+                raise ContractError("the first reset of a dream core must reset every environment.")
+            self.state = new_state
+        else:
+            self.state = self.backend.replace(self.state, index, new_state)
+        self.counters[index] = 0
+        self.elapsed[index] = 0
+        self._started[index] = True
+        return self.to_space(model_obs)
+
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Step every environment: ``(obs [N, *S], reward [N], terminated [N], truncated [N],
+        info)`` with ``info`` arrays ``wf.raw_reward``, ``wf.penalty``, ``wf.halted`` and
+        ``wf.uncertainty`` (models with uncertainty)."""
+        if not self._started.all():
+            raise ContractError("step() before reset(): reset the environment first.")
+        model_actions = self.check_actions(actions)
+        noise, extra = counter_noise(self.backend.noise_spec, self.keys, self.counters, extra=1)
+        state, res = self.backend.step(self.state, model_actions, noise)
+        finite = np.isfinite(res.obs.reshape(self.num_envs, -1)).all(1)
+        finite &= np.isfinite(res.reward) & np.isfinite(res.continue_prob)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)[:5].tolist()
+            raise DreamStateError(
+                f"the model predicted NaN or inf in environments {bad} at steps "
+                f"{self.elapsed[bad].tolist()}; the dream cannot continue from such a state."
+            )
+        self.state = state
+        self.counters += np.uint64(1)
+        self.elapsed += 1
+        s = self.settings
+        if s.termination == "sample":
+            terminated = extra[:, 0] >= res.continue_prob
+        else:
+            terminated = res.continue_prob < s.continue_threshold
+        raw = res.reward.astype(np.float32)
+        info: dict[str, np.ndarray] = {"wf.raw_reward": raw}
+        penalty = np.zeros_like(raw)
+        halted = np.zeros(self.num_envs, bool)
+        if res.uncertainty is not None:
+            info["wf.uncertainty"] = res.uncertainty
+            penalty = (s.penalty * res.uncertainty).astype(np.float32)
+            if s.halt is not None:
+                halted = res.uncertainty > s.halt
+                terminated = terminated | halted
+        info["wf.penalty"] = penalty
+        info["wf.halted"] = halted
+        truncated = (
+            self.elapsed >= s.horizon if s.horizon is not None else np.zeros(self.num_envs, bool)
+        )
+        return self.to_space(res.obs), raw - penalty, terminated, truncated, info

@@ -1,0 +1,175 @@
+"""The gymnasium faces of a dream core: a ``gymnasium.Env`` and a native
+``gymnasium.vector.VectorEnv`` (the stable-baselines3 ``VecEnv`` is in :mod:`worldflux.dream.sb3`). Seeding follows gymnasium: environment ``i`` of a vector env
+seeded with ``s`` behaves exactly like a single env seeded with ``s + i``.
+
+Reset options (all faces): ``{"obs": observations}`` starts from given observations (one per
+environment being reset) instead of the configured reset distribution; the vector env also takes
+``{"reset_mask": bool [N]}`` to reset only some environments (needed with
+``autoreset_mode="Disabled"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from ..core.errors import ConfigError
+from .core import DreamCore
+
+_RESET_OPTIONS = ("obs",)
+_VECTOR_RESET_OPTIONS = ("obs", "reset_mask")
+
+
+def _check_options(options: dict[str, Any] | None, allowed: tuple[str, ...]) -> dict[str, Any]:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"reset options: unknown keys {unknown}; expected some of {list(allowed)}."
+        )
+    return options
+
+
+class DreamEnv(gym.Env[np.ndarray, Any]):
+    """A single dream environment (a core of one)."""
+
+    def __init__(self, core: DreamCore) -> None:
+        self.metadata = {"render_modes": []}
+        if core.num_envs != 1:
+            raise ConfigError(f"DreamEnv needs a core of 1 environment, got {core.num_envs}.")
+        self.core = core
+        self.observation_space = core.observation_space
+        self.action_space = core.action_space
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        opts = _check_options(options, _RESET_OPTIONS)
+        self.core.rngs[0] = self.np_random
+        given = opts.get("obs")
+        obs = self.core.reset(
+            np.zeros(1, np.int64), None if given is None else np.asarray(given)[None]
+        )
+        return obs[0], {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.core.step(np.asarray(action)[None])
+        return (
+            obs[0],
+            float(reward[0]),
+            bool(terminated[0]),
+            bool(truncated[0]),
+            {k: v[0].item() for k, v in info.items()},
+        )
+
+
+def _seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed)
+    if len(seeds) != n:
+        raise ConfigError(f"reset seeds: expected {n} (one per environment), got {len(seeds)}.")
+    return seeds
+
+
+def _vector_info(info: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
+    """Gymnasium's vector info layout: ``{key: [N], "_key": bool [N]}``."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        out[key] = value
+        out[f"_{key}"] = mask
+    return out
+
+
+class DreamVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+    """A native gymnasium vector env: one batched model step per ``step``, whatever N."""
+
+    def __init__(self, core: DreamCore, autoreset_mode: str | AutoresetMode = "NextStep") -> None:
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ConfigError(
+                f"autoreset_mode: expected one of {[m.value for m in AutoresetMode]}, "
+                f"got {autoreset_mode!r}."
+            ) from None
+        self.core = core
+        self.num_envs = core.num_envs
+        self.single_observation_space = core.observation_space
+        self.single_action_space = core.action_space
+        self.observation_space = batch_space(core.observation_space, self.num_envs)
+        self.action_space = batch_space(core.action_space, self.num_envs)
+        self.metadata = {"autoreset_mode": mode, "render_modes": []}
+        self.autoreset_mode = mode
+        self._pending = np.zeros(self.num_envs, bool)  # ended last step (NextStep mode)
+        self._last_obs: np.ndarray | None = None
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        opts = _check_options(options, _VECTOR_RESET_OPTIONS)
+        mask = np.ones(self.num_envs, bool)
+        if "reset_mask" in opts:
+            mask = np.asarray(opts["reset_mask"])
+            if mask.shape != (self.num_envs,) or mask.dtype != bool:
+                raise ConfigError(
+                    f"reset_mask: expected a bool array of shape ({self.num_envs},), got "
+                    f"{mask.dtype} {mask.shape}."
+                )
+        index = np.flatnonzero(mask)
+        if seed is not None or self.core.state is None:
+            for i, s in zip(index, _seeds(seed, len(index)), strict=True):
+                self.core.rngs[i] = seeding.np_random(s)[0]
+        if self.core.state is None and len(index) != self.num_envs:
+            raise ConfigError("the first reset of a vector env must reset every environment.")
+        given = opts.get("obs")
+        obs_new = self.core.reset(index, None if given is None else np.asarray(given))
+        if len(index) == self.num_envs:
+            obs = obs_new
+        else:
+            assert self._last_obs is not None  # a full first reset came before
+            obs = self._last_obs.copy()
+            obs[index] = obs_new
+        self._last_obs = obs
+        self._pending[index] = False
+        return obs, {}
+
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.core.step(actions)
+        everyone = np.ones(self.num_envs, bool)
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._pending.any():
+            index = np.flatnonzero(self._pending)
+            obs[index] = self.core.reset(index)
+            reward[index] = 0.0
+            terminated[index] = False
+            truncated[index] = False
+            valid = ~self._pending
+            out_info = _vector_info(info, valid)
+            self._pending = terminated | truncated
+        else:
+            out_info = _vector_info(info, everyone)
+            done = terminated | truncated
+            if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+                self._pending = done
+            elif self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+                index = np.flatnonzero(done)
+                out_info["final_obs"] = np.array([None] * self.num_envs, dtype=object)
+                out_info["_final_obs"] = done
+                for i in index:
+                    out_info["final_obs"][i] = obs[i].copy()
+                obs[index] = self.core.reset(index)
+        self._last_obs = obs
+        return obs, reward.astype(np.float64), terminated, truncated, out_info

@@ -1,0 +1,121 @@
+"""Making dream environments: from a run folder, an artifact folder or an env card, and the
+gymnasium registration of every card (``entry_point``, ``vector_entry_point``,
+``max_episode_steps``) on ``import worldflux``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+
+from ..core.errors import ConfigError
+from .cards import EnvCard, find_card, load_cards
+from .core import DreamCore
+from .faces import DreamEnv, DreamVectorEnv
+from .simulator import MANIFEST, LearnedSimulator
+
+Vectorization = Literal["gymnasium", "sb3"]
+
+
+def _card_simulator(card: EnvCard) -> LearnedSimulator:
+    if not card.built:
+        raise ConfigError(
+            f"{card.id}: its artifact {card.artifact_dir} is not built; build it with "
+            f"`worldflux build {card.name}`."
+        )
+    sim = LearnedSimulator.from_artifact(card.artifact_dir)
+    sim.defaults = {**sim.defaults, **card.defaults, "horizon": card.horizon}
+    return sim
+
+
+def load_simulator(source: str | Path) -> LearnedSimulator:
+    """A run folder (``run.json``), an artifact folder (``manifest.json``), or an env card's
+    name or id."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / MANIFEST).is_file():
+            return LearnedSimulator.from_artifact(path)
+        if (path / "run.json").is_file():
+            return LearnedSimulator.from_run(path)
+        raise ConfigError(
+            f"{path}: expected a training run (run.json) or an artifact ({MANIFEST}) folder."
+        )
+    return _card_simulator(find_card(str(source)))
+
+
+def make_core(
+    source: str | Path | LearnedSimulator,
+    num_envs: int = 1,
+    *,
+    device: str = "cpu",
+    bf16: bool = False,
+    **settings: Any,
+) -> DreamCore:
+    sim = source if isinstance(source, LearnedSimulator) else load_simulator(source)
+    return sim.make_core(num_envs, device=device, bf16=bf16, **settings)
+
+
+def make_dream_env(
+    source: str | Path | LearnedSimulator,
+    *,
+    num_envs: int | None = None,
+    vectorization: Vectorization = "gymnasium",
+    autoreset_mode: str = "NextStep",
+    device: str = "cpu",
+    bf16: bool = False,
+    **settings: Any,
+) -> Any:
+    """A dream environment over ``source`` (run folder, artifact folder, card name or id).
+
+    ``num_envs=None`` gives a single ``gymnasium.Env``; otherwise a batched env of ``num_envs``:
+    a gymnasium ``VectorEnv`` (``vectorization="gymnasium"``, with ``autoreset_mode``) or a
+    stable-baselines3 ``VecEnv`` (``"sb3"``). ``settings`` are :class:`DreamSettings` fields
+    (``reset``, ``termination``, ``horizon``, ``penalty``, ``halt``, ...).
+    """
+    if vectorization not in ("gymnasium", "sb3"):
+        raise ConfigError(f"vectorization: expected 'gymnasium' or 'sb3', got {vectorization!r}.")
+    core = make_core(
+        source, 1 if num_envs is None else num_envs, device=device, bf16=bf16, **settings
+    )
+    if num_envs is None:
+        if vectorization != "gymnasium":
+            raise ConfigError("vectorization='sb3' needs num_envs.")
+        return DreamEnv(core)
+    if vectorization == "sb3":
+        from .sb3 import DreamSB3VecEnv
+
+        return DreamSB3VecEnv(core)
+    return DreamVectorEnv(core, autoreset_mode=autoreset_mode)
+
+
+# -- gymnasium registration ------------------------------------------------------------------------
+def card_env(card: str, **kwargs: Any) -> DreamEnv:
+    """``entry_point`` of registered cards (``gym.make``)."""
+    return make_dream_env(card, **kwargs)
+
+
+def card_vector_env(
+    card: str, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs: Any
+) -> DreamVectorEnv:
+    """``vector_entry_point`` of registered cards (``gym.make_vec``, which passes the spec's
+    ``max_episode_steps``: the vector env truncates there itself)."""
+    if max_episode_steps is not None:
+        kwargs.setdefault("horizon", max_episode_steps)
+    return make_dream_env(card, num_envs=num_envs, **kwargs)
+
+
+def register_cards() -> list[str]:
+    """Register every env card with gymnasium (idempotent); returns the ids."""
+    ids = []
+    for name, card in load_cards().items():
+        if card.id not in gym.registry:
+            gym.register(
+                id=card.id,
+                entry_point="worldflux.dream.make:card_env",
+                vector_entry_point="worldflux.dream.make:card_vector_env",
+                max_episode_steps=card.horizon,
+                kwargs={"card": name},
+            )
+        ids.append(card.id)
+    return ids
