@@ -10,6 +10,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+# MuJoCo renders headless (the CI machines have no display) unless told otherwise
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 import toy_model

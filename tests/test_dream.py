@@ -335,7 +335,8 @@ def test_artifact_round_trip_reproduces_trajectories(sim: LearnedSimulator, tmp_
         return np.stack([env.step(a)[0] for a in actions])
 
     np.testing.assert_array_equal(run(sim), run(loaded))
-    box = spaces.Box(np.array([-np.inf, 0.0]), np.array([1.0, np.inf]), (2,), np.float32)
+    low, high = np.array([-np.inf, 0.0], np.float32), np.array([1.0, np.inf], np.float32)
+    box = spaces.Box(low, high, (2,), np.float32)
     assert space_from_json(space_to_json(box)) == box
     with pytest.raises(ConfigError, match="manifest.json"):
         LearnedSimulator.from_artifact(tmp_path)

@@ -331,6 +331,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dream_video(args: argparse.Namespace) -> int:
+    from .dream.video import dream_video
+
+    result = dream_video(
+        args.source, args.out, steps=args.steps, seed=args.seed, policy=args.policy
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldflux",
@@ -465,6 +475,20 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--resume", action="store_true", help="continue an interrupted build run")
     bld.add_argument("--quiet", action="store_true", help="no progress bars")
     bld.set_defaults(func=_cmd_build)
+
+    vid = sub.add_parser(
+        "dream-video",
+        help="save a side-by-side GIF of the real env (left) and the dream (right)",
+        description="Drive the real environment and its dream with the same actions (from an "
+        "SB3 policy file or random) and save both, side by side, as an animated GIF. Needs a "
+        "MuJoCo source environment; headless machines set MUJOCO_GL=egl (or osmesa).",
+    )
+    vid.add_argument("source", help="env card name or id, artifact folder or training run")
+    vid.add_argument("--out", default="dream.gif", help="GIF path (default dream.gif)")
+    vid.add_argument("--steps", type=int, default=300, help="at most this many steps")
+    vid.add_argument("--seed", type=int, default=0)
+    vid.add_argument("--policy", help="SB3 model zip acting on the real observations")
+    vid.set_defaults(func=_cmd_dream_video)
     return parser
 
 

@@ -21,6 +21,7 @@ from gymnasium.vector.utils import batch_space
 
 from ..core.errors import ConfigError
 from .core import DreamCore
+from .render import FrameRenderer
 
 _RESET_OPTIONS = ("obs",)
 _VECTOR_RESET_OPTIONS = ("obs", "reset_mask")
@@ -37,13 +38,25 @@ def _check_options(options: dict[str, Any] | None, allowed: tuple[str, ...]) -> 
 
 
 class DreamEnv(gym.Env[np.ndarray, Any]):
-    """A single dream environment (a core of one)."""
+    """A single dream environment (a core of one). ``render_mode="rgb_array"`` needs ``frames``
+    (see :mod:`worldflux.dream.render`)."""
 
-    def __init__(self, core: DreamCore) -> None:
-        self.metadata = {"render_modes": []}
+    def __init__(
+        self,
+        core: DreamCore,
+        render_mode: str | None = None,
+        frames: FrameRenderer | None = None,
+    ) -> None:
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
         if core.num_envs != 1:
             raise ConfigError(f"DreamEnv needs a core of 1 environment, got {core.num_envs}.")
+        if render_mode not in (None, "rgb_array"):
+            raise ConfigError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}.")
+        if render_mode is not None and frames is None:
+            raise ConfigError("render_mode='rgb_array' needs a frame renderer.")
         self.core = core
+        self.render_mode = render_mode
+        self.frames = frames if render_mode is not None else None
         self.observation_space = core.observation_space
         self.action_space = core.action_space
 
@@ -57,10 +70,14 @@ class DreamEnv(gym.Env[np.ndarray, Any]):
         obs = self.core.reset(
             np.zeros(1, np.int64), None if given is None else np.asarray(given)[None]
         )
+        if self.frames is not None:
+            self.frames.observe(obs[0], reset=True)
         return obs[0], {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.core.step(np.asarray(action)[None])
+        if self.frames is not None:
+            self.frames.observe(obs[0], reset=False)
         return (
             obs[0],
             float(reward[0]),
@@ -68,6 +85,10 @@ class DreamEnv(gym.Env[np.ndarray, Any]):
             bool(truncated[0]),
             {k: v[0].item() for k, v in info.items()},
         )
+
+    def render(self) -> np.ndarray | None:
+        """RGB frame ``[H, W, 3]`` of the current dream state (``render_mode="rgb_array"``)."""
+        return None if self.frames is None else self.frames.frame()
 
 
 def _seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:

@@ -13,6 +13,7 @@ from ..core.errors import ConfigError
 from .cards import EnvCard, find_card, load_cards
 from .core import DreamCore
 from .faces import DreamEnv, DreamVectorEnv
+from .render import make_frames
 from .simulator import MANIFEST, LearnedSimulator
 
 Vectorization = Literal["gymnasium", "sb3"]
@@ -64,6 +65,7 @@ def make_dream_env(
     autoreset_mode: str = "NextStep",
     device: str = "cpu",
     bf16: bool = False,
+    render_mode: str | None = None,
     **settings: Any,
 ) -> Any:
     """A dream environment over ``source`` (run folder, artifact folder, card name or id).
@@ -71,17 +73,22 @@ def make_dream_env(
     ``num_envs=None`` gives a single ``gymnasium.Env``; otherwise a batched env of ``num_envs``:
     a gymnasium ``VectorEnv`` (``vectorization="gymnasium"``, with ``autoreset_mode``) or a
     stable-baselines3 ``VecEnv`` (``"sb3"``). ``settings`` are :class:`DreamSettings` fields
-    (``reset``, ``termination``, ``horizon``, ``penalty``, ``halt``, ...).
+    (``reset``, ``termination``, ``horizon``, ``penalty``, ``halt``, ...). ``render_mode=
+    "rgb_array"`` (single env) renders frames (:mod:`worldflux.dream.render`).
     """
     if vectorization not in ("gymnasium", "sb3"):
         raise ConfigError(f"vectorization: expected 'gymnasium' or 'sb3', got {vectorization!r}.")
-    core = make_core(
-        source, 1 if num_envs is None else num_envs, device=device, bf16=bf16, **settings
-    )
+    sim = source if isinstance(source, LearnedSimulator) else load_simulator(source)
+    core = make_core(sim, 1 if num_envs is None else num_envs, device=device, bf16=bf16, **settings)
     if num_envs is None:
         if vectorization != "gymnasium":
             raise ConfigError("vectorization='sb3' needs num_envs.")
-        return DreamEnv(core)
+        frames = None
+        if render_mode is not None:
+            frames = make_frames(sim.source_env, sim.observation_space, sim.reset_states.start)
+        return DreamEnv(core, render_mode=render_mode, frames=frames)
+    if render_mode is not None:
+        raise ConfigError("render_mode: only single dream envs render (num_envs=None).")
     if vectorization == "sb3":
         from .sb3 import DreamSB3VecEnv
 

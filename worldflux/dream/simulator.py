@@ -87,9 +87,10 @@ def space_from_json(data: dict[str, Any]) -> spaces.Space[Any]:
         return spaces.Discrete(int(data["n"]))
     if kind == "Box":
         shape = tuple(int(s) for s in data["shape"])
-        low = np.array([float(v) for v in data["low"]]).reshape(shape)
-        high = np.array([float(v) for v in data["high"]]).reshape(shape)
-        return spaces.Box(low, high, shape, np.dtype(data["dtype"]))
+        dtype = np.dtype(data["dtype"])
+        low = np.array([float(v) for v in data["low"]]).reshape(shape).astype(dtype)
+        high = np.array([float(v) for v in data["high"]]).reshape(shape).astype(dtype)
+        return spaces.Box(low, high, shape, dtype)
     raise SerializationError(f"unknown space type {kind!r}: expected 'Box' or 'Discrete'.")
 
 
