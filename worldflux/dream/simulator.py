@@ -32,7 +32,7 @@ MANIFEST = "manifest.json"
 RESET_STATES = "reset_states.npz"
 FORMAT_VERSION = 1
 #: at most this many "any"-state observations are kept in an artifact
-MAX_ANY_STATES = 20_000
+MAX_ANY_STATES = 5_000
 #: held-out transitions used to calibrate the uncertainty percentiles
 CALIBRATION_TRANSITIONS = 4096
 PERCENTILES = (50, 90, 95, 99)
