@@ -93,7 +93,7 @@ def test_dreamerv3_beats_copy_and_linear_and_predicts_termination(
     print(
         f"continue prob: terminal {p[ended].mean():.3f}, other {p[~ended].mean():.3f}; AUC {auc:.3f}"
     )
-    # measured: terminal 0.52, other 0.996; AUC 0.994
+    # measured: terminal 0.52-0.55, other 0.996-0.999; AUC 0.99-1.00
     assert ended.sum() >= 5
     assert auc > 0.9
     assert p[ended].mean() < p[~ended].mean() - 0.3

@@ -36,6 +36,9 @@ def save_gif(frames: list[np.ndarray], path: Path, fps: int = 30) -> None:
         images[0].save(
             tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
         )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a saved clip is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
