@@ -279,6 +279,7 @@ out = {{"rank": rank, "world": world, "losses": losses, "params": flat.tolist()}
 with open(os.path.join(sys.argv[2], f"rank{{rank}}-of-{{world}}.json"), "w") as fh:
     json.dump(out, fh)
 if world > 1:
+    dist.barrier()  # nobody tears the group down while another rank still uses it
     dist.destroy_process_group()
 """
 
@@ -297,7 +298,7 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     script.write_text(DDP_SCRIPT.format(tests=tests))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
-    subprocess.run(
+    proc = subprocess.run(
         [
             str(torchrun),
             "--nproc_per_node=2",
@@ -306,11 +307,12 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
             "8",
             str(tmp_path),
         ],
-        check=True,
         env=env,
         timeout=300,
         capture_output=True,
+        text=True,
     )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     subprocess.run(
         [sys.executable, str(script), "16", str(tmp_path)], check=True, env=env, timeout=300
     )
