@@ -429,3 +429,32 @@ def test_cli_lists_cards_and_names_unknown_ones(capsys: pytest.CaptureFixture[st
     assert "WorldFlux/Dreamer-Walker-v0" in out and "WorldFlux/Ensemble-Walker-v0" in out
     assert main(["build", "dreamer-walkr"]) == 2
     assert "did you mean 'dreamer-walker'" in capsys.readouterr().err.lower()
+
+
+def test_continue_threshold_and_bf16_are_used() -> None:
+    sim = with_continue_bias(vector_sim(horizon=None), 0.0)  # continue probability exactly 0.5
+    for threshold, ends in ((0.6, True), (0.4, False)):
+        env = make_dream_env(sim, termination="threshold", continue_threshold=threshold)
+        env.reset(seed=0)
+        assert env.step(np.zeros(ACT_DIM))[2] is ends
+    actions = np.random.default_rng(0).uniform(-1, 1, (5, ACT_DIM))
+
+    def run(bf16: bool) -> np.ndarray:
+        env = make_dream_env(vector_sim(), bf16=bf16, termination="threshold")
+        env.reset(seed=4)
+        return np.stack([env.step(a)[0] for a in actions])
+
+    fp32, bf16 = run(False), run(True)
+    assert not np.array_equal(fp32, bf16)  # bf16 really runs the model in bfloat16
+    assert np.abs(fp32 - bf16).max() < 0.5 * np.abs(fp32).max()
+
+
+def test_cli_envs_list_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from worldflux.cli import main
+
+    assert main(["envs", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["id"] for r in rows} >= {"WorldFlux/Dreamer-Walker-v0"}
+    assert all(set(r) == {"name", "id", "model", "artifact", "built"} for r in rows)

@@ -84,3 +84,20 @@ def test_dream_video_saves_a_side_by_side_gif(walker_sim: LearnedSimulator, tmp_
     assert result["steps"] >= 1
     with Image.open(tmp_path / "clip.gif") as gif:
         assert gif.size == (640, 320) and gif.n_frames == result["steps"] + 1
+
+
+def test_dream_video_cli_flags(
+    walker_sim: LearnedSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from worldflux.cli import main
+
+    art = walker_sim.save_artifact(tmp_path / "art")
+    out = tmp_path / "v.gif"
+    args = ["dream-video", str(art), "--out", str(out), "--steps", "2", "--seed", "3"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["path"] == str(out) and result["steps"] <= 2 and out.is_file()
+    assert main([*args, "--policy", str(tmp_path / "missing.zip")]) == 2
+    assert "missing.zip does not exist" in capsys.readouterr().err

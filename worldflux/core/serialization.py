@@ -78,17 +78,18 @@ def _plain_state_dict(model: WorldModel) -> dict[str, torch.Tensor]:
     return out
 
 
-def _usual_dir_mode() -> int:
-    """The mode ``mkdir`` would give a new directory under the current umask."""
+def ordinary_mode(bits: int = 0o777) -> int:
+    """``bits`` under the current umask: the mode ``mkdir`` (0o777) or ``open`` (0o666) gives a
+    new directory or file; for things made private by ``tempfile`` before they are published."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o777 & ~umask
+    return bits & ~umask
 
 
 def replace_dir_atomically(staged: Path, target: Path) -> None:
     """Move the finished directory ``staged`` to ``target``, replacing an old one. ``staged``
     (made by ``tempfile.mkdtemp``, mode 0700) gets the mode of an ordinary new directory."""
-    os.chmod(staged, _usual_dir_mode())
+    os.chmod(staged, ordinary_mode())
     if target.exists():
         if not target.is_dir():
             raise SerializationError(f"{target}: exists and is not a directory.")

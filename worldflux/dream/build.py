@@ -20,7 +20,6 @@ def build_artifact(
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    log: Any = print,
 ) -> dict[str, Any]:
     """Build (or, with ``resume``, finish building) the artifact of ``card_name``.
 
@@ -36,14 +35,14 @@ def build_artifact(
     started = time.time()
     summary: dict[str, Any] = {"card": card.name, "id": card.id, "dataset": spec.dataset_id}
     if not (datasets_root() / spec.dataset_id / "data").exists():
-        log(f"[1/3] collecting {spec.dataset_id} (recipe {card.dataset_recipe})")
+        print(f"[1/3] collecting {spec.dataset_id} (recipe {card.dataset_recipe})")
         collect_dataset(spec, progress=progress)
     else:
-        log(f"[1/3] dataset {spec.dataset_id} is already built")
+        print(f"[1/3] dataset {spec.dataset_id} is already built")
     summary["collect_s"] = round(time.time() - started, 1)
 
     run = Path(run_dir) if run_dir is not None else Path("runs") / f"build-{card.name}"
-    log(f"[2/3] training {card.model} into {run}")
+    print(f"[2/3] training {card.model} into {run}")
     t0 = time.time()
     result = train_run(
         run,
@@ -56,9 +55,9 @@ def build_artifact(
     )
     summary["train_s"] = round(time.time() - t0, 1)
 
-    log(f"[3/3] writing {card.artifact_dir}")
+    print(f"[3/3] writing {card.artifact_dir}")
     sim = LearnedSimulator.from_run(run)
-    sim.defaults = {**card.defaults, "horizon": card.horizon}
+    sim.defaults = card.dream_defaults
     sim.source_env = card.source_env
     sim.info = {**sim.info, "card": card.name, "env_id": card.id}
     extra = tuple(run / name for name in FIDELITY_FILES if (run / name).is_file())

@@ -72,9 +72,10 @@ class EnvCard:
     def built(self) -> bool:
         return (self.artifact_dir / "manifest.json").is_file()
 
-    def settings(self) -> DreamSettings:
-        """The card's default dream settings (checked), with its horizon."""
-        return DreamSettings.from_dict({**self.defaults, "horizon": self.horizon})
+    @property
+    def dream_defaults(self) -> dict[str, Any]:
+        """The card's default :class:`DreamSettings` fields, its horizon included."""
+        return {**self.defaults, "horizon": self.horizon}
 
 
 def read_card(path: Path) -> EnvCard:
@@ -99,7 +100,7 @@ def read_card(path: Path) -> EnvCard:
             f"env card {path}: horizon must be an integer >= 1, got {data['horizon']!r}."
         )
     card = EnvCard(**data, name=path.stem)
-    card.settings()  # the defaults must be valid settings
+    DreamSettings.from_dict(card.dream_defaults)  # the defaults must be valid settings
     return card
 
 

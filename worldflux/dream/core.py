@@ -210,16 +210,18 @@ class DreamCore:
         n = self.num_envs
         arr = np.asarray(actions)
         if self.act_layout.kind == "discrete":
+            whole_floats = (
+                arr.shape == (n,)
+                and np.issubdtype(arr.dtype, np.floating)
+                and bool(np.isfinite(arr).all() and (arr == np.round(arr)).all())
+            )
+            if whole_floats:
+                arr = arr.astype(np.int64)
             if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-                if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating):
-                    whole = np.isfinite(arr).all() and (arr == np.round(arr)).all()
-                    if whole:
-                        arr = arr.astype(np.int64)
-                if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-                    raise DreamActionError(
-                        f"expected {n} integer actions in [0, {self.act_layout.dim}), got an "
-                        f"array of shape {arr.shape} and dtype {arr.dtype}."
-                    )
+                raise DreamActionError(
+                    f"expected {n} integer actions in [0, {self.act_layout.dim}), got an "
+                    f"array of shape {arr.shape} and dtype {arr.dtype}."
+                )
             if arr.min() < 0 or arr.max() >= self.act_layout.dim:
                 raise DreamActionError(
                     f"expected actions in [0, {self.act_layout.dim}), got values in "

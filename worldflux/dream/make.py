@@ -11,7 +11,6 @@ import gymnasium as gym
 
 from ..core.errors import ConfigError
 from .cards import EnvCard, find_card, load_cards
-from .core import DreamCore
 from .faces import DreamEnv, DreamVectorEnv
 from .render import make_frames
 from .simulator import MANIFEST, LearnedSimulator
@@ -26,7 +25,7 @@ def _card_simulator(card: EnvCard) -> LearnedSimulator:
             f"`worldflux build {card.name}`."
         )
     sim = LearnedSimulator.from_artifact(card.artifact_dir)
-    sim.defaults = {**sim.defaults, **card.defaults, "horizon": card.horizon}
+    sim.defaults = {**sim.defaults, **card.dream_defaults}
     return sim
 
 
@@ -43,18 +42,6 @@ def load_simulator(source: str | Path) -> LearnedSimulator:
             f"{path}: expected a training run (run.json) or an artifact ({MANIFEST}) folder."
         )
     return _card_simulator(find_card(str(source)))
-
-
-def make_core(
-    source: str | Path | LearnedSimulator,
-    num_envs: int = 1,
-    *,
-    device: str = "cpu",
-    bf16: bool = False,
-    **settings: Any,
-) -> DreamCore:
-    sim = source if isinstance(source, LearnedSimulator) else load_simulator(source)
-    return sim.make_core(num_envs, device=device, bf16=bf16, **settings)
 
 
 def make_dream_env(
@@ -79,7 +66,7 @@ def make_dream_env(
     if vectorization not in ("gymnasium", "sb3"):
         raise ConfigError(f"vectorization: expected 'gymnasium' or 'sb3', got {vectorization!r}.")
     sim = source if isinstance(source, LearnedSimulator) else load_simulator(source)
-    core = make_core(sim, 1 if num_envs is None else num_envs, device=device, bf16=bf16, **settings)
+    core = sim.make_core(1 if num_envs is None else num_envs, device=device, bf16=bf16, **settings)
     if num_envs is None:
         if vectorization != "gymnasium":
             raise ConfigError("vectorization='sb3' needs num_envs.")

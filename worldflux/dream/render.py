@@ -31,10 +31,14 @@ class FrameRenderer(Protocol):
         ...
 
 
+#: side of MuJoCo frames, in pixels
+FRAME_SIZE = 320
+
+
 class MujocoFrames:
     """Writes observations into a real MuJoCo environment's state and renders it."""
 
-    def __init__(self, env_id: str, width: int = 320, height: int = 320) -> None:
+    def __init__(self, env_id: str, width: int = FRAME_SIZE, height: int = FRAME_SIZE) -> None:
         self.env = gym.make(env_id, render_mode="rgb_array", width=width, height=height)
         self.env.reset(seed=0)
         sim: Any = self.env.unwrapped

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
+from ..core.batch_provider import BatchRequest
 from ..core.errors import ConfigError, SerializationError
 from ..core.model import WorldModel
 from ..core.serialization import load_pretrained, replace_dir_atomically
@@ -42,10 +44,6 @@ def uncertainty_percentiles(model: WorldModel, data: Any) -> dict[str, float]:
     """Percentiles ``{"p50", "p90", "p95", "p99"}`` of the model's epistemic uncertainty for
     one-step transitions of the validation split (train split when there is none); ``{}`` for
     models without uncertainty."""
-    import torch
-
-    from ..core.batch_provider import BatchRequest
-
     split: Literal["train", "validation"] = (
         "validation" if len(data.episodes["validation"]) else "train"
     )

@@ -35,6 +35,12 @@ class TorchBackend:
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
+    def _fp32(self, state: State) -> State:
+        """The state kept in float32 between steps (only bf16 steps can change its dtype)."""
+        if not self.bf16:
+            return state
+        return State({k: v.float() for k, v in state.tensors.items()})
+
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
@@ -42,7 +48,7 @@ class TorchBackend:
     def encode(self, obs: np.ndarray) -> State:
         with self._autocast():
             state = self.model.encode(self._tensor(obs))
-        return State({k: v.float() for k, v in state.tensors.items()})
+        return self._fp32(state)
 
     @torch.inference_mode()
     def step(
@@ -52,7 +58,7 @@ class TorchBackend:
         with self._autocast():
             nxt = self.model.transition(state, self._tensor(action), noise=torch_noise)
             out = self.model.decode(nxt)
-        nxt = State({k: v.float() for k, v in nxt.tensors.items()})
+        nxt = self._fp32(nxt)
 
         def host(x: torch.Tensor) -> np.ndarray:
             return x.detach().float().cpu().numpy()

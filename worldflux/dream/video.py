@@ -17,11 +17,10 @@ import gymnasium as gym
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..core.serialization import ordinary_mode
 from ..data.collect import RandomPolicy, SB3Policy
 from .make import load_simulator, make_dream_env
-from .render import MujocoFrames
-
-FRAME_SIZE = 320
+from .render import FRAME_SIZE
 
 
 def save_gif(frames: list[np.ndarray], path: Path, fps: int = 30) -> None:
@@ -36,9 +35,7 @@ def save_gif(frames: list[np.ndarray], path: Path, fps: int = 30) -> None:
         images[0].save(
             tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
         )
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a saved clip is an ordinary file
+        os.chmod(tmp, ordinary_mode(0o666))  # mkstemp makes it private; a clip is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,30 +53,29 @@ def dream_video(
     """Record up to ``steps`` steps (until the real or the dream episode ends) to ``out``."""
     if steps < 1:
         raise ConfigError(f"steps: expected >= 1, got {steps}.")
+    if policy is not None and not Path(policy).is_file():
+        raise ConfigError(f"--policy: expected an SB3 model zip, but {policy} does not exist.")
     sim = load_simulator(source)
     if sim.source_env is None:
         raise ConfigError(f"{source}: the simulator does not name its source environment.")
     real = gym.make(sim.source_env, render_mode="rgb_array", width=FRAME_SIZE, height=FRAME_SIZE)
-    dream = make_dream_env(sim, horizon=None)
-    frames_dream = MujocoFrames(sim.source_env, FRAME_SIZE, FRAME_SIZE)
+    dream = make_dream_env(sim, horizon=None, render_mode="rgb_array")
     act = (
         SB3Policy.from_file(policy, real)
         if policy is not None
         else RandomPolicy(real.action_space, seed)
     )
     obs, _ = real.reset(seed=seed)
-    dream_obs, _ = dream.reset(seed=seed, options={"obs": obs})
-    frames_dream.observe(dream_obs, reset=True)
-    frames = [np.concatenate([real.render(), frames_dream.frame()], axis=1)]
+    dream.reset(seed=seed, options={"obs": obs})
+    frames = [np.concatenate([real.render(), dream.render()], axis=1)]
     returns = {"real": 0.0, "dream": 0.0}
     for _ in range(steps):
         action = act(np.asarray(obs)[None])[0]
         obs, reward, term, trunc, _ = real.step(action)
-        dream_obs, dream_reward, dream_term, _, _ = dream.step(action)
-        frames_dream.observe(dream_obs, reset=False)
+        _, dream_reward, dream_term, _, _ = dream.step(action)
         returns["real"] += float(reward)
         returns["dream"] += float(dream_reward)
-        frames.append(np.concatenate([real.render(), frames_dream.frame()], axis=1))
+        frames.append(np.concatenate([real.render(), dream.render()], axis=1))
         if term or trunc or dream_term:
             break
     path = Path(out)
