@@ -87,7 +87,7 @@ def bare_step(sim: LearnedSimulator, n: int) -> Callable[[], None]:
 
 
 def dream_step(sim: LearnedSimulator, n: int, bf16: bool) -> Callable[[], None]:
-    env = make_dream_env(sim, num_envs=n, bf16=bf16)
+    env = make_dream_env(sim, num_envs=n, backend="torch", bf16=bf16)
     env.reset(seed=0)
     actions = np.random.default_rng(0).uniform(-1, 1, (n, ACT)).astype(np.float32)
     return lambda: env.step(actions) and None

@@ -22,10 +22,11 @@ def _built(name: str) -> None:
         pytest.skip(f"{CARDS[name].id}: artifact not built (worldflux build {name})")
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
 @pytest.mark.parametrize("name", sorted(CARDS))
-def test_shipped_env_passes_the_checkers(name: str) -> None:
+def test_shipped_env_passes_the_checkers(name: str, backend: str) -> None:
     _built(name)
-    env = gym.make(CARDS[name].id)
+    env = gym.make(CARDS[name].id, backend=backend)
     gym_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=True)
     obs, _ = env.reset(seed=0)

@@ -2,33 +2,43 @@
 
 Public API (stable): the world-model contract and its payloads, the registry and factory,
 serialization, and the data/planner contracts. Subpackages hold the rest.
+
+PyTorch is optional at run time: without it, ``import worldflux`` still registers the env cards,
+and dream environments run from exported artifacts on ONNX Runtime (``backend="onnx"``); the
+torch-only names then raise :class:`worldflux._optional.TorchMissingError`.
 """
 
+from typing import Any
+
+from ._optional import missing_attribute, torch_available
 from ._version import __version__
-from .core import (
-    PLANNER_HORIZON_KEY,
-    ActionPayload,
-    Batch,
-    BatchProvider,
-    BatchProviderV2,
-    BatchRequest,
-    ComponentRegistry,
-    ConditionPayload,
-    LossOutput,
-    ModelOutput,
-    NoiseSpec,
-    PlannerOutput,
-    State,
-    Trajectory,
-    WorldFluxError,
-    WorldModel,
-    WorldModelConfig,
-    WorldModelInput,
-    WorldModelRegistry,
-    create_world_model,
-    load_pretrained,
-)
-from .core.plugins import load_plugins
+from .core.errors import WorldFluxError
+from .core.noise import NoiseSpec
+from .dream.make import make_dream_env
+
+if torch_available():
+    from .core import (
+        PLANNER_HORIZON_KEY,
+        ActionPayload,
+        Batch,
+        BatchProvider,
+        BatchProviderV2,
+        BatchRequest,
+        ComponentRegistry,
+        ConditionPayload,
+        LossOutput,
+        ModelOutput,
+        PlannerOutput,
+        State,
+        Trajectory,
+        WorldModel,
+        WorldModelConfig,
+        WorldModelInput,
+        WorldModelRegistry,
+        create_world_model,
+        load_pretrained,
+    )
+    from .core.plugins import load_plugins
 
 __all__ = [
     "PLANNER_HORIZON_KEY",
@@ -54,12 +64,22 @@ __all__ = [
     "create_world_model",
     "load_plugins",
     "load_pretrained",
+    "make_dream_env",
 ]
 
-from . import models as _builtin_families  # noqa: F401  (registers dreamerv3, planet, ensemble)
 
-# Third-party families and components (entry points); failures only warn.
-load_plugins()
+_TORCH_FREE = {"NoiseSpec", "WorldFluxError", "__version__", "make_dream_env"}
+
+
+def __getattr__(name: str) -> Any:
+    raise missing_attribute(__name__, frozenset(__all__) - _TORCH_FREE, name)
+
+
+if torch_available():
+    from . import models as _builtin_families  # noqa: F401  (registers dreamerv3, planet, ensemble)
+
+    # Third-party families and components (entry points); failures only warn.
+    load_plugins()
 
 
 def _register_env_cards() -> None:
@@ -67,7 +87,6 @@ def _register_env_cards() -> None:
     broken card only warns, so ``import worldflux`` keeps working."""
     import warnings
 
-    from .core.errors import WorldFluxError
     from .dream.make import register_cards
 
     try:

@@ -310,6 +310,7 @@ def _cmd_envs(args: argparse.Namespace) -> int:
                 "model": c.model,
                 "artifact": str(c.artifact_dir),
                 "built": c.built,
+                "onnx": c.built and (c.artifact_dir / "step.onnx").is_file(),
             }
             for n, c in cards.items()
         ]
@@ -328,6 +329,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
         args.card, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet
     )
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export.artifact import export_artifact
+
+    print(json.dumps(export_artifact(args.source, args.out), indent=2))
     return 0
 
 
@@ -475,6 +483,18 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--resume", action="store_true", help="continue an interrupted build run")
     bld.add_argument("--quiet", action="store_true", help="no progress bars")
     bld.set_defaults(func=_cmd_build)
+
+    exp = sub.add_parser(
+        "export",
+        help="export a run, artifact or card to a self-contained artifact with ONNX graphs",
+        description="Write an artifact folder (manifest, torch model, encode/step/replace ONNX "
+        "graphs, reset states, fidelity report) that runs on ONNX Runtime without torch.",
+    )
+    exp.add_argument("source", help="training run, artifact folder, or env card name or id")
+    exp.add_argument(
+        "--out", help="artifact folder (default: the artifact itself, or RUN/artifact for runs)"
+    )
+    exp.set_defaults(func=_cmd_export)
 
     vid = sub.add_parser(
         "dream-video",

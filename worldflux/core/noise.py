@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from .errors import ContractError
-from .shapes import check_shape
+
+if TYPE_CHECKING:  # torch is imported where it is used: NoiseSpec is part of the torch-free runtime
+    import torch
 
 NoiseDistribution = Literal["normal", "uniform"]
 
@@ -48,6 +49,8 @@ def sample_noise_torch(
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draw ``{name: Tensor[*batch_shape, *shape]}`` with torch (float32)."""
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     for name, s in spec.items():
         size = (*batch_shape, *s.shape)
@@ -79,6 +82,8 @@ def check_noise(
     owner: str = "noise",
 ) -> None:
     """Check that ``noise`` has exactly the keys of ``spec`` with shapes ``[*batch, *shape]``."""
+    from .shapes import check_shape
+
     if set(noise) != set(spec):
         raise ContractError(f"{owner}: expected keys {sorted(spec)}, got {sorted(noise)}.")
     for name, s in spec.items():

@@ -143,6 +143,7 @@ def save_pretrained(model: WorldModel, directory: str | os.PathLike[str]) -> Pat
             str(weights),
             metadata={"format": "pt", "worldflux_model_type": model.model_type},
         )
+        os.chmod(weights, ordinary_mode(0o666))  # safetensors writes it private (0o600)
         _fsync(weights)
         _write_json(
             staged / METADATA_FILE,

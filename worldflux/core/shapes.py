@@ -29,7 +29,7 @@ def format_shape(shape: Sequence[int] | torch.Size) -> str:
 def _describe(pattern: Sequence[DimSpec], dims: MutableMapping[str, int]) -> str:
     parts: list[str] = []
     for spec in pattern:
-        if isinstance(spec, int) or spec == "*":
+        if not isinstance(spec, str) or spec == "*":
             parts.append(str(spec))
             continue
         symbol, offset = _parse(spec)
@@ -91,7 +91,7 @@ def check_shape(
         pairs += list(zip(tail, tail_shape, strict=True))
 
     for spec, size in pairs:
-        if isinstance(spec, int):
+        if not isinstance(spec, str):  # an int (or a symbolic size while exporting)
             if size != spec:
                 raise fail()
             continue

@@ -35,7 +35,8 @@ class State:
                 f"State.tensors: expected a dict of tensors, got {type(self.tensors).__name__}."
             )
         self.tensors = dict(self.tensors)
-        sizes: dict[int, str] = {}
+        first: int | None = None
+        mismatch = False
         for key, value in self.tensors.items():
             if not isinstance(value, torch.Tensor):
                 raise ContractError(
@@ -45,8 +46,13 @@ class State:
                 raise ContractError(
                     f"State[{key!r}]: expected a batch-first tensor [B, ...], got a scalar."
                 )
-            sizes.setdefault(int(value.shape[0]), key)
-        if len(sizes) > 1:
+            # sizes stay as they are (not int()): symbolic while a model is exported to ONNX
+            size = value.shape[0]
+            if first is None:
+                first = size
+            elif size != first:
+                mismatch = True
+        if mismatch:
             detail = ", ".join(f"{k!r}: {format_shape(v.shape)}" for k, v in self.tensors.items())
             raise ContractError(
                 f"State: all tensors must share the batch size (dim 0), got {detail}."
@@ -74,7 +80,7 @@ class State:
     def batch_size(self) -> int:
         """Leading dimension shared by all tensors (0 for an empty state)."""
         for value in self.tensors.values():
-            return int(value.shape[0])
+            return value.shape[0]
         return 0
 
     @property

@@ -1,9 +1,17 @@
-"""Data layer: Minari datasets as `BatchProvider`s, and dataset collection."""
+"""Data layer: Minari datasets as `BatchProvider`s, and dataset collection.
 
+Without PyTorch the spaces, episode store and Minari I/O still import; the batch provider does not.
+"""
+
+from typing import Any
+
+from .._optional import missing_attribute, torch_available
 from .episodes import EpisodeStore
 from .minari_io import DatasetNotFoundError, datasets_root, load_minari_dataset
-from .provider import MinariBatchProvider, NormalizationStats
 from .spaces import ActionLayout, ObservationLayout, UnsupportedSpaceError
+
+if torch_available():
+    from .provider import MinariBatchProvider, NormalizationStats
 
 __all__ = [
     "ActionLayout",
@@ -16,3 +24,9 @@ __all__ = [
     "datasets_root",
     "load_minari_dataset",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    raise missing_attribute(
+        __name__, frozenset({"MinariBatchProvider", "NormalizationStats"}), name
+    )

@@ -131,6 +131,8 @@ class DreamCore:
         if num_envs < 1:
             raise ConfigError(f"num_envs: expected >= 1, got {num_envs}.")
         self.backend = backend
+        #: which backend runs the model ("torch", "onnx"; set by whoever made the core)
+        self.backend_name = type(backend).__name__
         self.observation_space = observation_space
         self.action_space = action_space
         self.obs_layout = observation_layout(observation_space)

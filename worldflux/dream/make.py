@@ -9,11 +9,13 @@ from typing import Any, Literal
 
 import gymnasium as gym
 
+from .._optional import torch_available
 from ..core.errors import ConfigError
 from .cards import EnvCard, find_card, load_cards
 from .faces import DreamEnv, DreamVectorEnv
+from .onnx_backend import OnFallback
 from .render import make_frames
-from .simulator import MANIFEST, LearnedSimulator
+from .simulator import MANIFEST, Backend, LearnedSimulator
 
 Vectorization = Literal["gymnasium", "sb3"]
 
@@ -50,8 +52,11 @@ def make_dream_env(
     num_envs: int | None = None,
     vectorization: Vectorization = "gymnasium",
     autoreset_mode: str = "NextStep",
+    backend: Backend | None = None,
     device: str = "cpu",
     bf16: bool = False,
+    threads: int | None = None,
+    on_fallback: OnFallback = "raise",
     render_mode: str | None = None,
     **settings: Any,
 ) -> Any:
@@ -62,11 +67,26 @@ def make_dream_env(
     stable-baselines3 ``VecEnv`` (``"sb3"``). ``settings`` are :class:`DreamSettings` fields
     (``reset``, ``termination``, ``horizon``, ``penalty``, ``halt``, ...). ``render_mode=
     "rgb_array"`` (single env) renders frames (:mod:`worldflux.dream.render`).
+
+    ``backend`` runs the model: ``"torch"`` (``bf16`` opt-in), ``"onnx"`` (ONNX Runtime;
+    ``threads``, and ``on_fallback`` for ``device="cuda"``), or ``"auto"`` (times both for this
+    ``num_envs`` and keeps the faster). None: onnx where the simulator has exported graphs
+    (every built artifact) or torch is missing, else torch.
     """
     if vectorization not in ("gymnasium", "sb3"):
         raise ConfigError(f"vectorization: expected 'gymnasium' or 'sb3', got {vectorization!r}.")
     sim = source if isinstance(source, LearnedSimulator) else load_simulator(source)
-    core = sim.make_core(1 if num_envs is None else num_envs, device=device, bf16=bf16, **settings)
+    if backend is None:
+        backend = "onnx" if sim.onnx is not None or not torch_available() else "torch"
+    core = sim.make_core(
+        1 if num_envs is None else num_envs,
+        backend=backend,
+        device=device,
+        bf16=bf16,
+        threads=threads,
+        on_fallback=on_fallback,
+        **settings,
+    )
     if num_envs is None:
         if vectorization != "gymnasium":
             raise ConfigError("vectorization='sb3' needs num_envs.")

@@ -4,10 +4,16 @@ from a self-contained artifact folder.
 
 Artifact layout (``exports/<name>/``, written atomically)::
 
-    manifest.json        format, spaces, source env, horizon, default dream settings, card
+    manifest.json        format, family, spaces, source env, default dream settings, card,
+                         calibration, and the ONNX layout ("onnx")
     model/               the world model (config.json, model.safetensors, metadata.json)
+    encode.onnx, step.onnx, replace.onnx
+                         the same model as ONNX graphs (worldflux.dream.onnx_backend)
     reset_states.npz     "start" [M, *O] and "any" [K, *O] observations (no pickles)
     fidelity.{md,json,png}  the model's fidelity report, when the run has one
+
+Loading an artifact needs no torch: the torch model is read only when the torch backend (or a
+re-export) asks for it, and the ONNX backend runs on numpy + onnxruntime.
 """
 
 from __future__ import annotations
@@ -15,20 +21,24 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from gymnasium import spaces
 
-from ..core.batch_provider import BatchRequest
+from .._optional import torch_available, torch_missing
 from ..core.errors import ConfigError, SerializationError
-from ..core.model import WorldModel
-from ..core.serialization import load_pretrained, replace_dir_atomically
+from .backend import DreamBackend
 from .core import DreamCore, DreamSettings, ResetStates
-from .torch_backend import TorchBackend
+from .onnx_backend import OnFallback, OnnxBackend, OnnxGraphs, OnnxLayout
+
+if TYPE_CHECKING:
+    from ..core.model import WorldModel
+
+Backend = Literal["torch", "onnx", "auto"]
 
 MANIFEST = "manifest.json"
 RESET_STATES = "reset_states.npz"
@@ -44,6 +54,10 @@ def uncertainty_percentiles(model: WorldModel, data: Any) -> dict[str, float]:
     """Percentiles ``{"p50", "p90", "p95", "p99"}`` of the model's epistemic uncertainty for
     one-step transitions of the validation split (train split when there is none); ``{}`` for
     models without uncertainty."""
+    import torch
+
+    from ..core.batch_provider import BatchRequest
+
     split: Literal["train", "validation"] = (
         "validation" if len(data.episodes["validation"]) else "train"
     )
@@ -92,12 +106,13 @@ def space_from_json(data: dict[str, Any]) -> spaces.Space[Any]:
     raise SerializationError(f"unknown space type {kind!r}: expected 'Box' or 'Discrete'.")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LearnedSimulator:
     """A model with its spaces, reset observations and default dream settings.
 
     Attributes:
-        model: the trained world model.
+        model: the trained world model (torch), or None until :meth:`torch_model` loads it from
+            ``folder``.
         observation_space, action_space: the dataset's (= the real environment's) spaces.
         reset_states: observations to reset from (model layout).
         defaults: default :class:`DreamSettings` fields (from an env card or the run).
@@ -106,9 +121,11 @@ class LearnedSimulator:
         calibration: for models with uncertainty, percentiles of the epistemic uncertainty on
             held-out dataset transitions (``{"p50": ..., "p90": ..., "p95": ..., "p99": ...}``);
             ``halt="p99"`` (any of these keys) halts at that value (MOReL's calibrated threshold).
+        folder: the artifact folder this simulator was read from (None for runs).
+        onnx: the layout of the artifact's ONNX graphs (None when it has none).
     """
 
-    model: WorldModel
+    model: WorldModel | None = None
     observation_space: spaces.Space[Any]
     action_space: spaces.Space[Any]
     reset_states: ResetStates
@@ -116,12 +133,17 @@ class LearnedSimulator:
     source_env: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, float] = field(default_factory=dict)
+    folder: Path | None = None
+    onnx: OnnxLayout | None = None
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run_dir: str | Path, *, which: str = "model") -> LearnedSimulator:
         """From a ``worldflux train`` run folder: its ``model`` (final) or ``best`` model and
         its dataset (which must be available locally)."""
+        if not torch_available():
+            raise torch_missing("LearnedSimulator.from_run")
+        from ..core.serialization import load_pretrained
         from ..data.minari_io import load_minari_dataset
         from ..data.provider import MinariBatchProvider
 
@@ -164,8 +186,8 @@ class LearnedSimulator:
             )
         with np.load(folder / RESET_STATES, allow_pickle=False) as states:
             reset_states = ResetStates(start=states["start"], any=states["any"])
+        layout = manifest.get("onnx")
         return cls(
-            model=load_pretrained(folder / "model"),
             observation_space=space_from_json(manifest["observation_space"]),
             action_space=space_from_json(manifest["action_space"]),
             reset_states=reset_states,
@@ -173,16 +195,49 @@ class LearnedSimulator:
             source_env=manifest.get("source_env"),
             info=dict(manifest.get("info", {})),
             calibration={k: float(v) for k, v in manifest.get("calibration", {}).items()},
+            folder=folder,
+            onnx=None if layout is None else OnnxLayout.from_json(layout),
         )
 
-    def save_artifact(self, directory: str | Path, *, extra_files: tuple[Path, ...] = ()) -> Path:
-        """Write the artifact folder (replaced atomically); ``extra_files`` (e.g. the fidelity
-        report) are copied in."""
+    def torch_model(self) -> WorldModel:
+        """The torch world model (read from the artifact folder on first use)."""
+        if self.model is None:
+            if self.folder is None:
+                raise ConfigError("this simulator has neither a model nor an artifact folder.")
+            if not torch_available():
+                raise torch_missing("the torch backend (and export) of a learned simulator")
+            from ..core.serialization import load_pretrained
+
+            self.model = load_pretrained(self.folder / "model")
+        return self.model
+
+    def onnx_graphs(self) -> OnnxGraphs:
+        """The artifact's ONNX graphs, or (for runs and artifacts without them) graphs exported
+        in memory from the torch model."""
+        if self.folder is not None and self.onnx is not None:
+            return OnnxGraphs.from_folder(self.folder, self.onnx)
+        if not torch_available():
+            raise torch_missing("exporting a learned simulator without ONNX graphs")
+        from ..export.onnx import export_graphs
+
+        return export_graphs(self.torch_model(), self.reset_states.start)
+
+    def save_artifact(
+        self, directory: str | Path, *, extra_files: tuple[Path, ...] = (), onnx: bool = True
+    ) -> Path:
+        """Write the artifact folder (replaced atomically) with the torch model and, with
+        ``onnx``, its ONNX graphs; ``extra_files`` (e.g. the fidelity report) are copied in."""
         target = Path(directory)
+        model = self.torch_model()
+        graphs = None
+        if onnx:
+            from ..export.onnx import export_graphs
+
+            graphs = export_graphs(model, self.reset_states.start)
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
         try:
-            self.model.save_pretrained(staged / "model")
+            model.save_pretrained(staged / "model")
             np.savez(
                 staged / RESET_STATES,
                 start=self.reset_states.start,
@@ -190,7 +245,7 @@ class LearnedSimulator:
             )
             manifest = {
                 "format_version": FORMAT_VERSION,
-                "family": self.model.model_type,
+                "family": model.model_type,
                 "observation_space": space_to_json(self.observation_space),
                 "action_space": space_to_json(self.action_space),
                 "source_env": self.source_env,
@@ -198,9 +253,16 @@ class LearnedSimulator:
                 "info": self.info,
                 "calibration": self.calibration,
             }
+            if graphs is not None:
+                from ..export.onnx import write_graphs
+
+                write_graphs(graphs, staged)
+                manifest["onnx"] = graphs.layout.to_json()
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             for path in extra_files:
                 shutil.copy2(path, staged / Path(path).name)
+            from ..core.serialization import replace_dir_atomically
+
             replace_dir_atomically(staged, target)
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
@@ -223,20 +285,102 @@ class LearnedSimulator:
             values["halt"] = self.calibration[halt]
         return DreamSettings.from_dict(values)
 
+    def make_backend(
+        self,
+        backend: Literal["torch", "onnx"],
+        *,
+        device: str = "cpu",
+        bf16: bool = False,
+        threads: int | None = None,
+        on_fallback: OnFallback = "raise",
+    ) -> DreamBackend:
+        """The model on one backend: ``"torch"`` (``bf16`` opt-in) or ``"onnx"`` (ONNX Runtime;
+        ``threads`` and ``on_fallback`` as in :class:`~worldflux.dream.onnx_backend.OnnxBackend`)."""
+        if backend == "torch":
+            if threads is not None:
+                raise ConfigError(
+                    "threads: only the onnx backend takes a thread count (torch's is "
+                    "process-wide: torch.set_num_threads)."
+                )
+            if not torch_available():
+                raise torch_missing("backend='torch'")
+            from .torch_backend import TorchBackend
+
+            return TorchBackend(self.torch_model(), device=device, bf16=bf16)
+        if backend == "onnx":
+            if bf16:
+                raise ConfigError("bf16: only the torch backend has a bf16 mode.")
+            return OnnxBackend(
+                self.onnx_graphs(), device=device, threads=threads, on_fallback=on_fallback
+            )
+        raise ConfigError(f"backend: expected 'torch', 'onnx' or 'auto', got {backend!r}.")
+
     def make_core(
         self,
         num_envs: int = 1,
         *,
+        backend: Backend = "torch",
         device: str = "cpu",
         bf16: bool = False,
+        threads: int | None = None,
+        on_fallback: OnFallback = "raise",
         **settings: Any,
     ) -> DreamCore:
-        """A :class:`DreamCore` of ``num_envs`` environments on the torch backend."""
-        return DreamCore(
-            TorchBackend(self.model, device=device, bf16=bf16),
+        """A :class:`DreamCore` of ``num_envs`` environments on ``backend``: ``"torch"``,
+        ``"onnx"``, or ``"auto"``, which times both at ``num_envs`` (a few steps each, after a
+        warm-up) and keeps the faster (the torch backend only where torch is installed). The
+        chosen backend's name is ``core.backend_name``."""
+        if backend == "auto":
+            candidates: list[Literal["torch", "onnx"]] = ["onnx"]
+            if torch_available():
+                candidates.insert(0, "torch")
+            if len(candidates) == 1:
+                chosen: Literal["torch", "onnx"] = candidates[0]
+                made = self.make_backend(
+                    chosen, device=device, bf16=bf16, threads=threads, on_fallback=on_fallback
+                )
+            else:
+                options: dict[Literal["torch", "onnx"], DreamBackend] = {
+                    "torch": self.make_backend("torch", device=device, bf16=bf16),
+                    "onnx": self.make_backend(
+                        "onnx", device=device, threads=threads, on_fallback=on_fallback
+                    ),
+                }
+                obs = self.reset_states.start[np.arange(num_envs) % len(self.reset_states.start)]
+                times = {name: step_seconds(b, obs) for name, b in options.items()}
+                chosen = min(times, key=lambda name: times[name])
+                made = options[chosen]
+        else:
+            chosen = backend
+            made = self.make_backend(
+                backend, device=device, bf16=bf16, threads=threads, on_fallback=on_fallback
+            )
+        core = DreamCore(
+            made,
             self.observation_space,
             self.action_space,
             self.reset_states,
             self.settings(**settings),
             num_envs,
         )
+        core.backend_name = chosen
+        return core
+
+
+def step_seconds(backend: DreamBackend, obs: np.ndarray, steps: int = 7, warmup: int = 2) -> float:
+    """Median seconds of one batched ``step`` of ``backend`` from states encoded from ``obs``
+    (``[N, *O]``), with zero actions and mid-range noise."""
+    n = len(obs)
+    state = backend.encode(obs)
+    action = np.zeros((n, backend.action_dim), np.float32)
+    noise = {
+        k: np.full((n, *s.shape), 0.5 if s.distribution == "uniform" else 0.0, np.float32)
+        for k, s in backend.noise_spec.items()
+    }
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        state, _ = backend.step(state, action, noise)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
