@@ -178,10 +178,10 @@ def test_gym_make_vec_and_registration_through_a_card(
         'model = "dreamerv3:tiny"\nartifact = "test-dream-v0"\nhorizon = 7\n'
         '[defaults]\ntermination = "threshold"\n'
     )
-    import worldflux.dream.cards as cards_mod
+    from worldflux import resources
 
     monkeypatch.setattr(
-        cards_mod, "_data_dir", lambda name: {"envs": cards, "exports": exports}[name]
+        resources, "data_dir", lambda name: {"envs": cards, "exports": exports}[name]
     )
     from worldflux.dream import register_cards
 

@@ -24,7 +24,11 @@ for name, card in load_cards().items():
         obs, _ = env.reset(seed=0)
         env.step(env.action_space.sample())
         entry["made"] = True
+        entry["backend"] = env.unwrapped.core.backend_name
     out["cards"][name] = entry
+from worldflux.data.recipes import load_recipes, recipe_spec
+out["behaviour"] = {name: recipe_spec(name).train.save_to for name, d in
+                    load_recipes()["dataset"].items() if "behaviour:" in d.get("policy", "")}
 print(json.dumps(out))
 """
 
@@ -89,3 +93,8 @@ def test_wheel_ships_cards_and_artifacts(tmp_path: Path) -> None:
         assert entry["built"] == built_here, (name, entry)
         if built_here:
             assert entry.get("made"), name
+            assert entry["backend"] == "onnx", entry  # shipped graphs travel in the wheel
+    # dataset recipes find their committed behaviour policies inside the wheel too
+    assert out["behaviour"], out
+    for name, file in out["behaviour"].items():
+        assert file.startswith(str(site)) and Path(file).is_file(), (name, file)

@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from .. import resources
 from ..core.errors import ConfigError, unknown_name_message
 from .pipeline import CollectSpec, TrainSpec
 
@@ -37,10 +38,10 @@ _BEHAVIOUR_KEYS = {
 }
 
 
-def project_root() -> Path:
-    """Folder holding ``worldflux/`` (the repository root for source and editable installs);
-    relative ``file`` paths of behaviour policies are resolved against it."""
-    return Path(__file__).resolve().parents[2]
+def behaviour_file(file: str) -> Path:
+    """A behaviour policy's ``file``, relative to the exports folder (``exports/`` in a source
+    checkout, ``worldflux/_data/exports`` in a wheel)."""
+    return resources.data_dir("exports") / file
 
 
 def load_recipes(path: Path = RECIPES_FILE) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def recipe_spec(name: str, recipes: dict[str, Any] | None = None) -> CollectSpec
                 f"recipe {name!r} is for env {d.get('env')!r} but behaviour {ref!r} is for "
                 f"{b.get('env')!r}."
             )
-        file = project_root() / b["file"]
+        file = behaviour_file(b["file"])
         train = TrainSpec(
             algo=b.get("algo", "ppo"),
             train_steps=int(b["train_steps"]),

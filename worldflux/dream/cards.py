@@ -27,25 +27,19 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .. import resources
 from ..core.errors import ConfigError, unknown_name_message
 from .core import DreamSettings
-
-_PACKAGE = Path(__file__).resolve().parents[1]
-
-
-def _data_dir(name: str) -> Path:
-    packaged = _PACKAGE / "_data" / name
-    return packaged if packaged.is_dir() else _PACKAGE.parent / name
 
 
 def cards_dir() -> Path:
     """Folder of the env cards."""
-    return _data_dir("envs")
+    return resources.data_dir("envs")
 
 
 def exports_dir() -> Path:
     """Folder of the built artifacts."""
-    return _data_dir("exports")
+    return resources.data_dir("exports")
 
 
 @dataclass(frozen=True)
