@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/worldflux info
+	$(BIN)/worldflux demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check worldflux tests benchmarks

@@ -7,6 +7,8 @@ model step (same model, same batch) and against the real Walker2d-v5 (MuJoCo).
   ``torch.inference_mode`` (what the wrapper cannot beat);
 * ``dream``: ``DreamVectorEnv.step`` with numpy actions (noise hashing, action checks, transfers,
   termination sampling, autoreset included), fp32, and with the opt-in bf16 mode;
+* ``bare onnx`` / ``dream onnx``: the same on the ONNX Runtime backend (``OnnxBackend.step`` with
+  pre-drawn noise, and the dream vector env on it);
 * ``walker``: ``gymnasium.make("Walker2d-v5")`` stepped alone, and a ``SyncVectorEnv`` of 8.
 
 The model is the shipped ``WorldFlux/Dreamer-Walker-v0`` (``dreamerv3:proprio``, 17-dim
@@ -71,7 +73,7 @@ def simulator() -> tuple[LearnedSimulator, str]:
 
 
 def bare_step(sim: LearnedSimulator, n: int) -> Callable[[], None]:
-    model = sim.model.eval()
+    model = sim.torch_model().eval()
     with torch.inference_mode():
         state = model.encode(torch.from_numpy(sim.reset_states.start[:1]).repeat(n, 1))
     action = torch.rand(n, ACT) * 2 - 1
@@ -86,8 +88,25 @@ def bare_step(sim: LearnedSimulator, n: int) -> Callable[[], None]:
     return step
 
 
-def dream_step(sim: LearnedSimulator, n: int, bf16: bool) -> Callable[[], None]:
-    env = make_dream_env(sim, num_envs=n, backend="torch", bf16=bf16)
+def bare_onnx_step(sim: LearnedSimulator, n: int) -> Callable[[], None]:
+    backend = sim.make_backend("onnx")
+    holder = {"state": backend.encode(np.repeat(sim.reset_states.start[:1], n, 0))}
+    action = np.random.default_rng(0).uniform(-1, 1, (n, ACT)).astype(np.float32)
+    noise = {
+        k: np.random.default_rng(1).random((n, *v.shape), dtype=np.float32)
+        for k, v in backend.noise_spec.items()
+    }
+
+    def step() -> None:
+        holder["state"], _ = backend.step(holder["state"], action, noise)
+
+    return step
+
+
+def dream_step(
+    sim: LearnedSimulator, n: int, bf16: bool, backend: str = "torch"
+) -> Callable[[], None]:
+    env = make_dream_env(sim, num_envs=n, backend=backend, bf16=bf16)
     env.reset(seed=0)
     actions = np.random.default_rng(0).uniform(-1, 1, (n, ACT)).astype(np.float32)
     return lambda: env.step(actions) and None
@@ -128,6 +147,8 @@ def main() -> None:
             "bare": bare_step(sim, n),
             "dream": dream_step(sim, n, bf16=False),
             "dream-bf16": dream_step(sim, n, bf16=True),
+            "bare-onnx": bare_onnx_step(sim, n),
+            "dream-onnx": dream_step(sim, n, bf16=False, backend="onnx"),
         }
         runs: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(args.repeats):
@@ -141,7 +162,8 @@ def main() -> None:
         rows.append((n, med))
         print(
             f"batch {n:>5}: bare {med['bare']:>12,.0f}  dream {med['dream']:>12,.0f} "
-            f"({med['dream'] / med['bare']:.2f}x)  bf16 {med['dream-bf16']:>12,.0f}",
+            f"({med['dream'] / med['bare']:.2f}x)  bf16 {med['dream-bf16']:>12,.0f}  onnx "
+            f"{med['dream-onnx']:>12,.0f} ({med['dream-onnx'] / med['bare-onnx']:.2f}x)",
             flush=True,
         )
     walker_med = {k: statistics.median(v) for k, v in real.items()}
@@ -153,16 +175,17 @@ def main() -> None:
         f"Real Walker2d-v5: single env {walker_med['walker']:,.0f} steps/s, SyncVectorEnv(8) "
         f"{walker_med['walker-sync8']:,.0f} steps/s (medians over all repeats).",
         "",
-        "| envs | bare model | dream fp32 | dream / bare | dream bf16 | bf16 / fp32 "
-        "| dream fp32 / real Walker |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| envs | bare torch | dream torch | dream / bare | dream torch bf16 | bf16 / fp32 "
+        "| bare onnx | dream onnx | dream / bare | dream onnx / real Walker |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     best_real = max(walker_med.values())
     for n, med in rows:
         lines.append(
             f"| {n} | {med['bare']:,.0f} | {med['dream']:,.0f} | {med['dream'] / med['bare']:.2f} "
             f"| {med['dream-bf16']:,.0f} | {med['dream-bf16'] / med['dream']:.2f} "
-            f"| {med['dream'] / best_real:.2f} |"
+            f"| {med['bare-onnx']:,.0f} | {med['dream-onnx']:,.0f} "
+            f"| {med['dream-onnx'] / med['bare-onnx']:.2f} | {med['dream-onnx'] / best_real:.2f} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

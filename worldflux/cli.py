@@ -13,6 +13,11 @@ from typing import Any
 
 from ._version import __version__
 
+#: the agent recipes `worldflux demo` runs, in order (agents/<name>.toml)
+DEMO_RECIPES = ("demo-ppo-ensemble-walker", "demo-ppo-dreamer-walker")
+#: each demo recipe runs with these seeds (agents trained in a dream vary a lot between seeds)
+DEMO_SEEDS = (0, 1, 2)
+
 _PACKAGES = (
     "torch",
     "numpy",
@@ -339,6 +344,76 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from .rl import agent_eval, find_agent_recipe, format_summary, train_agent
+    from .rl.recipes import agents_dir, read_agent_recipe
+
+    if args.action == "list":
+        for path in sorted(agents_dir().glob("*.toml")):
+            r = read_agent_recipe(path)
+            print(f"{path.stem:<28} {r.algorithm:<4} {r.env:<30} {r.budget:>10,}  {r.description}")
+        return 0
+    from .core.errors import ConfigError
+
+    if args.action == "train":
+        if args.recipe is None:
+            raise ConfigError(
+                "agent train: expected a recipe name or file (see `worldflux agent list`)."
+            )
+        recipe = find_agent_recipe(args.recipe)
+        out = args.out or f"runs/agent-{recipe.name}"
+        print(f"training {recipe.algorithm.upper()} in {recipe.env} ({recipe.name}) into {out}")
+        summary = train_agent(
+            recipe, out, budget=args.budget, seed=args.seed, progress=not args.quiet
+        )
+        print(format_summary(summary))
+        print(f"report: {out}/reality_gap.md, {out}/reality_gap.png")
+        return 0
+    if args.model is None or args.env is None:
+        raise ConfigError("agent eval: expected --model MODEL.zip and --env ENV_ID.")
+    result = agent_eval(
+        args.model, args.env, episodes=args.episodes, seed=args.seed or 0, dream=args.dream
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .rl import find_agent_recipe, format_summary, train_agent
+    from .rl.report import write_demo_report
+
+    out = Path(args.out)
+    runs: list[tuple[str, list[dict[str, Any]]]] = []
+    total = len(DEMO_RECIPES) * len(DEMO_SEEDS)
+    done = 0
+    for name in DEMO_RECIPES:
+        summaries = []
+        for seed in DEMO_SEEDS:
+            done += 1
+            recipe = find_agent_recipe(name)
+            print(
+                f"[{done}/{total}] {recipe.description}, seed {seed}: {recipe.algorithm.upper()} "
+                f"for {args.budget or recipe.budget:,} steps in {recipe.env}, scored on the real "
+                f"{recipe.evaluation.env}",
+                flush=True,
+            )
+            summary = train_agent(
+                recipe,
+                out / f"{name}-seed{seed}",
+                seed=seed,
+                budget=args.budget,
+                progress=not args.quiet,
+            )
+            print(format_summary(summary), flush=True)
+            summaries.append(summary)
+        runs.append((name, summaries))
+    table = write_demo_report(out, runs)
+    print(f"\n{table}\n\nplot: {out / 'demo.png'}   reports: {out}/*/reality_gap.md")
+    return 0
+
+
 def _cmd_dream_video(args: argparse.Namespace) -> int:
     from .dream.video import dream_video
 
@@ -483,6 +558,38 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--resume", action="store_true", help="continue an interrupted build run")
     bld.add_argument("--quiet", action="store_true", help="no progress bars")
     bld.set_defaults(func=_cmd_build)
+
+    agent = sub.add_parser(
+        "agent",
+        help="stable-baselines3 agents trained in a dream env, scored on the real env",
+        description="train: run an agent recipe (agents/*.toml or a file): SB3 in the dream "
+        "vector env, periodic dream and real-env evaluations, the saved model and a reality-gap "
+        "report. eval: score a saved model on a real (and optionally a dream) env. list: the "
+        "project's recipes.",
+    )
+    agent.add_argument("action", choices=["train", "eval", "list"])
+    agent.add_argument("recipe", nargs="?", help="train: recipe name or TOML file")
+    agent.add_argument("--out", help="train: output folder (default runs/agent-RECIPE)")
+    agent.add_argument("--budget", type=int, help="train: dream steps (overrides the recipe)")
+    agent.add_argument("--seed", type=int, help="train: seed (overrides the recipe); eval: seed")
+    agent.add_argument("--quiet", action="store_true", help="train: no progress output")
+    agent.add_argument("--model", help="eval: SB3 model zip")
+    agent.add_argument("--env", help="eval: real environment id")
+    agent.add_argument("--episodes", type=int, default=10, help="eval: episodes (default 10)")
+    agent.add_argument("--dream", help="eval: also score in this dream env (card, artifact, run)")
+    agent.set_defaults(func=_cmd_agent)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the main demo: PPO trained only in the shipped Walker2d dreams, run on the real env",
+        description=f"Run the agent recipes {', '.join(DEMO_RECIPES)}: PPO trained only inside "
+        "the shipped learned simulators of Walker2d-v5, then scored in the dream and on the real "
+        "environment; print the dream-vs-real table and save a plot.",
+    )
+    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    demo.add_argument("--budget", type=int, help="dream steps per run (default: the recipes')")
+    demo.add_argument("--quiet", action="store_true", help="no progress output")
+    demo.set_defaults(func=_cmd_demo)
 
     exp = sub.add_parser(
         "export",

@@ -85,6 +85,13 @@ class DreamSettings:
             raise ConfigError(f"dream setting horizon: expected >= 1 or None, got {self.horizon}.")
         if self.penalty < 0:
             raise ConfigError(f"dream setting penalty: expected >= 0, got {self.penalty}.")
+        if self.halt is not None and (
+            isinstance(self.halt, bool) or not isinstance(self.halt, (int, float))
+        ):
+            raise ConfigError(
+                f"dream setting halt: expected a number or None (or, through a learned simulator, "
+                f"a calibrated percentile such as 'p99'), got {self.halt!r}."
+            )
         if self.halt is not None and self.halt <= 0:
             raise ConfigError(f"dream setting halt: expected > 0 or None, got {self.halt}.")
 

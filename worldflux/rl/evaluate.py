@@ -1,0 +1,69 @@
+"""Scoring policies: episode returns in any gymnasium vector env (the real environment or a dream),
+one first episode per environment so short episodes are not over-counted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from ..core.errors import ConfigError
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Episodes:
+    """Returns and lengths of finished episodes (``[E]`` each)."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.returns.std())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "returns": [round(float(r), 3) for r in self.returns],
+            "lengths": [int(n) for n in self.lengths],
+        }
+
+
+def first_episodes(venv: gym.vector.VectorEnv, policy: Policy, seed: int) -> Episodes:
+    """Run ``policy`` (batched: ``[N, *obs]`` -> ``[N, *act]``) in every environment of ``venv``
+    (autoreset ``NextStep``, the gymnasium default) until each has finished its first episode."""
+    n = venv.num_envs
+    obs, _ = venv.reset(seed=seed)
+    returns = np.zeros(n)
+    lengths = np.zeros(n, np.int64)
+    running = np.ones(n, bool)
+    while running.any():
+        obs, reward, terminated, truncated, _ = venv.step(policy(obs))
+        returns += np.where(running, reward, 0.0)
+        lengths += running
+        running &= ~(np.asarray(terminated) | np.asarray(truncated))
+    return Episodes(returns, lengths)
+
+
+def real_env_episodes(
+    env_id: str, policy: Policy, episodes: int, seed: int, env_kwargs: dict[str, Any] | None = None
+) -> Episodes:
+    """``episodes`` episodes of ``policy`` in ``gym.make_vec(env_id)`` (synchronous copies,
+    seeded ``seed``, ``seed + 1``, ...)."""
+    if episodes < 1:
+        raise ConfigError(f"episodes: expected >= 1, got {episodes}.")
+    venv = gym.make_vec(env_id, num_envs=episodes, vectorization_mode="sync", **(env_kwargs or {}))
+    try:
+        return first_episodes(venv, policy, seed)
+    finally:
+        venv.close()

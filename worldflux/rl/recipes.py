@@ -1,0 +1,142 @@
+"""Agent recipes: one TOML file per stable-baselines3 run in imagination (``agents/*.toml``).
+
+Schema (every key but ``env`` and ``budget`` has a default)::
+
+    description = "PPO in the Dreamer-Walker dream"   # one line
+    algorithm = "ppo"                     # ppo | sac | td3 | a2c
+    env = "WorldFlux/Dreamer-Walker-v0"   # dream env: card name or id, artifact or run folder
+    budget = 300_000                      # environment steps in the dream
+    n_envs = 16                           # dream environments stepped together
+    seed = 0
+    backend = "onnx"                      # dream backend: onnx | torch | auto (default: the env's)
+    normalize = true                      # VecNormalize observations (applied on the real env too)
+
+    [dream]              # dream settings: reset, termination, horizon, penalty, halt, ...
+    [hyperparameters]    # keyword arguments of the SB3 algorithm (plain TOML values)
+    [evaluation]
+    env = "Walker2d-v5"  # real environment (default: the dream's source env)
+    every = 50_000       # dream steps between evaluations (0: only at the end)
+    episodes = 5         # episodes per evaluation, in the real env and in the dream
+    final_episodes = 10  # episodes of the final reality-gap evaluation
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import resources
+from ..core.errors import ConfigError, unknown_name_message
+from ..dream.core import DreamSettings
+from ..dream.simulator import Backend
+
+ALGORITHMS = ("ppo", "sac", "td3", "a2c")
+_TOP = {
+    "description",
+    "algorithm",
+    "env",
+    "budget",
+    "n_envs",
+    "seed",
+    "backend",
+    "normalize",
+    "dream",
+    "hyperparameters",
+    "evaluation",
+}
+_EVALUATION = {"env", "every", "episodes", "final_episodes"}
+_BACKENDS = ("onnx", "torch", "auto")
+
+
+@dataclass
+class Evaluation:
+    """When and where a dream-trained agent is scored (see the module docstring)."""
+
+    env: str | None = None
+    every: int = 50_000
+    episodes: int = 5
+    final_episodes: int = 10
+
+
+@dataclass
+class AgentRecipe:
+    """One agent recipe (see the module docstring for the keys)."""
+
+    env: str
+    budget: int
+    algorithm: str = "ppo"
+    description: str = ""
+    n_envs: int = 16
+    seed: int = 0
+    backend: Backend | None = None
+    normalize: bool = True
+    dream: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    name: str = "agent"
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(unknown_name_message("algorithm", self.algorithm, ALGORITHMS))
+        if self.backend is not None and self.backend not in _BACKENDS:
+            raise ConfigError(unknown_name_message("backend", self.backend, _BACKENDS))
+        for key, value, low in (
+            ("budget", self.budget, 1),
+            ("n_envs", self.n_envs, 1),
+            ("evaluation.every", self.evaluation.every, 0),
+            ("evaluation.episodes", self.evaluation.episodes, 1),
+            ("evaluation.final_episodes", self.evaluation.final_episodes, 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(
+                    f"agent recipe {key}: expected an integer >= {low}, got {value!r}."
+                )
+        # the dream settings must be valid; a calibrated halt ("p99") is resolved by the simulator
+        check = dict(self.dream)
+        if isinstance(check.get("halt"), str):
+            check["halt"] = 1.0
+        DreamSettings.from_dict(check)
+
+
+def agents_dir() -> Path:
+    """Folder of the project's agent recipes."""
+    return resources.data_dir("agents")
+
+
+def _check_keys(where: str, table: dict[str, Any], known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(unknown_name_message(f"key of {where}", key, known))
+
+
+def read_agent_recipe(path: str | Path) -> AgentRecipe:
+    """Parse one recipe file (clear errors for unknown keys, algorithms and bad values)."""
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML ({exc}).") from None
+    _check_keys(f"agent recipe {file.name}", data, _TOP)
+    for key in ("env", "budget"):
+        if key not in data:
+            raise ConfigError(f"agent recipe {file.name}: missing key {key!r}.")
+    evaluation = dict(data.pop("evaluation", {}))
+    _check_keys(f"[evaluation] of {file.name}", evaluation, _EVALUATION)
+    for table in ("dream", "hyperparameters"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"agent recipe {file.name}: [{table}] must be a table.")
+    return AgentRecipe(**data, evaluation=Evaluation(**evaluation), name=file.stem)
+
+
+def find_agent_recipe(name_or_path: str | Path) -> AgentRecipe:
+    """A recipe file path, or the name of one in ``agents/`` (e.g. ``ppo-dreamer-walker``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return read_agent_recipe(path)
+    folder = agents_dir()
+    names = sorted(p.stem for p in folder.glob("*.toml"))
+    if str(name_or_path) not in names:
+        raise ConfigError(unknown_name_message("agent recipe", str(name_or_path), names))
+    return read_agent_recipe(folder / f"{name_or_path}.toml")

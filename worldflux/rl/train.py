@@ -1,0 +1,257 @@
+"""`worldflux agent train RECIPE`: a stable-baselines3 agent trained only in a dream vector env,
+scored periodically in the dream and on the real environment, and a final reality-gap report.
+
+Output folder (written into a staging folder and moved into place at the end)::
+
+    agent.json            recipe, versions, timings, the evaluations and the final scores
+    model.zip             the SB3 model (+ model.obs_norm.json with VecNormalize's statistics)
+    logs/                 SB3 logger output: progress.csv and TensorBoard events (eval/* scalars)
+    reality_gap.{md,png}  dream vs real returns: learning curves and the final episodes
+    fidelity.{md,png}     the dream env's fidelity report, when its artifact has one
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..core.errors import ConfigError
+from ..core.serialization import replace_dir_atomically
+from ..data.collect import RandomPolicy, SB3Policy
+from ..data.sb3_policy import save_obs_norm
+from ..dream.make import load_simulator, make_dream_env
+from ..dream.simulator import LearnedSimulator
+from .evaluate import Episodes, first_episodes, real_env_episodes
+from .recipes import AgentRecipe
+from .report import write_reality_gap
+
+#: offsets that keep evaluation seeds apart from training seeds
+EVAL_SEED, FINAL_SEED = 10_000, 20_000
+
+
+class _Scorer:
+    """Scores the current policy in the dream and on the real environment."""
+
+    def __init__(self, recipe: AgentRecipe, sim: LearnedSimulator, real_env: str) -> None:
+        self.recipe, self.sim, self.real_env = recipe, sim, real_env
+        self.history: list[dict[str, Any]] = []
+
+    def dream(self, policy: SB3Policy, episodes: int, seed: int) -> Episodes:
+        venv = make_dream_env(
+            self.sim, num_envs=episodes, backend=self.recipe.backend, **self.recipe.dream
+        )
+        return first_episodes(venv, policy, seed)
+
+    def real(self, policy: Any, episodes: int, seed: int) -> Episodes:
+        return real_env_episodes(self.real_env, policy, episodes, seed)
+
+
+def _obs_norm(venv: Any) -> dict[str, Any] | None:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if not isinstance(venv, VecNormalize) or not venv.norm_obs:
+        return None
+    rms = venv.obs_rms
+    assert not isinstance(rms, dict)
+    return {
+        "mean": rms.mean.copy(),
+        "var": rms.var.copy(),
+        "clip_obs": venv.clip_obs,
+        "epsilon": venv.epsilon,
+    }
+
+
+def train_agent(
+    recipe: AgentRecipe,
+    out: str | Path,
+    *,
+    budget: int | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``recipe``'s agent in its dream env and write the output folder ``out`` (replaced
+    atomically). ``budget`` and ``seed`` override the recipe's. Returns the summary that
+    ``agent.json`` holds."""
+    import stable_baselines3 as sb3
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    if budget is not None:
+        recipe.budget = budget
+    if seed is not None:
+        recipe.seed = seed
+    recipe.__post_init__()
+    sim = load_simulator(recipe.env)
+    real_env = recipe.evaluation.env or sim.source_env
+    if real_env is None:
+        raise ConfigError(
+            f"agent recipe {recipe.name}: the dream env has no source environment; set "
+            "[evaluation] env to the real environment's id."
+        )
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    started = time.time()
+    try:
+        venv: Any = make_dream_env(
+            sim,
+            num_envs=recipe.n_envs,
+            vectorization="sb3",
+            backend=recipe.backend,
+            **recipe.dream,
+        )
+        backend_name = venv.core.backend_name
+        venv.seed(recipe.seed)
+        venv = VecMonitor(venv)
+        if recipe.normalize:
+            gamma = float(recipe.hyperparameters.get("gamma", 0.99))
+            venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=gamma)
+        try:
+            model = getattr(sb3, recipe.algorithm.upper())(
+                "MlpPolicy", venv, seed=recipe.seed, verbose=0, **recipe.hyperparameters
+            )
+        except TypeError as exc:
+            raise ConfigError(
+                f"agent recipe {recipe.name}: [hyperparameters] rejected by "
+                f"{recipe.algorithm.upper()}: {exc}"
+            ) from None
+        model.set_logger(configure(str(staged / "logs"), ["csv", "tensorboard"]))
+        scorer = _Scorer(recipe, sim, real_env)
+
+        def current_policy() -> SB3Policy:
+            return SB3Policy(
+                model.policy, sim.action_space, obs_norm=_obs_norm(venv), name=recipe.algorithm
+            )
+
+        def evaluate(step: int, episodes: int, seed_offset: int) -> dict[str, Any]:
+            policy = current_policy()
+            dream = scorer.dream(policy, episodes, recipe.seed + seed_offset)
+            real = scorer.real(policy, episodes, recipe.seed + seed_offset)
+            row = {"step": step, "dream": dream.to_dict(), "real": real.to_dict()}
+            for where, ep in (("dream", dream), ("real", real)):
+                model.logger.record(f"eval/{where}_return_mean", ep.mean)
+                model.logger.record(f"eval/{where}_return_std", ep.std)
+                model.logger.record(f"eval/{where}_length_mean", float(ep.lengths.mean()))
+            model.logger.dump(step)
+            if progress:
+                print(
+                    f"  {step:>9,} dream steps: return in the dream {dream.mean:9.1f}, "
+                    f"on {real_env} {real.mean:9.1f}",
+                    flush=True,
+                )
+            return row
+
+        class Periodic(BaseCallback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.next_eval = recipe.evaluation.every or recipe.budget + 1
+
+            def _on_step(self) -> bool:
+                if self.num_timesteps >= self.next_eval:
+                    self.next_eval += recipe.evaluation.every
+                    ep = recipe.evaluation.episodes
+                    scorer.history.append(evaluate(self.num_timesteps, ep, EVAL_SEED))
+                return True
+
+        t0 = time.time()
+        model.learn(total_timesteps=recipe.budget, callback=Periodic(), progress_bar=progress)
+        train_s = time.time() - t0
+
+        final_n = recipe.evaluation.final_episodes
+        final = evaluate(int(model.num_timesteps), final_n, FINAL_SEED)
+        scorer.history.append(final)
+        random_real = scorer.real(
+            RandomPolicy(sim.action_space, seed=recipe.seed), final_n, FINAL_SEED
+        )
+
+        norm = _obs_norm(venv)
+        if norm is not None:  # first: a zip never exists without its normalisation
+            save_obs_norm(
+                staged / "model.zip", norm["mean"], norm["var"], norm["clip_obs"], norm["epsilon"]
+            )
+        model.save(staged / "model.zip")
+        if sim.folder is not None:
+            for name in ("fidelity.md", "fidelity.png", "fidelity.json"):
+                if (sim.folder / name).is_file():
+                    shutil.copy2(sim.folder / name, staged / name)
+        summary: dict[str, Any] = {
+            "recipe": {**asdict(recipe)},
+            "dream_env": str(recipe.env),
+            "backend": backend_name,
+            "real_env": real_env,
+            "library_version": __version__,
+            "torch_version": torch.__version__,
+            "sb3_version": sb3.__version__,
+            "train_s": round(train_s, 1),
+            "total_s": round(time.time() - started, 1),
+            "evaluations": scorer.history,
+            "final": {
+                "dream": final["dream"],
+                "real": final["real"],
+                "random_real": random_real.to_dict(),
+            },
+        }
+        write_reality_gap(staged, summary)
+        (staged / "agent.json").write_text(json.dumps(summary, indent=2) + "\n")
+        venv.close()
+        replace_dir_atomically(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    summary["out"] = str(target)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The dream-vs-real table printed at the end of a run."""
+    final = summary["final"]
+    real_env = summary["real_env"]
+    rows = [
+        ("in the dream (imagined)", final["dream"]),
+        (f"on the real {real_env}", final["real"]),
+        (f"random policy, real {real_env}", final["random_real"]),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'':<{width}}  mean return ±   std  episodes"]
+    for label, ep in rows:
+        lines.append(
+            f"{label:<{width}}  {ep['mean']:11.1f} ± {ep['std']:5.1f}  {len(ep['returns']):>8}"
+        )
+    gap = final["dream"]["mean"] - final["real"]["mean"]
+    lines.append(f"reality gap (dream - real): {gap:.1f}")
+    return "\n".join(lines)
+
+
+def agent_eval(
+    model_path: str | Path,
+    env_id: str,
+    *,
+    episodes: int = 10,
+    seed: int = 0,
+    dream: str | None = None,
+) -> dict[str, Any]:
+    """Score a saved SB3 model (loaded without unpickling) on ``env_id``, and with ``dream``
+    (card, artifact or run) in that dream env too."""
+    import gymnasium as gym
+
+    probe = gym.make(env_id)
+    policy = SB3Policy.from_file(model_path, probe)
+    probe.close()
+    result: dict[str, Any] = {
+        "model": str(model_path),
+        "env": env_id,
+        "real": real_env_episodes(env_id, policy, episodes, seed).to_dict(),
+    }
+    if dream is not None:
+        venv = make_dream_env(dream, num_envs=episodes)
+        result["dream_env"] = dream
+        result["dream"] = first_episodes(venv, policy, seed).to_dict()
+    return result
