@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import rollouts
 import torch
 from gymnasium import spaces
 
@@ -101,19 +102,10 @@ def test_shipped_graphs_match_torch_per_step(name: str, n: int) -> None:
 def test_shipped_trajectories_agree_over_100_steps(name: str) -> None:
     """64 envs, 100 random-action steps with autoresets: the same seeds give the same episodes
     on both backends, observations within 1e-2 (float32 rounding compounds over the steps)."""
-    runs = {}
-    for backend in ("torch", "onnx"):
-        venv = make_dream_env(name, num_envs=64, backend=backend)
-        obs, _ = venv.reset(seed=11)
-        rng = np.random.default_rng(0)
-        frames, dones = [obs], []
-        for _ in range(100):
-            obs, _, terminated, truncated, _ = venv.step(
-                rng.uniform(-1, 1, venv.action_space.shape).astype(np.float32)
-            )
-            frames.append(obs)
-            dones.append(terminated | truncated)
-        runs[backend] = (np.stack(frames), np.stack(dones))
+    runs = {
+        backend: rollouts.record(make_dream_env(name, num_envs=64, backend=backend), seed=11)
+        for backend in ("torch", "onnx")
+    }
     np.testing.assert_array_equal(runs["onnx"][1], runs["torch"][1])
     np.testing.assert_allclose(runs["onnx"][0], runs["torch"][0], atol=1e-2, rtol=0)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+import rollouts
 
 import worldflux  # noqa: F401  (registers the cards)
 from worldflux.dream import load_simulator, make_dream_env
@@ -56,18 +57,11 @@ def test_cuda_step_matches_cpu_torch_and_keeps_the_state_on_the_device(name: str
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_cuda_trajectories_match_the_cpu_backend(name: str) -> None:
-    runs = {}
-    for device in ("cpu", "cuda"):
-        venv = make_dream_env(name, num_envs=256, backend="onnx", device=device, horizon=40)
-        obs, _ = venv.reset(seed=3)
-        rng = np.random.default_rng(0)
-        frames, dones = [obs], []
-        for _ in range(100):
-            obs, _, terminated, truncated, _ = venv.step(
-                rng.uniform(-1, 1, venv.action_space.shape).astype(np.float32)
-            )
-            frames.append(obs)
-            dones.append(terminated | truncated)
-        runs[device] = (np.stack(frames), np.stack(dones))
+    runs = {
+        device: rollouts.record(
+            make_dream_env(name, num_envs=256, backend="onnx", device=device, horizon=40), seed=3
+        )
+        for device in ("cpu", "cuda")
+    }
     np.testing.assert_array_equal(runs["cuda"][1], runs["cpu"][1])
     np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], atol=1e-2, rtol=0)

@@ -205,6 +205,12 @@ class WorldModel(nn.Module, ABC):
         """Noise inputs of :meth:`transition` (empty for deterministic models)."""
         return {}
 
+    def latent_keys(self) -> tuple[str, ...]:
+        """State keys whose tensors, flattened and concatenated in this order, are the model's
+        latent features: what a policy sees in a dream env's latent-observation mode (for
+        families without an observation decoder). Default: every key of :meth:`state_spec`."""
+        return tuple(self.state_spec())
+
     def rollout(
         self,
         initial_state: State,

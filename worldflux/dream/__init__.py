@@ -8,6 +8,7 @@ a gymnasium ``VectorEnv`` or an SB3 ``VecEnv``; every env card is registered wit
 from .cards import EnvCard, find_card, load_cards
 from .core import DreamActionError, DreamCore, DreamSettings, DreamStateError, ResetStates
 from .faces import DreamEnv, DreamVectorEnv
+from .latent import LatentObservation
 from .make import load_simulator, make_dream_env, register_cards
 from .simulator import LearnedSimulator
 
@@ -19,6 +20,7 @@ __all__ = [
     "DreamStateError",
     "DreamVectorEnv",
     "EnvCard",
+    "LatentObservation",
     "LearnedSimulator",
     "ResetStates",
     "find_card",

@@ -40,6 +40,8 @@ class DreamBackend(Protocol):
     obs_shape: tuple[int, ...]
     action_dim: int
     noise_spec: Mapping[str, NoiseSpec]
+    #: state keys that make the latent features (:meth:`latent`)
+    latent_keys: tuple[str, ...]
 
     def encode(self, obs: np.ndarray) -> Any:
         """Observations ``[N, *O]`` -> a backend state for N environments."""
@@ -53,4 +55,9 @@ class DreamBackend(Protocol):
 
     def replace(self, state: Any, index: np.ndarray, new: Any) -> Any:
         """``state`` with the rows at ``index`` (``[K]`` int) replaced by ``new`` (K rows)."""
+        ...
+
+    def latent(self, state: Any) -> np.ndarray:
+        """Latent features ``[N, F]`` float32: the ``latent_keys`` tensors of ``state``,
+        flattened per environment and concatenated."""
         ...

@@ -23,6 +23,7 @@ from .backend import DreamBackend
 from .noise import counter_noise
 
 ResetMode = Literal["start", "any"]
+ObservationMode = Literal["decoded", "latent"]
 TerminationMode = Literal["sample", "threshold"]
 OutOfBounds = Literal["clip", "error"]
 
@@ -56,6 +57,11 @@ class DreamSettings:
         halt: MOReL-style halt: the episode terminates when the uncertainty exceeds this
             threshold (None: off; needs a model with uncertainty). Through a simulator or card,
             ``"p90"``/``"p95"``/``"p99"`` name a percentile calibrated on held-out data.
+        observation: what the agent sees: ``"decoded"`` observations in the real environment's
+            space (default), or the model's ``"latent"`` features (``Box(-inf, inf, (F,))``
+            float32; the mode for families without an observation decoder). A policy trained
+            on latents runs on the real environment through
+            :class:`~worldflux.dream.latent.LatentObservation`.
     """
 
     reset: ResetMode = "start"
@@ -65,12 +71,14 @@ class DreamSettings:
     out_of_bounds: OutOfBounds = "clip"
     penalty: float = 0.0
     halt: float | None = None
+    observation: ObservationMode = "decoded"
 
     def __post_init__(self) -> None:
         choices = {
             "reset": ("start", "any"),
             "termination": ("sample", "threshold"),
             "out_of_bounds": ("clip", "error"),
+            "observation": ("decoded", "latent"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -140,6 +148,9 @@ class DreamCore:
         self.backend = backend
         #: which backend runs the model ("torch", "onnx"; set by whoever made the core)
         self.backend_name = type(backend).__name__
+        #: the dataset's (= the real environment's) observation space
+        self.data_space = observation_space
+        #: what the agent sees: ``data_space``, or the latent Box in latent-observation mode
         self.observation_space = observation_space
         self.action_space = action_space
         self.obs_layout = observation_layout(observation_space)
@@ -171,6 +182,10 @@ class DreamCore:
         self.settings = settings
         self.num_envs = num_envs
         self.has_uncertainty = has_uncertainty
+        self.latent = settings.observation == "latent"
+        if self.latent:
+            width = backend.latent(backend.encode(reset_states.start[:1])).shape[1]
+            self.observation_space = spaces.Box(-np.inf, np.inf, (width,), np.float32)
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
         self.keys = np.zeros(num_envs, np.uint64)
         self.counters = np.zeros(num_envs, np.uint64)
@@ -199,11 +214,11 @@ class DreamCore:
         if self.obs_layout.kind == "image":
             pixels = np.clip(np.rint(obs), 0, 255).astype(np.uint8)
             return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
-        return obs.astype(self.observation_space.dtype, copy=False)
+        return obs.astype(self.data_space.dtype, copy=False)
 
     def from_space(self, obs: np.ndarray, what: str) -> np.ndarray:
         """``[K, *S]`` observations given by a user -> model layout, with checks."""
-        space_shape = tuple(self.observation_space.shape or ())
+        space_shape = tuple(self.data_space.shape or ())
         obs = np.asarray(obs)
         if obs.shape[1:] != space_shape:
             raise ConfigError(
@@ -282,6 +297,8 @@ class DreamCore:
         self.counters[index] = 0
         self.elapsed[index] = 0
         self._started[index] = True
+        if self.latent:
+            return self.backend.latent(new_state)
         return self.to_space(model_obs)
 
     def step(
@@ -326,4 +343,5 @@ class DreamCore:
         truncated = (
             self.elapsed >= s.horizon if s.horizon is not None else np.zeros(self.num_envs, bool)
         )
-        return self.to_space(res.obs), raw - penalty, terminated, truncated, info
+        obs = self.backend.latent(state) if self.latent else self.to_space(res.obs)
+        return obs, raw - penalty, terminated, truncated, info

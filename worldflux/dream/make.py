@@ -91,6 +91,11 @@ def make_dream_env(
         if vectorization != "gymnasium":
             raise ConfigError("vectorization='sb3' needs num_envs.")
         frames = None
+        if render_mode is not None and core.latent:
+            raise ConfigError(
+                "render_mode: a dream env in latent-observation mode does not render; use "
+                "observation='decoded'."
+            )
         if render_mode is not None:
             frames = make_frames(sim.source_env, sim.observation_space, sim.reset_states.start)
         return DreamEnv(core, render_mode=render_mode, frames=frames)

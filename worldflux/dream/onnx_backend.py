@@ -50,6 +50,7 @@ class OnnxLayout:
             ``"uint8"`` for images).
         action_dim: size of the (float32) action input.
         uncertainty: whether ``step`` outputs ``uncertainty``.
+        latent: state keys that make the latent features (latent-observation mode).
         opset: the ONNX opset of the graphs.
         exporter: versions that wrote them (``{"worldflux": ..., "torch": ...}``).
     """
@@ -60,6 +61,7 @@ class OnnxLayout:
     obs_dtype: str
     action_dim: int
     uncertainty: bool
+    latent: tuple[str, ...]
     opset: int
     exporter: dict[str, str]
 
@@ -76,6 +78,7 @@ class OnnxLayout:
             "obs_dtype": self.obs_dtype,
             "action_dim": self.action_dim,
             "uncertainty": self.uncertainty,
+            "latent": list(self.latent),
             "opset": self.opset,
             "exporter": dict(self.exporter),
             "normalisation": "inside the graphs: they take and give observations, actions and "
@@ -101,6 +104,7 @@ class OnnxLayout:
                 obs_dtype=str(data["obs_dtype"]),
                 action_dim=int(data["action_dim"]),
                 uncertainty=bool(data["uncertainty"]),
+                latent=tuple(str(k) for k in data.get("latent", data["state"])),
                 opset=int(data["opset"]),
                 exporter={str(k): str(v) for k, v in data.get("exporter", {}).items()},
             )
@@ -174,6 +178,7 @@ class OnnxBackend:
         self.action_dim = layout.action_dim
         self.noise_spec: Mapping[str, NoiseSpec] = dict(layout.noise)
         self.keys = list(layout.state)
+        self.latent_keys = layout.latent
         self._obs_dtype = np.dtype(layout.obs_dtype)
 
         options = ort.SessionOptions()
@@ -264,6 +269,10 @@ class OnnxBackend:
             continue_prob=host[2],
             uncertainty=host[3] if self.layout.uncertainty else None,
         )
+
+    def latent(self, state: dict[str, Any]) -> np.ndarray:
+        parts = [state[k].numpy() if self.cuda else state[k] for k in self.latent_keys]
+        return np.concatenate([p.reshape(len(p), -1) for p in parts], 1).astype(np.float32)
 
     def replace(
         self, state: dict[str, Any], index: np.ndarray, new: dict[str, Any]

@@ -31,6 +31,7 @@ class TorchBackend:
         self.obs_shape = tuple(model.config.obs_shape)
         self.action_dim = int(model.config.action_dim)
         self.noise_spec: Mapping[str, NoiseSpec] = dict(model.noise_spec())
+        self.latent_keys = tuple(model.latent_keys())
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -69,6 +70,18 @@ class TorchBackend:
             continue_prob=host(out.continue_prob),
             uncertainty=None if out.uncertainty is None else host(out.uncertainty),
         )
+
+    def latent(self, state: State) -> np.ndarray:
+        parts = [state[k].detach().float().flatten(1) for k in self.latent_keys]
+        return torch.cat(parts, 1).cpu().numpy()
+
+    @torch.inference_mode()
+    def update(self, state: State, action: np.ndarray, obs: np.ndarray) -> State:
+        """The posterior (filter) step after ``action`` ``[N, A]``, seeing ``obs`` ``[N, *O]``:
+        how a deployed policy tracks the latent state of a real environment."""
+        with self._autocast():
+            nxt = self.model.update(state, self._tensor(action), self._tensor(obs))
+        return self._fp32(nxt)
 
     def replace(self, state: State, index: np.ndarray, new: State) -> State:
         idx = torch.as_tensor(index, dtype=torch.long, device=self.device)

@@ -242,6 +242,7 @@ def export_graphs(model: WorldModel, example_obs: np.ndarray) -> OnnxGraphs:
         obs_dtype=str(obs_np.dtype),
         action_dim=int(c.action_dim),
         uncertainty=probe.uncertainty,
+        latent=tuple(model.latent_keys()),
         opset=ONNX_OPSET,
         exporter={"worldflux": __version__, "torch": torch.__version__.split("+")[0]},
     )

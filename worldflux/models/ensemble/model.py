@@ -512,6 +512,10 @@ class EnsembleModel(WorldModel):
             spec.update(epistemic=(), aleatoric=())
         return spec
 
+    def latent_keys(self) -> tuple[str, ...]:
+        """The carried observation (the rest of the state is the last step's predictions)."""
+        return ("obs",)
+
     def noise_spec(self) -> dict[str, NoiseSpec]:
         return {
             "member": NoiseSpec((), "uniform"),
