@@ -18,7 +18,7 @@ import torch
 from gymnasium import spaces
 
 import worldflux as wf
-from worldflux.core.errors import ConfigError
+from worldflux.core.errors import ConfigError, SerializationError
 from worldflux.core.state import State
 from worldflux.dream import LearnedSimulator, ResetStates, load_simulator, make_dream_env
 from worldflux.dream.backend import DreamBackend, StepResult
@@ -230,7 +230,7 @@ def test_runtime_without_torch() -> None:
         from gymnasium.utils.env_checker import check_env
 
         import worldflux
-        from worldflux._optional import TorchMissingError
+        from worldflux.core.errors import WorldFluxError
 
         env = gym.make({card.id!r})
         assert env.unwrapped.core.backend_name == "onnx"
@@ -243,10 +243,15 @@ def test_runtime_without_torch() -> None:
                         lambda: gym.make({card.id!r}, backend="torch")):
             try:
                 attempt()
-            except TorchMissingError as exc:
+            except WorldFluxError as exc:
                 assert "needs PyTorch" in str(exc), exc
             else:
-                raise AssertionError("expected TorchMissingError")
+                raise AssertionError("expected an error saying that torch is missing")
+        assert not hasattr(worldflux, "State")
+        from worldflux.cli import main
+
+        assert main(["info"]) == 0  # the runtime side, with a warning about torch
+        from worldflux import *  # noqa: F403  (only what exists without torch)
         assert "torch" not in sys.modules
         print("ok")
         """
@@ -257,3 +262,21 @@ def test_runtime_without_torch() -> None:
         )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_default_backend_and_folder_guards(tmp_path: Path) -> None:
+    sim = random_model_sim("ensemble:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32))
+    art = sim.save_artifact(tmp_path / "art")
+    loaded = load_simulator(art)
+    assert make_dream_env(loaded).core.backend_name == "onnx"
+    assert make_dream_env(loaded, bf16=True).core.backend_name == "torch"  # onnx has no bf16
+    with pytest.raises(ConfigError, match="bf16 needs backend='torch'"):
+        make_dream_env(loaded, backend="auto", bf16=True)
+    make_dream_env(loaded, halt=np.float32(0.5))  # numpy numbers are numbers
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("keep me")
+    with pytest.raises(SerializationError, match="refusing to replace it"):
+        export_artifact(art, foreign)
+    assert (foreign / "todo.txt").read_text() == "keep me"
+    assert export_artifact(art, art)["artifact"] == str(art)  # an artifact replaces itself

@@ -5,7 +5,7 @@ serialization, and the data/planner contracts. Subpackages hold the rest.
 
 PyTorch is optional at run time: without it, ``import worldflux`` still registers the env cards,
 and dream environments run from exported artifacts on ONNX Runtime (``backend="onnx"``); the
-torch-only names then raise :class:`worldflux._optional.TorchMissingError`.
+torch-only names then raise :class:`worldflux.core.errors.TorchMissingError`.
 """
 
 from typing import Any
@@ -71,8 +71,13 @@ __all__ = [
 _TORCH_FREE = {"NoiseSpec", "WorldFluxError", "__version__", "make_dream_env"}
 
 
+_TORCH_ONLY = frozenset(__all__) - _TORCH_FREE
+if not torch_available():  # star-imports and tools that walk __all__ see what exists
+    __all__ = sorted(set(__all__) & _TORCH_FREE)
+
+
 def __getattr__(name: str) -> Any:
-    raise missing_attribute(__name__, frozenset(__all__) - _TORCH_FREE, name)
+    raise missing_attribute(__name__, _TORCH_ONLY, name)
 
 
 if torch_available():

@@ -1,6 +1,7 @@
 """Optional dependencies. PyTorch is needed to build, train and export world models; a dream
 environment made from an exported artifact runs on numpy + onnxruntime + gymnasium alone, so the
-package imports without it (the torch-only API then raises :class:`TorchMissingError`)."""
+package imports without it (the torch-only API then raises
+:class:`~worldflux.core.errors.TorchMissingError`)."""
 
 from __future__ import annotations
 
@@ -17,20 +18,25 @@ def torch_available() -> bool:
     return True
 
 
-class TorchMissingError(ImportError):
-    """A part of WorldFlux that needs PyTorch was used where it is not installed."""
-
-
-def torch_missing(what: str) -> TorchMissingError:
-    return TorchMissingError(
+def _message(what: str) -> str:
+    return (
         f"{what} needs PyTorch, which cannot be imported here. Without torch, WorldFlux runs "
         "exported dream environments on ONNX Runtime (backend='onnx'); install torch "
         "(e.g. `pip install torch==2.13.0`) to build, train or export models."
     )
 
 
+def torch_missing(what: str) -> Exception:
+    """A :class:`~worldflux.core.errors.TorchMissingError` for ``what``."""
+    from .core.errors import TorchMissingError
+
+    return TorchMissingError(_message(what))
+
+
 def missing_attribute(module: str, torch_names: frozenset[str], name: str) -> Exception:
     """The error for a failed ``module.name``: torch-only names say that torch is missing."""
     if name in torch_names and not torch_available():
-        return torch_missing(f"{module}.{name}")
+        from .core.errors import TorchMissingAttributeError
+
+        return TorchMissingAttributeError(_message(f"{module}.{name}"))
     return AttributeError(f"module {module!r} has no attribute {name!r}")

@@ -40,20 +40,64 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
-def collect_info() -> dict[str, Any]:
-    """Versions, ONNX Runtime providers, registered families and plugins, as a JSON-ready dict."""
+def _model_info() -> dict[str, Any]:
+    """The torch side of ``worldflux info``: contract versions, families, components, plugins."""
+    import torch
+
     from .core.components import ComponentRegistry
     from .core.model import CONTRACT_VERSION
     from .core.plugins import PLUGIN_API_VERSION, plugin_records
     from .core.registry import WorldModelRegistry
     from .core.serialization import FORMAT_VERSION
 
+    return {
+        "contract_version": CONTRACT_VERSION,
+        "format_version": FORMAT_VERSION,
+        "plugin_api_version": PLUGIN_API_VERSION,
+        "torch": {
+            "cuda_available": torch.cuda.is_available(),
+            "cuda_devices": [
+                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+            ],
+            "num_threads": torch.get_num_threads(),
+        },
+        "families": {
+            name: {
+                "aliases": list(entry.aliases),
+                "presets": sorted(entry.presets),
+                "default_preset": entry.config_cls.default_preset,
+                "source": entry.source,
+            }
+            for name, entry in WorldModelRegistry.families().items()
+        },
+        "components": ComponentRegistry.names(),
+        "plugins": [
+            {
+                "group": r.group,
+                "name": r.name,
+                "target": r.target,
+                "distribution": r.distribution,
+                "status": r.status,
+                "reason": r.reason,
+                "families": r.families,
+                "components": r.components,
+            }
+            for r in plugin_records()
+        ],
+    }
+
+
+def collect_info() -> dict[str, Any]:
+    """Versions, ONNX Runtime providers, registered families and plugins, as a JSON-ready dict
+    (without torch: the runtime side only, and a warning)."""
+    from ._optional import torch_available
+
     warnings: list[str] = []
     packages = {name: _dist_version(name) for name in _PACKAGES}
     if packages["onnxruntime"] and packages["onnxruntime-gpu"]:
         warnings.append(
             "both onnxruntime and onnxruntime-gpu are installed; they overwrite each other's "
-            "module. Reinstall one (see README, 'GPU (ONNX Runtime CUDA)')."
+            "module. Reinstall one (see README, 'GPU set-up')."
         )
     try:
         import onnxruntime
@@ -62,55 +106,33 @@ def collect_info() -> dict[str, Any]:
     except ImportError as exc:
         providers = []
         warnings.append(f"onnxruntime cannot be imported: {exc}")
-    try:
-        import torch
-
-        torch_device = {
-            "cuda_available": torch.cuda.is_available(),
-            "cuda_devices": [
-                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-            ],
-            "num_threads": torch.get_num_threads(),
+    if torch_available():
+        models = _model_info()
+    else:
+        models = {
+            "contract_version": None,
+            "format_version": None,
+            "plugin_api_version": None,
+            "torch": {},
+            "families": {},
+            "components": {},
+            "plugins": [],
         }
-    except ImportError as exc:  # pragma: no cover - torch is a dependency
-        torch_device = {}
-        warnings.append(f"torch cannot be imported: {exc}")
-
-    families = {
-        name: {
-            "aliases": list(entry.aliases),
-            "presets": sorted(entry.presets),
-            "default_preset": entry.config_cls.default_preset,
-            "source": entry.source,
-        }
-        for name, entry in WorldModelRegistry.families().items()
-    }
-    plugins = [
-        {
-            "group": r.group,
-            "name": r.name,
-            "target": r.target,
-            "distribution": r.distribution,
-            "status": r.status,
-            "reason": r.reason,
-            "families": r.families,
-            "components": r.components,
-        }
-        for r in plugin_records()
-    ]
+        warnings.append(
+            "torch cannot be imported: exported dream environments run on ONNX Runtime; "
+            "building, training and exporting models need torch."
+        )
     return {
         "worldflux": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "contract_version": CONTRACT_VERSION,
-        "format_version": FORMAT_VERSION,
-        "plugin_api_version": PLUGIN_API_VERSION,
+        **{k: models[k] for k in ("contract_version", "format_version", "plugin_api_version")},
         "packages": packages,
-        "torch": torch_device,
+        "torch": models["torch"],
         "onnxruntime_providers": providers,
-        "families": families,
-        "components": ComponentRegistry.names(),
-        "plugins": plugins,
+        "families": models["families"],
+        "components": models["components"],
+        "plugins": models["plugins"],
         "warnings": warnings,
     }
 
@@ -378,6 +400,27 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_offline(args: argparse.Namespace) -> int:
+    from .rl.offline import offline_run, results_markdown
+
+    out = args.out or f"runs/offline-{args.dataset_id.replace('/', '-')}"
+    results = offline_run(
+        args.dataset_id,
+        out,
+        methods=tuple(args.methods),
+        seeds=tuple(args.seeds),
+        model_run=args.model_run,
+        model_steps=args.model_steps,
+        agent_steps=args.agent_steps,
+        baseline_steps=args.baseline_steps,
+        episodes=args.episodes,
+        progress=not args.quiet,
+    )
+    print(results_markdown(results))
+    print(f"results: {out}/results.json, {out}/results.md")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -578,6 +621,26 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--episodes", type=int, default=10, help="eval: episodes (default 10)")
     agent.add_argument("--dream", help="eval: also score in this dream env (card, artifact, run)")
     agent.set_defaults(func=_cmd_agent)
+
+    off = sub.add_parser(
+        "offline",
+        help="offline RL on a dataset: dream-trained agent vs BC and TD3+BC, real-env scores",
+        description="Train a world model on DATASET_ID (or reuse --model-run), an agent in its "
+        "pessimistic dream, and the model-free baselines (behaviour cloning, TD3+BC) on the "
+        "same data; score all on the real environment (normalised with the dataset's reference "
+        "scores) and write results.json and results.md.",
+    )
+    off.add_argument("dataset_id", help="a local Minari dataset id")
+    off.add_argument("--methods", nargs="+", default=["dream", "bc", "td3bc"])
+    off.add_argument("--seeds", nargs="+", type=int, default=[0])
+    off.add_argument("--out", help="output folder (default runs/offline-DATASET)")
+    off.add_argument("--model-run", help="reuse this training run's world model for 'dream'")
+    off.add_argument("--model-steps", type=int, default=30_000, help="world-model training steps")
+    off.add_argument("--agent-steps", type=int, default=300_000, help="PPO steps in the dream")
+    off.add_argument("--baseline-steps", type=int, default=100_000, help="BC/TD3+BC updates")
+    off.add_argument("--episodes", type=int, default=10, help="real-env evaluation episodes")
+    off.add_argument("--quiet", action="store_true", help="no progress output")
+    off.set_defaults(func=_cmd_offline)
 
     demo = sub.add_parser(
         "demo",

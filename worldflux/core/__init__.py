@@ -1,7 +1,7 @@
 """Core contracts: payloads, config, the WorldModel ABC, components, latent spaces, registry,
 plugins and serialization. Everything else in WorldFlux builds on this package.
 Without PyTorch only the errors and the noise specs are importable (the ONNX dream runtime needs
-no more); the rest then raises :class:`worldflux._optional.TorchMissingError`.
+no more); the rest then raises :class:`worldflux.core.errors.TorchMissingError`.
 """
 
 from typing import Any
@@ -116,5 +116,10 @@ _TORCH_FREE = {
 }
 
 
+_TORCH_ONLY = frozenset(__all__) - _TORCH_FREE
+if not torch_available():  # star-imports and tools that walk __all__ see what exists
+    __all__ = sorted(set(__all__) & _TORCH_FREE)
+
+
 def __getattr__(name: str) -> Any:
-    raise missing_attribute(__name__, frozenset(__all__) - _TORCH_FREE, name)
+    raise missing_attribute(__name__, _TORCH_ONLY, name)

@@ -47,3 +47,12 @@ def unknown_name_message(kind: str, name: str, candidates: Iterable[str]) -> str
     choices = sorted(set(candidates))
     listing = ", ".join(repr(c) for c in choices) if choices else "(none registered)"
     return f"Unknown {kind} {name!r}.{did_you_mean(name, choices)} Known: {listing}."
+
+
+class TorchMissingError(WorldFluxError, ImportError):
+    """A part of WorldFlux that needs PyTorch was used where it is not installed."""
+
+
+class TorchMissingAttributeError(WorldFluxError, AttributeError):
+    """A torch-only name of a WorldFlux module was looked up where PyTorch is not installed (an
+    ``AttributeError``, so ``hasattr`` answers False)."""

@@ -26,7 +26,10 @@ __all__ = [
 ]
 
 
+_TORCH_ONLY = frozenset({"MinariBatchProvider", "NormalizationStats"})
+if not torch_available():  # star-imports and tools that walk __all__ see what exists
+    __all__ = sorted(set(__all__) - _TORCH_ONLY)
+
+
 def __getattr__(name: str) -> Any:
-    raise missing_attribute(
-        __name__, frozenset({"MinariBatchProvider", "NormalizationStats"}), name
-    )
+    raise missing_attribute(__name__, _TORCH_ONLY, name)

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..data.minari_io import datasets_root
+from ..export.onnx import ExportError
 from .cards import EnvCard, find_card
 from .simulator import LearnedSimulator
 
@@ -61,7 +63,15 @@ def build_artifact(
     sim.source_env = card.source_env
     sim.info = {**sim.info, "card": card.name, "env_id": card.id}
     extra = tuple(run / name for name in FIDELITY_FILES if (run / name).is_file())
-    sim.save_artifact(card.artifact_dir, extra_files=extra)
+    try:
+        sim.save_artifact(card.artifact_dir, extra_files=extra)
+    except ExportError as exc:  # the torch backend still serves the artifact
+        warnings.warn(
+            f"{card.id}: {exc} The artifact is written without ONNX graphs (torch backend only).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        sim.save_artifact(card.artifact_dir, extra_files=extra, onnx=False)
     summary["artifact"] = str(card.artifact_dir)
     summary["total_s"] = round(time.time() - started, 1)
     summary["fidelity"] = result.get("fidelity", {}).get("metrics", {})

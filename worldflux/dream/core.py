@@ -11,6 +11,7 @@ Shapes: N = environments, K = environments being reset, ``*S`` = the observation
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -94,12 +95,14 @@ class DreamSettings:
         if self.penalty < 0:
             raise ConfigError(f"dream setting penalty: expected >= 0, got {self.penalty}.")
         if self.halt is not None and (
-            isinstance(self.halt, bool) or not isinstance(self.halt, (int, float))
+            isinstance(self.halt, bool) or not isinstance(self.halt, numbers.Real)
         ):
             raise ConfigError(
                 f"dream setting halt: expected a number or None (or, through a learned simulator, "
                 f"a calibrated percentile such as 'p99'), got {self.halt!r}."
             )
+        if self.halt is not None:
+            self.halt = float(self.halt)
         if self.halt is not None and self.halt <= 0:
             raise ConfigError(f"dream setting halt: expected > 0 or None, got {self.halt}.")
 

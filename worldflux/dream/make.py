@@ -71,13 +71,14 @@ def make_dream_env(
     ``backend`` runs the model: ``"torch"`` (``bf16`` opt-in), ``"onnx"`` (ONNX Runtime;
     ``threads``, and ``on_fallback`` for ``device="cuda"``), or ``"auto"`` (times both for this
     ``num_envs`` and keeps the faster). None: onnx where the simulator has exported graphs
-    (every built artifact) or torch is missing, else torch.
+    (every built artifact) or torch is missing, else torch; torch too where onnx cannot serve the
+    request (``bf16``, or ``device="cuda"`` without ONNX Runtime's CUDA provider).
     """
     if vectorization not in ("gymnasium", "sb3"):
         raise ConfigError(f"vectorization: expected 'gymnasium' or 'sb3', got {vectorization!r}.")
     sim = source if isinstance(source, LearnedSimulator) else load_simulator(source)
     if backend is None:
-        backend = "onnx" if sim.onnx is not None or not torch_available() else "torch"
+        backend = default_backend(sim, device=device, bf16=bf16)
     core = sim.make_core(
         1 if num_envs is None else num_envs,
         backend=backend,
@@ -106,6 +107,20 @@ def make_dream_env(
 
         return DreamSB3VecEnv(core)
     return DreamVectorEnv(core, autoreset_mode=autoreset_mode)
+
+
+def default_backend(sim: LearnedSimulator, *, device: str, bf16: bool) -> Backend:
+    """The backend used when none is named (see :func:`make_dream_env`)."""
+    if not torch_available():
+        return "onnx"
+    if bf16 or sim.onnx is None:
+        return "torch"
+    if device != "cpu":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return "torch"
+    return "onnx"
 
 
 # -- gymnasium registration ------------------------------------------------------------------------

@@ -210,7 +210,8 @@ class OnnxBackend:
             message = (
                 f"device={device!r}: ONNX Runtime gave providers {self._step.get_providers()} "
                 f"(available here: {ort.get_available_providers()}); install the `gpu` extra "
-                "(onnxruntime-gpu) with a matching CUDA, or use device='cpu'."
+                "(onnxruntime-gpu) with a matching CUDA, use backend='torch' (PyTorch on CUDA), "
+                "or use device='cpu'."
             )
             if on_fallback == "raise":
                 raise OnnxDeviceError(message)

@@ -50,6 +50,18 @@ CALIBRATION_TRANSITIONS = 4096
 PERCENTILES = (50, 90, 95, 99)
 
 
+def refuse_foreign_folder(target: Path, marker: str, what: str) -> None:
+    """Raise unless ``target`` is missing, empty, or holds ``marker`` (a folder this library
+    wrote): replacing a folder deletes what it held, so a mistyped path must never do that."""
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        raise SerializationError(
+            f"{target}: exists, is not empty and is not a {what} (no {marker}); refusing to "
+            "replace it. Choose another folder."
+        )
+    if target.exists() and not target.is_dir():
+        raise SerializationError(f"{target}: exists and is not a folder.")
+
+
 def uncertainty_percentiles(model: WorldModel, data: Any) -> dict[str, float]:
     """Percentiles ``{"p50", "p90", "p95", "p99"}`` of the model's epistemic uncertainty for
     one-step transitions of the validation split (train split when there is none); ``{}`` for
@@ -135,6 +147,8 @@ class LearnedSimulator:
     calibration: dict[str, float] = field(default_factory=dict)
     folder: Path | None = None
     onnx: OnnxLayout | None = None
+    #: graphs exported in memory (runs, artifacts without graphs), kept for later backends
+    _exported: tuple[int, OnnxGraphs] | None = field(default=None, repr=False, compare=False)
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -211,16 +225,20 @@ class LearnedSimulator:
             self.model = load_pretrained(self.folder / "model")
         return self.model
 
-    def onnx_graphs(self) -> OnnxGraphs:
+    def onnx_graphs(self, *, refresh: bool = False) -> OnnxGraphs:
         """The artifact's ONNX graphs, or (for runs and artifacts without them) graphs exported
-        in memory from the torch model."""
+        in memory from the torch model, once per model (``refresh`` exports again, e.g. after
+        its weights were changed in place)."""
         if self.folder is not None and self.onnx is not None:
             return OnnxGraphs.from_folder(self.folder, self.onnx)
         if not torch_available():
             raise torch_missing("exporting a learned simulator without ONNX graphs")
         from ..export.onnx import export_graphs
 
-        return export_graphs(self.torch_model(), self.reset_states.start)
+        model = self.torch_model()
+        if refresh or self._exported is None or self._exported[0] != id(model):
+            self._exported = (id(model), export_graphs(model, self.reset_states.start))
+        return self._exported[1]
 
     def save_artifact(
         self, directory: str | Path, *, extra_files: tuple[Path, ...] = (), onnx: bool = True
@@ -228,6 +246,7 @@ class LearnedSimulator:
         """Write the artifact folder (replaced atomically) with the torch model and, with
         ``onnx``, its ONNX graphs; ``extra_files`` (e.g. the fidelity report) are copied in."""
         target = Path(directory)
+        refuse_foreign_folder(target, MANIFEST, "learned-simulator artifact")
         model = self.torch_model()
         graphs = None
         if onnx:
@@ -309,7 +328,7 @@ class LearnedSimulator:
             return TorchBackend(self.torch_model(), device=device, bf16=bf16)
         if backend == "onnx":
             if bf16:
-                raise ConfigError("bf16: only the torch backend has a bf16 mode.")
+                raise ConfigError("bf16: only the torch backend has a bf16 mode (backend='torch').")
             return OnnxBackend(
                 self.onnx_graphs(), device=device, threads=threads, on_fallback=on_fallback
             )
@@ -328,28 +347,33 @@ class LearnedSimulator:
     ) -> DreamCore:
         """A :class:`DreamCore` of ``num_envs`` environments on ``backend``: ``"torch"``,
         ``"onnx"``, or ``"auto"``, which times both at ``num_envs`` (a few steps each, after a
-        warm-up) and keeps the faster (the torch backend only where torch is installed). The
-        chosen backend's name is ``core.backend_name``."""
+        warm-up) and keeps the faster (a backend that cannot be built here drops out; ``threads``
+        applies to the onnx candidate). The chosen backend's name is ``core.backend_name``."""
         if backend == "auto":
-            candidates: list[Literal["torch", "onnx"]] = ["onnx"]
-            if torch_available():
-                candidates.insert(0, "torch")
-            if len(candidates) == 1:
-                chosen: Literal["torch", "onnx"] = candidates[0]
-                made = self.make_backend(
-                    chosen, device=device, bf16=bf16, threads=threads, on_fallback=on_fallback
+            if bf16:
+                raise ConfigError(
+                    "bf16 needs backend='torch' (auto could pick onnx, which has none)."
                 )
-            else:
-                options: dict[Literal["torch", "onnx"], DreamBackend] = {
-                    "torch": self.make_backend("torch", device=device, bf16=bf16),
-                    "onnx": self.make_backend(
-                        "onnx", device=device, threads=threads, on_fallback=on_fallback
-                    ),
-                }
-                obs = self.reset_states.start[np.arange(num_envs) % len(self.reset_states.start)]
-                times = {name: step_seconds(b, obs) for name, b in options.items()}
-                chosen = min(times, key=lambda name: times[name])
-                made = options[chosen]
+            options: dict[Literal["torch", "onnx"], DreamBackend] = {}
+            failures = []
+            for name in ("torch", "onnx") if torch_available() else ("onnx",):
+                try:  # a candidate that cannot be built (no graphs, no torch model) drops out
+                    options[name] = self.make_backend(
+                        name,
+                        device=device,
+                        threads=threads if name == "onnx" else None,
+                        on_fallback=on_fallback,
+                    )
+                except (ConfigError, SerializationError, ImportError) as exc:
+                    failures.append(f"{name}: {exc}")
+            if not options:
+                raise ConfigError(
+                    "backend='auto': no backend could be built: " + "; ".join(failures)
+                )
+            obs = self.reset_states.start[np.arange(num_envs) % len(self.reset_states.start)]
+            times = {name: step_seconds(b, obs) for name, b in options.items()}
+            chosen: Literal["torch", "onnx"] = min(times, key=lambda name: times[name])
+            made = options[chosen]
         else:
             chosen = backend
             made = self.make_backend(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,11 @@ class TorchBackend:
         self, model: WorldModel, device: str | torch.device = "cpu", bf16: bool = False
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        current = next(iter(model.parameters()), torch.empty(0)).device
+        # a model on another device is copied, not moved: others may hold it where it is
+        self.model = (
+            model if current == self.device else copy.deepcopy(model).to(self.device)
+        ).eval()
         self.bf16 = bf16
         self.obs_shape = tuple(model.config.obs_shape)
         self.action_dim = int(model.config.action_dim)

@@ -3,7 +3,7 @@ one first episode per environment so short episodes are not over-counted."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +39,31 @@ class Episodes:
         }
 
 
-def first_episodes(venv: gym.vector.VectorEnv, policy: Policy, seed: int) -> Episodes:
+#: an evaluation stops with an error after this many steps (a dream that never ends an episode)
+MAX_EVAL_STEPS = 100_000
+
+
+def first_episodes(
+    venv: gym.vector.VectorEnv, policy: Policy, seed: int, max_steps: int = MAX_EVAL_STEPS
+) -> Episodes:
     """Run ``policy`` (batched: ``[N, *obs]`` -> ``[N, *act]``) in every environment of ``venv``
-    (autoreset ``NextStep``, the gymnasium default) until each has finished its first episode."""
+    (autoreset ``NextStep``, the gymnasium default) until each has finished its first episode.
+
+    Raises:
+        ConfigError: an episode is still running after ``max_steps`` steps (give the env a
+            horizon).
+    """
     n = venv.num_envs
     obs, _ = venv.reset(seed=seed)
     returns = np.zeros(n)
     lengths = np.zeros(n, np.int64)
     running = np.ones(n, bool)
     while running.any():
+        if lengths.max() >= max_steps:
+            raise ConfigError(
+                f"evaluation: an episode is still running after {max_steps} steps; give the "
+                "environment a horizon (time limit)."
+            )
         obs, reward, terminated, truncated, _ = venv.step(policy(obs))
         returns += np.where(running, reward, 0.0)
         lengths += running
@@ -56,13 +72,25 @@ def first_episodes(venv: gym.vector.VectorEnv, policy: Policy, seed: int) -> Epi
 
 
 def real_env_episodes(
-    env_id: str, policy: Policy, episodes: int, seed: int, env_kwargs: dict[str, Any] | None = None
+    env_id: str,
+    policy: Policy,
+    episodes: int,
+    seed: int,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: Sequence[Callable[[gym.Env[Any, Any]], gym.Wrapper[Any, Any, Any, Any]]] = (),
 ) -> Episodes:
     """``episodes`` episodes of ``policy`` in ``gym.make_vec(env_id)`` (synchronous copies,
-    seeded ``seed``, ``seed + 1``, ...)."""
+    seeded ``seed``, ``seed + 1``, ...; each wrapped with ``wrappers``, e.g. a
+    :class:`~worldflux.dream.latent.LatentObservation` for latent policies)."""
     if episodes < 1:
         raise ConfigError(f"episodes: expected >= 1, got {episodes}.")
-    venv = gym.make_vec(env_id, num_envs=episodes, vectorization_mode="sync", **(env_kwargs or {}))
+    venv = gym.make_vec(
+        env_id,
+        num_envs=episodes,
+        vectorization_mode="sync",
+        wrappers=list(wrappers) or None,
+        **(env_kwargs or {}),
+    )
     try:
         return first_episodes(venv, policy, seed)
     finally:

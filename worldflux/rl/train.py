@@ -12,6 +12,7 @@ Output folder (written into a staging folder and moved into place at the end)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -25,8 +26,9 @@ from ..core.errors import ConfigError
 from ..core.serialization import replace_dir_atomically
 from ..data.collect import RandomPolicy, SB3Policy
 from ..data.sb3_policy import save_obs_norm
+from ..dream.latent import LatentObservation
 from ..dream.make import load_simulator, make_dream_env
-from ..dream.simulator import LearnedSimulator
+from ..dream.simulator import LearnedSimulator, refuse_foreign_folder
 from .evaluate import Episodes, first_episodes, real_env_episodes
 from .recipes import AgentRecipe
 from .report import write_reality_gap
@@ -36,20 +38,53 @@ EVAL_SEED, FINAL_SEED = 10_000, 20_000
 
 
 class _Scorer:
-    """Scores the current policy in the dream and on the real environment."""
+    """Scores the current policy in the dream and on the real environment.
+
+    The dream is scored as a prediction of the real return: from the dataset's episode starts,
+    up to the real environment's time limit, with raw rewards (no penalty) and no halt, whatever
+    short branches and pessimism the agent trained with. Latent policies (``observation =
+    "latent"``) meet the real environment through :class:`LatentObservation`.
+    """
 
     def __init__(self, recipe: AgentRecipe, sim: LearnedSimulator, real_env: str) -> None:
+        import gymnasium as gym
+
         self.recipe, self.sim, self.real_env = recipe, sim, real_env
         self.history: list[dict[str, Any]] = []
+        limit = gym.spec(real_env).max_episode_steps
+        self.dream_settings = {
+            **recipe.dream,
+            "reset": "start",
+            "penalty": 0.0,
+            "halt": None,
+            "horizon": limit if limit is not None else recipe.dream.get("horizon", 1000),
+        }
+        self.latent = recipe.dream.get("observation") == "latent"
+        self._dream_envs: dict[int, Any] = {}
 
     def dream(self, policy: SB3Policy, episodes: int, seed: int) -> Episodes:
-        venv = make_dream_env(
-            self.sim, num_envs=episodes, backend=self.recipe.backend, **self.recipe.dream
-        )
-        return first_episodes(venv, policy, seed)
+        if episodes not in self._dream_envs:
+            self._dream_envs[episodes] = make_dream_env(
+                self.sim, num_envs=episodes, backend=self.recipe.backend, **self.dream_settings
+            )
+        return first_episodes(self._dream_envs[episodes], policy, seed)
 
     def real(self, policy: Any, episodes: int, seed: int) -> Episodes:
-        return real_env_episodes(self.real_env, policy, episodes, seed)
+        wrappers = []
+        if self.latent:
+            backend = self.recipe.backend if self.recipe.backend in ("torch", "onnx") else None
+            sim = self.sim
+
+            def latent(env: Any) -> Any:
+                return LatentObservation(env, sim, backend=backend or "torch")
+
+            wrappers.append(latent)
+        return real_env_episodes(self.real_env, policy, episodes, seed, wrappers=wrappers)
+
+    def close(self) -> None:
+        for env in self._dream_envs.values():
+            env.close()
+        self._dream_envs.clear()
 
 
 def _obs_norm(venv: Any) -> dict[str, Any] | None:
@@ -97,9 +132,11 @@ def train_agent(
             "[evaluation] env to the real environment's id."
         )
     target = Path(out)
+    refuse_foreign_folder(target, "agent.json", "agent run")
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     started = time.time()
+    closers: list[Any] = []  # closed whatever happens: envs, scorer, the logger's files
     try:
         venv: Any = make_dream_env(
             sim,
@@ -109,6 +146,7 @@ def train_agent(
             **recipe.dream,
         )
         backend_name = venv.core.backend_name
+        closers.append(venv)
         venv.seed(recipe.seed)
         venv = VecMonitor(venv)
         if recipe.normalize:
@@ -123,8 +161,11 @@ def train_agent(
                 f"agent recipe {recipe.name}: [hyperparameters] rejected by "
                 f"{recipe.algorithm.upper()}: {exc}"
             ) from None
-        model.set_logger(configure(str(staged / "logs"), ["csv", "tensorboard"]))
+        logger = configure(str(staged / "logs"), ["csv", "tensorboard"])
+        closers.append(logger)
+        model.set_logger(logger)
         scorer = _Scorer(recipe, sim, real_env)
+        closers.append(scorer)
 
         def current_policy() -> SB3Policy:
             return SB3Policy(
@@ -201,9 +242,14 @@ def train_agent(
         }
         write_reality_gap(staged, summary)
         (staged / "agent.json").write_text(json.dumps(summary, indent=2) + "\n")
-        venv.close()
+        for item in reversed(closers):
+            item.close()
+        closers.clear()
         replace_dir_atomically(staged, target)
     except BaseException:
+        for item in reversed(closers):
+            with contextlib.suppress(Exception):
+                item.close()
         shutil.rmtree(staged, ignore_errors=True)
         raise
     summary["out"] = str(target)

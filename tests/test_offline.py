@@ -1,0 +1,97 @@
+"""Offline RL baselines and the `worldflux offline` pipeline on tiny datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import synthetic_envs
+
+from worldflux.core.errors import ConfigError
+from worldflux.data.collect import RandomPolicy, rollout_episodes, write_dataset
+from worldflux.data.episodes import EpisodeStore
+from worldflux.data.spaces import action_layout, observation_layout
+from worldflux.rl.baselines import Transitions, behaviour_cloning, td3_bc
+from worldflux.rl.evaluate import real_env_episodes
+from worldflux.rl.offline import offline_run
+
+K = np.array([[-0.8, 0.3], [0.2, -0.6]], dtype=np.float32)
+
+
+def feedback_policy(obs: np.ndarray) -> np.ndarray:
+    """A fixed linear feedback controller for WFTest/Linear-v0 (the behaviour policy)."""
+    return np.clip(obs @ K.T + np.array([0.3, -0.2], np.float32), -1.0, 1.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def linear_data() -> tuple[Transitions, gym.spaces.Box]:
+    synthetic_envs.register()
+    env = gym.make("WFTest/Linear-v0")
+    episodes = rollout_episodes(
+        "WFTest/Linear-v0", feedback_policy, steps=4000, n_envs=4, seed=0, progress=False
+    )
+    store = EpisodeStore.from_episodes(
+        episodes, observation_layout(env.observation_space), action_layout(env.action_space)
+    )
+    assert isinstance(env.action_space, gym.spaces.Box)
+    return Transitions.from_store(store, env.action_space), env.action_space
+
+
+def test_behaviour_cloning_recovers_the_behaviour_policy(
+    linear_data: tuple[Transitions, gym.spaces.Box],
+) -> None:
+    data, space = linear_data
+    policy = behaviour_cloning(data, space, steps=1500, seed=0, progress=False)
+    probe = np.random.default_rng(1).uniform(-0.8, 0.8, (256, 2)).astype(np.float32)
+    error = np.sqrt(np.mean((policy(probe) - feedback_policy(probe)) ** 2))
+    assert error < 0.05, error  # actions live in [-1, 1]
+    cloned = real_env_episodes("WFTest/Linear-v0", policy, 8, seed=7)
+    original = real_env_episodes("WFTest/Linear-v0", feedback_policy, 8, seed=7)
+    assert abs(cloned.mean - original.mean) < 0.1 * abs(original.mean) + 0.5
+
+
+def test_td3_bc_runs_and_acts_in_bounds(linear_data: tuple[Transitions, gym.spaces.Box]) -> None:
+    data, space = linear_data
+    policy = td3_bc(data, space, steps=300, seed=0, progress=False)
+    actions = policy(np.zeros((5, 2), np.float32))
+    assert actions.shape == (5, 2) and np.all(np.abs(actions) <= 1.0)
+    with pytest.raises(ConfigError, match="Box"):
+        Transitions.from_store(EpisodeStore.__new__(EpisodeStore), gym.spaces.Discrete(3))
+
+
+def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    space = gym.make("Pendulum-v1").action_space
+    episodes = rollout_episodes(
+        "Pendulum-v1", RandomPolicy(space, 0), steps=3000, n_envs=4, seed=0, progress=False
+    )
+    write_dataset(
+        "test/pendulum/offline-v0",
+        "Pendulum-v1",
+        episodes,
+        algorithm_name="random",
+        description="offline pipeline test",
+    )
+    results = offline_run(
+        "test/pendulum/offline-v0",
+        tmp_path / "out",
+        seeds=(0,),
+        model="ensemble:tiny",
+        model_steps=200,
+        agent_steps=1024,
+        baseline_steps=100,
+        episodes=2,
+        progress=False,
+    )
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["env"] == "Pendulum-v1" and saved["reference"]["source"].startswith("random")
+    assert [r["method"] for r in saved["runs"]] == ["dream", "bc", "td3bc"]
+    assert set(results["summary"]) == {"dream", "bc", "td3bc"}
+    for row in saved["runs"]:
+        assert np.isfinite(row["real_return"]) and np.isfinite(row["normalised"])
+    assert "| td3bc | 1 |" in (tmp_path / "out" / "results.md").read_text()
+    with pytest.raises(ConfigError, match="offline method 'cql'"):
+        offline_run("test/pendulum/offline-v0", tmp_path / "x", methods=("cql",))

@@ -1,0 +1,202 @@
+"""Model-free offline baselines on a dataset's transitions, for comparison with agents trained in a
+dream: behaviour cloning and TD3+BC (Fujimoto & Gu, 2021, "A Minimalist Approach to Offline
+Reinforcement Learning"), written here on torch (d3rlpy pins an older gymnasium than WorldFlux
+needs). Both need a continuous (Box) action space and vector observations.
+
+Shapes: N = transitions, D = observation size, A = action size.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ..core.errors import ConfigError
+from ..data.episodes import EpisodeStore
+
+
+@dataclass
+class Transitions:
+    """A dataset as single transitions (float32 tensors).
+
+    Attributes:
+        obs, next_obs: ``[N, D]``; actions: ``[N, A]`` scaled to [-1, 1]; rewards, dones:
+            ``[N]`` (``dones`` = terminations, never truncations).
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    dones: torch.Tensor
+
+    @classmethod
+    def from_store(cls, store: EpisodeStore, action_space: spaces.Space[Any]) -> Transitions:
+        if not isinstance(action_space, spaces.Box):
+            raise ConfigError(
+                f"offline baselines need a Box (continuous) action space, got {action_space}."
+            )
+        if store.obs.ndim != 2:
+            raise ConfigError(
+                f"offline baselines need vector observations, got shape {store.obs.shape[1:]}."
+            )
+        before, after = store.obs_rows(np.arange(store.num_steps))
+        scale = ActionScale(action_space)
+
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+        return cls(
+            obs=t(store.obs[before]),
+            actions=t(scale.to_unit(store.actions)),
+            rewards=t(store.rewards),
+            next_obs=t(store.obs[after]),
+            dones=t(store.terminations.astype(np.float32)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+
+class ActionScale:
+    """Maps a Box's actions to [-1, 1] and back."""
+
+    def __init__(self, space: spaces.Box) -> None:
+        self.low = space.low.astype(np.float32)
+        self.high = space.high.astype(np.float32)
+        if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
+            raise ConfigError(f"offline baselines need a bounded action space, got {space}.")
+
+    def to_unit(self, actions: np.ndarray) -> np.ndarray:
+        return 2.0 * (actions - self.low) / (self.high - self.low) - 1.0
+
+    def from_unit(self, unit: np.ndarray) -> np.ndarray:
+        return self.low + (np.clip(unit, -1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)
+
+
+def _mlp(inp: int, out: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(inp, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, out),
+    )
+
+
+class OfflinePolicy:
+    """A deterministic actor on normalised observations: ``[N, D]`` numpy -> ``[N, A]`` actions
+    in the environment's bounds (callable like the other WorldFlux policies)."""
+
+    def __init__(
+        self, actor: nn.Module, mean: torch.Tensor, std: torch.Tensor, space: spaces.Box, name: str
+    ) -> None:
+        self.actor = actor.eval()
+        self.mean, self.std = mean, std
+        self.scale = ActionScale(space)
+        self.name = name
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        x = (torch.as_tensor(np.asarray(obs), dtype=torch.float32) - self.mean) / self.std
+        unit = torch.tanh(self.actor(x)).numpy()
+        return self.scale.from_unit(unit).astype(np.float32)
+
+
+def _normaliser(data: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
+    return data.obs.mean(0), data.obs.std(0) + 1e-3
+
+
+def behaviour_cloning(
+    data: Transitions,
+    space: spaces.Box,
+    *,
+    steps: int = 20_000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    hidden: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> OfflinePolicy:
+    """Regress actions on observations (mean squared error in the [-1, 1] action scale)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    mean, std = _normaliser(data)
+    obs = (data.obs - mean) / std
+    actor = _mlp(obs.shape[1], data.actions.shape[1], hidden)
+    opt = torch.optim.Adam(actor.parameters(), lr=lr)
+    for _ in tqdm(range(steps), desc="behaviour cloning", disable=not progress):
+        idx = torch.from_numpy(rng.integers(len(data), size=batch_size))
+        loss = F.mse_loss(torch.tanh(actor(obs[idx])), data.actions[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return OfflinePolicy(actor, mean, std, space, "bc")
+
+
+def td3_bc(
+    data: Transitions,
+    space: spaces.Box,
+    *,
+    steps: int = 100_000,
+    batch_size: int = 256,
+    lr: float = 3e-4,
+    hidden: int = 256,
+    alpha: float = 2.5,
+    gamma: float = 0.99,
+    tau: float = 0.005,
+    policy_noise: float = 0.2,
+    noise_clip: float = 0.5,
+    policy_every: int = 2,
+    seed: int = 0,
+    progress: bool = True,
+) -> OfflinePolicy:
+    """TD3 with a behaviour-cloning term in the actor loss,
+    ``-lambda * Q(s, pi(s)) + (pi(s) - a)^2`` with ``lambda = alpha / mean|Q|`` (the paper's
+    settings are the defaults; observations are normalised)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    mean, std = _normaliser(data)
+    obs, next_obs = (data.obs - mean) / std, (data.next_obs - mean) / std
+    d, a = obs.shape[1], data.actions.shape[1]
+    actor = _mlp(d, a, hidden)
+    critics = nn.ModuleList([_mlp(d + a, 1, hidden), _mlp(d + a, 1, hidden)])
+    actor_target, critics_target = copy.deepcopy(actor), copy.deepcopy(critics)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=lr)
+    critic_opt = torch.optim.Adam(critics.parameters(), lr=lr)
+    for step in tqdm(range(steps), desc="TD3+BC", disable=not progress):
+        idx = torch.from_numpy(rng.integers(len(data), size=batch_size))
+        s, act, s2 = obs[idx], data.actions[idx], next_obs[idx]
+        r, done = data.rewards[idx], data.dones[idx]
+        with torch.no_grad():
+            noise = (torch.randn_like(act) * policy_noise).clamp(-noise_clip, noise_clip)
+            a2 = (torch.tanh(actor_target(s2)) + noise).clamp(-1.0, 1.0)
+            sa2 = torch.cat([s2, a2], 1)
+            q_next = torch.min(critics_target[0](sa2), critics_target[1](sa2)).squeeze(1)
+            target = r + gamma * (1.0 - done) * q_next
+        sa = torch.cat([s, act], 1)
+        critic_loss = sum(F.mse_loss(c(sa).squeeze(1), target) for c in critics)
+        critic_opt.zero_grad()
+        critic_loss.backward()  # type: ignore[union-attr]
+        critic_opt.step()
+        if step % policy_every == 0:
+            pi = torch.tanh(actor(s))
+            q = critics[0](torch.cat([s, pi], 1))
+            lam = alpha / q.abs().mean().detach()
+            actor_loss = -lam * q.mean() + F.mse_loss(pi, act)
+            actor_opt.zero_grad()
+            actor_loss.backward()
+            actor_opt.step()
+            with torch.no_grad():
+                for net, tgt in ((actor, actor_target), (critics, critics_target)):
+                    for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
+                        tp.mul_(1.0 - tau).add_(p, alpha=tau)
+    return OfflinePolicy(actor, mean, std, space, "td3bc")

@@ -1,0 +1,193 @@
+"""`worldflux offline DATASET_ID`: offline RL on a logged dataset, scored on the real environment.
+
+Methods, all on the same dataset and the same real-environment evaluation:
+
+* ``dream``: dataset -> ensemble world model (trained, or reused with ``model_run``) -> a
+  pessimistic dream env (MOReL halt at the calibrated 99th percentile of the ensemble's
+  disagreement, MOPO reward penalty, short branches from dataset states) -> PPO trained only in it;
+* ``bc``: behaviour cloning; ``td3bc``: TD3+BC (:mod:`worldflux.rl.baselines`).
+
+Scores are returns on the real environment and normalised scores
+``100 * (R - ref_min) / (ref_max - ref_min)`` with the dataset's Minari reference scores (without
+them: a random policy's return and the dataset's mean episode return). Results go to
+``results.json`` and ``results.md`` in the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import ConfigError, unknown_name_message
+from ..data.collect import RandomPolicy
+from ..data.minari_io import load_minari_dataset
+from ..data.provider import MinariBatchProvider
+from .baselines import Transitions, behaviour_cloning, td3_bc
+from .evaluate import real_env_episodes
+from .recipes import AgentRecipe, Evaluation
+from .train import train_agent
+
+METHODS = ("dream", "bc", "td3bc")
+#: defaults of the dream method (see the module docstring); the budgets are overridable
+DREAM_SETTINGS = {"penalty": 1.0, "halt": "p99", "reset": "any", "horizon": 10}
+PPO_SETTINGS = {"n_steps": 256, "batch_size": 512, "n_epochs": 5, "learning_rate": 3e-4}
+MODEL_TRAINER = {
+    "batch_size": 256,
+    "seq_len": 1,
+    "lr": 1e-3,
+    "warmup_steps": 500,
+    "lr_schedule": "cosine",
+    "eval_every": 2500,
+}
+
+
+def normalised(score: float, low: float, high: float) -> float:
+    return 100.0 * (score - low) / (high - low)
+
+
+def offline_run(
+    dataset_id: str,
+    out: str | Path,
+    *,
+    methods: tuple[str, ...] = METHODS,
+    seeds: tuple[int, ...] = (0,),
+    model_run: str | Path | None = None,
+    model: str = "ensemble:small",
+    model_steps: int = 30_000,
+    agent_steps: int = 300_000,
+    baseline_steps: int = 100_000,
+    episodes: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``methods`` x ``seeds`` on ``dataset_id``; write and return the results."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(unknown_name_message("offline method", unknown[0], METHODS))
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = load_minari_dataset(dataset_id)
+    env_spec = getattr(dataset, "env_spec", None)
+    if env_spec is None:
+        raise ConfigError(f"{dataset_id}: the dataset records no environment to evaluate on.")
+    env_id = env_spec.id
+    data = MinariBatchProvider(dataset_id)
+    store = data.store
+    meta = dataset.storage.metadata
+    random_ep = real_env_episodes(env_id, RandomPolicy(dataset.action_space, 0), episodes, 50_000)
+    behaviour_return = float(store.episode_returns().mean())
+    low = float(meta.get("ref_min_score", random_ep.mean))
+    high = float(meta.get("ref_max_score", behaviour_return))
+    results: dict[str, Any] = {
+        "dataset": dataset_id,
+        "env": env_id,
+        "reference": {
+            "min": low,
+            "max": high,
+            "source": "minari" if "ref_max_score" in meta else "random policy / dataset mean",
+        },
+        "random_return": random_ep.mean,
+        "dataset_mean_return": behaviour_return,
+        "runs": [],
+    }
+    if "dream" in methods and model_run is None:
+        from ..training.run import train_run
+
+        model_run = folder / "model"
+        if not (Path(model_run) / "run.json").is_file():
+            train_run(
+                model_run,
+                model=model,
+                dataset=dataset_id,
+                trainer={**MODEL_TRAINER, "steps": model_steps},
+                progress=progress,
+            )
+    transitions = None
+    for method in methods:
+        for seed in seeds:
+            started = time.time()
+            if method == "dream":
+                recipe = AgentRecipe(
+                    name=f"offline-dream-seed{seed}",
+                    env=str(model_run),
+                    algorithm="ppo",
+                    budget=agent_steps,
+                    seed=seed,
+                    backend="onnx",
+                    dream=dict(DREAM_SETTINGS),
+                    hyperparameters=dict(PPO_SETTINGS),
+                    evaluation=Evaluation(
+                        env=env_id, every=0, episodes=episodes, final_episodes=episodes
+                    ),
+                )
+                summary = train_agent(recipe, folder / f"dream-seed{seed}", progress=progress)
+                real = summary["final"]["real"]
+            else:
+                if transitions is None:
+                    transitions = Transitions.from_store(store, dataset.action_space)
+                train = behaviour_cloning if method == "bc" else td3_bc
+                policy = train(
+                    transitions,
+                    dataset.action_space,
+                    steps=baseline_steps,
+                    seed=seed,
+                    progress=progress,
+                )
+                real = real_env_episodes(env_id, policy, episodes, 20_000 + seed).to_dict()
+            row = {
+                "method": method,
+                "seed": seed,
+                "real_return": real["mean"],
+                "real_std": real["std"],
+                "normalised": normalised(real["mean"], low, high),
+                "seconds": round(time.time() - started, 1),
+            }
+            results["runs"].append(row)
+            if progress:
+                print(
+                    f"{method:>6} seed {seed}: real return {row['real_return']:.1f} "
+                    f"(normalised {row['normalised']:.1f})",
+                    flush=True,
+                )
+    results["summary"] = _summary(results["runs"])
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / "results.md").write_text(results_markdown(results))
+    return results
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        scores = np.array([r["normalised"] for r in runs if r["method"] == method])
+        returns = np.array([r["real_return"] for r in runs if r["method"] == method])
+        out[method] = {
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "normalised_mean": float(scores.mean()),
+            "normalised_std": float(scores.std()),
+            "seeds": float(len(scores)),
+        }
+    return out
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    ref = results["reference"]
+    lines = [
+        f"# Offline RL on {results['dataset']} (scored on {results['env']})",
+        "",
+        f"Reference scores ({ref['source']}): min {ref['min']:.1f}, max {ref['max']:.1f}. "
+        f"Random policy: {results['random_return']:.1f}; dataset mean episode return: "
+        f"{results['dataset_mean_return']:.1f}.",
+        "",
+        "| method | seeds | real return (mean ± std over seeds) | normalised score |",
+        "|---|---:|---:|---:|",
+    ]
+    for method, s in results["summary"].items():
+        lines.append(
+            f"| {method} | {int(s['seeds'])} | {s['return_mean']:.1f} ± {s['return_std']:.1f} "
+            f"| {s['normalised_mean']:.1f} ± {s['normalised_std']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
