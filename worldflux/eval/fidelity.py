@@ -30,6 +30,7 @@ import torch
 from ..core.batch_provider import BatchRequest
 from ..core.model import WorldModel
 from ..data.provider import MinariBatchProvider
+from ..files import write_text_atomic
 
 DEFAULT_HORIZONS = (1, 5, 15, 50)
 METRICS = ("obs_nrmse", "reward_rmse", "reward_pearson", "continue_accuracy", "termination_recall")
@@ -75,10 +76,10 @@ class FidelityReport:
         """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png``; return the paths."""
         directory.mkdir(parents=True, exist_ok=True)
         paths = [directory / f"{stem}.json", directory / f"{stem}.md"]
-        _atomic_text(
+        write_text_atomic(
             paths[0], json.dumps(without_nan(self.to_dict()), indent=2, allow_nan=False) + "\n"
         )
-        _atomic_text(paths[1], self.to_markdown())
+        write_text_atomic(paths[1], self.to_markdown())
         if self.examples:
             paths.append(directory / f"{stem}.png")
             self.plot(paths[-1])
@@ -124,12 +125,6 @@ def without_nan(obj: Any) -> Any:
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -26,6 +26,7 @@ from ..core.errors import ConfigError, unknown_name_message
 from ..data.collect import RandomPolicy
 from ..data.minari_io import load_minari_dataset
 from ..data.provider import MinariBatchProvider
+from ..files import write_text_atomic
 from .baselines import Transitions, behaviour_cloning, td3_bc
 from .evaluate import real_env_episodes
 from .recipes import AgentRecipe, Evaluation
@@ -153,8 +154,8 @@ def offline_run(
                     flush=True,
                 )
     results["summary"] = _summary(results["runs"])
-    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (folder / "results.md").write_text(results_markdown(results))
+    write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(folder / "results.md", results_markdown(results))
     return results
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..files import save_figure_atomic, write_text_atomic
+
 
 def reality_gap_markdown(summary: dict[str, Any]) -> str:
     """``reality_gap.md``: the final scores, the per-episode returns and the learning curve."""
@@ -120,7 +122,7 @@ def write_demo_report(folder: Path, runs: list[tuple[str, list[dict[str, Any]]]]
             f"| {per_seed} | {random.mean():.1f} | {train_s:.0f} s |"
         )
     table = "\n".join(lines)
-    (folder / "demo.md").write_text("# WorldFlux demo\n\n" + table + "\n")
+    write_text_atomic(folder / "demo.md", "# WorldFlux demo\n\n" + table + "\n")
     fig, ax = plt.subplots(figsize=(9, 4.5))
     x = np.arange(len(runs))
     for offset, key, colour, label in (
@@ -144,6 +146,6 @@ def write_demo_report(folder: Path, runs: list[tuple[str, list[dict[str, Any]]]]
     ax.set_title("PPO trained only in learned simulators of Walker2d-v5, scored in the real env")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(folder / "demo.png", dpi=100)
+    save_figure_atomic(fig, folder / "demo.png")
     plt.close(fig)
     return table
