@@ -20,3 +20,19 @@ def record(venv: Any, seed: int, steps: int = 100) -> tuple[np.ndarray, np.ndarr
         frames.append(obs)
         dones.append(terminated | truncated)
     return np.stack(frames), np.stack(dones)
+
+
+def write_random_dataset(dataset_id: str, env_id: str, steps: int, n_envs: int = 8) -> None:
+    """A Minari dataset of ``steps`` uniform-random steps of ``env_id`` (into the current
+    ``MINARI_DATASETS_PATH``)."""
+    import gymnasium as gym
+
+    from worldflux.data.collect import RandomPolicy, rollout_episodes, write_dataset
+
+    space = gym.make(env_id).action_space
+    episodes = rollout_episodes(
+        env_id, RandomPolicy(space, 0), steps=steps, n_envs=n_envs, seed=0, progress=False
+    )
+    write_dataset(
+        dataset_id, env_id, episodes, algorithm_name="random", description=f"random {env_id}"
+    )

@@ -7,13 +7,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
+import rollouts
 
 import worldflux  # noqa: F401  (registers the cards)
 from worldflux.core.errors import ConfigError
-from worldflux.data.collect import RandomPolicy, rollout_episodes, write_dataset
 from worldflux.dream.cards import load_cards
 from worldflux.rl import (
     AgentRecipe,
@@ -73,17 +72,7 @@ def pendulum_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("pendulum")
     mp = pytest.MonkeyPatch()
     mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
-    space = gym.make("Pendulum-v1").action_space
-    episodes = rollout_episodes(
-        "Pendulum-v1", RandomPolicy(space, 0), steps=30_000, n_envs=8, seed=0, progress=False
-    )
-    write_dataset(
-        "test/pendulum/random-v0",
-        "Pendulum-v1",
-        episodes,
-        algorithm_name="random",
-        description="agent test: random Pendulum-v1 episodes",
-    )
+    rollouts.write_random_dataset("test/pendulum/random-v0", "Pendulum-v1", 30_000)
     run = root / "run"
     train_run(
         run,

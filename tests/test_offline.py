@@ -8,10 +8,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import rollouts
 import synthetic_envs
 
 from worldflux.core.errors import ConfigError
-from worldflux.data.collect import RandomPolicy, rollout_episodes, write_dataset
+from worldflux.data.collect import rollout_episodes
 from worldflux.data.episodes import EpisodeStore
 from worldflux.data.spaces import action_layout, observation_layout
 from worldflux.rl.baselines import Transitions, behaviour_cloning, td3_bc
@@ -64,17 +65,7 @@ def test_td3_bc_runs_and_acts_in_bounds(linear_data: tuple[Transitions, gym.spac
 
 def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    space = gym.make("Pendulum-v1").action_space
-    episodes = rollout_episodes(
-        "Pendulum-v1", RandomPolicy(space, 0), steps=3000, n_envs=4, seed=0, progress=False
-    )
-    write_dataset(
-        "test/pendulum/offline-v0",
-        "Pendulum-v1",
-        episodes,
-        algorithm_name="random",
-        description="offline pipeline test",
-    )
+    rollouts.write_random_dataset("test/pendulum/offline-v0", "Pendulum-v1", 3000, n_envs=4)
     results = offline_run(
         "test/pendulum/offline-v0",
         tmp_path / "out",
@@ -93,5 +84,7 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     for row in saved["runs"]:
         assert np.isfinite(row["real_return"]) and np.isfinite(row["normalised"])
     assert "| td3bc | 1 |" in (tmp_path / "out" / "results.md").read_text()
+    agent = json.loads((tmp_path / "out" / "dream-seed0" / "agent.json").read_text())
+    assert len(agent["evaluations"]) == 1  # every = 0: only the final evaluation
     with pytest.raises(ConfigError, match="offline method 'cql'"):
         offline_run("test/pendulum/offline-v0", tmp_path / "x", methods=("cql",))

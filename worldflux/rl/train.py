@@ -191,13 +191,17 @@ def train_agent(
             return row
 
         class Periodic(BaseCallback):
+            """Scores the policy every ``[evaluation] every`` dream steps (0: never; the final
+            evaluation after training always runs)."""
+
             def __init__(self) -> None:
                 super().__init__()
-                self.next_eval = recipe.evaluation.every or recipe.budget + 1
+                self.next_eval = recipe.evaluation.every
 
             def _on_step(self) -> bool:
-                if self.num_timesteps >= self.next_eval:
-                    self.next_eval += recipe.evaluation.every
+                every = recipe.evaluation.every
+                if every and self.num_timesteps >= self.next_eval:
+                    self.next_eval += every
                     ep = recipe.evaluation.episodes
                     scorer.history.append(evaluate(self.num_timesteps, ep, EVAL_SEED))
                 return True
