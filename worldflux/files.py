@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .core.errors import SerializationError
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file beside it."""
@@ -18,3 +20,15 @@ def save_figure_atomic(fig: Any, path: Path, dpi: int = 100) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=dpi)
     tmp.replace(path)
+
+
+def refuse_foreign_folder(target: Path, marker: str, what: str) -> None:
+    """Raise unless ``target`` is missing, empty, or holds ``marker`` (a folder this library
+    wrote): replacing a folder deletes what it held, so a mistyped path must never do that."""
+    if target.exists() and not target.is_dir():
+        raise SerializationError(f"{target}: exists and is not a directory.")
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        raise SerializationError(
+            f"{target}: exists, is not empty and is not a {what} (no {marker}); refusing to "
+            "replace it. Choose another folder."
+        )

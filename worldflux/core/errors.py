@@ -49,6 +49,15 @@ def unknown_name_message(kind: str, name: str, candidates: Iterable[str]) -> str
     return f"Unknown {kind} {name!r}.{did_you_mean(name, choices)} Known: {listing}."
 
 
+def check_known_keys(where: str, table: Iterable[str], known: Iterable[str]) -> None:
+    """Raise :class:`ConfigError` (with a did-you-mean) for the first key of ``table`` that is
+    not in ``known``; ``where`` names the table, e.g. ``"key of agent recipe 'x'"``."""
+    allowed = set(known)
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(unknown_name_message(where, key, allowed))
+
+
 class TorchMissingError(WorldFluxError, ImportError):
     """A part of WorldFlux that needs PyTorch was used where it is not installed."""
 

@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
+from ..files import refuse_foreign_folder
 from .errors import ConfigError, RegistryError, SerializationError, unknown_name_message
 from .model import CONTRACT_VERSION, WorldModel
 
@@ -120,12 +121,7 @@ def save_pretrained(model: WorldModel, directory: str | os.PathLike[str]) -> Pat
                 "function, which no loader can import. Define it at module level or register it "
                 "with ComponentRegistry.register."
             )
-    in_use = target.is_dir() and any(target.iterdir())
-    if in_use and not (target / METADATA_FILE).is_file():
-        raise SerializationError(
-            f"{target}: exists and is not a saved WorldFlux model (no {METADATA_FILE}); "
-            "refusing to replace it."
-        )
+    refuse_foreign_folder(target, METADATA_FILE, "saved WorldFlux model")
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from .._version import __version__
 from ..core.errors import ConfigError
 from .minari_io import datasets_root
-from .sb3_policy import load_obs_norm, load_sb3_policy, save_obs_norm
+from .sb3_policy import load_obs_norm, load_sb3_policy, save_obs_norm, vecnormalize_obs_norm
 from .spaces import action_layout, observation_layout
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -434,20 +434,10 @@ def train_behaviour_policy(
     eval_env = gym.make(env_id)
 
     def current_policy() -> SB3Policy:
-        obs_norm = None
-        if isinstance(venv, VecNormalize):
-            rms = venv.obs_rms
-            assert not isinstance(rms, dict)
-            obs_norm = {
-                "mean": rms.mean.copy(),
-                "var": rms.var.copy(),
-                "clip_obs": venv.clip_obs,
-                "epsilon": venv.epsilon,
-            }
         return SB3Policy(
             model.policy,
             eval_env.action_space,
-            obs_norm=obs_norm,
+            obs_norm=vecnormalize_obs_norm(venv),
             seed=seed,
             name=f"{algo} {env_id}",
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import resources
-from ..core.errors import ConfigError, unknown_name_message
+from ..core.errors import ConfigError, check_known_keys, unknown_name_message
 from .pipeline import CollectSpec, TrainSpec
 
 RECIPES_FILE = Path(__file__).with_name("recipes.toml")
@@ -57,9 +57,7 @@ def recipe_names() -> list[str]:
 
 
 def _check_keys(kind: str, name: str, table: dict[str, Any], known: set[str]) -> None:
-    for key in table:
-        if key not in known:
-            raise ConfigError(unknown_name_message(f"key of {kind} {name!r}", key, known))
+    check_known_keys(f"key of {kind} {name!r}", table, known)
 
 
 def recipe_spec(name: str, recipes: dict[str, Any] | None = None) -> CollectSpec:

@@ -123,6 +123,23 @@ def save_obs_norm(
     tmp.replace(target)
 
 
+def vecnormalize_obs_norm(venv: Any) -> dict[str, Any] | None:
+    """The observation normalisation of an SB3 ``VecNormalize`` (copies), or None when ``venv``
+    is not one or does not normalise observations."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if not isinstance(venv, VecNormalize) or not venv.norm_obs:
+        return None
+    rms = venv.obs_rms
+    assert not isinstance(rms, dict)
+    return {
+        "mean": rms.mean.copy(),
+        "var": rms.var.copy(),
+        "clip_obs": venv.clip_obs,
+        "epsilon": venv.epsilon,
+    }
+
+
 def load_obs_norm(path: str | Path) -> dict[str, Any] | None:
     """The normalisation saved beside ``path``, or None when there is none."""
     target = _norm_path(Path(path))

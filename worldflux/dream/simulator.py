@@ -31,6 +31,7 @@ from gymnasium import spaces
 
 from .._optional import torch_available, torch_missing
 from ..core.errors import ConfigError, SerializationError
+from ..files import refuse_foreign_folder
 from .backend import DreamBackend
 from .core import DreamCore, DreamSettings, ResetStates
 from .onnx_backend import OnFallback, OnnxBackend, OnnxGraphs, OnnxLayout
@@ -48,18 +49,6 @@ MAX_ANY_STATES = 5_000
 #: held-out transitions used to calibrate the uncertainty percentiles
 CALIBRATION_TRANSITIONS = 4096
 PERCENTILES = (50, 90, 95, 99)
-
-
-def refuse_foreign_folder(target: Path, marker: str, what: str) -> None:
-    """Raise unless ``target`` is missing, empty, or holds ``marker`` (a folder this library
-    wrote): replacing a folder deletes what it held, so a mistyped path must never do that."""
-    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
-        raise SerializationError(
-            f"{target}: exists, is not empty and is not a {what} (no {marker}); refusing to "
-            "replace it. Choose another folder."
-        )
-    if target.exists() and not target.is_dir():
-        raise SerializationError(f"{target}: exists and is not a folder.")
 
 
 def uncertainty_percentiles(model: WorldModel, data: Any) -> dict[str, float]:

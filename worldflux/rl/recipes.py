@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import resources
-from ..core.errors import ConfigError, unknown_name_message
+from ..core.errors import ConfigError, check_known_keys, unknown_name_message
 from ..dream.core import DreamSettings
 from ..dream.simulator import Backend
 
@@ -105,12 +105,6 @@ def agents_dir() -> Path:
     return resources.data_dir("agents")
 
 
-def _check_keys(where: str, table: dict[str, Any], known: set[str]) -> None:
-    for key in table:
-        if key not in known:
-            raise ConfigError(unknown_name_message(f"key of {where}", key, known))
-
-
 def read_agent_recipe(path: str | Path) -> AgentRecipe:
     """Parse one recipe file (clear errors for unknown keys, algorithms and bad values)."""
     file = Path(path)
@@ -118,12 +112,12 @@ def read_agent_recipe(path: str | Path) -> AgentRecipe:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML ({exc}).") from None
-    _check_keys(f"agent recipe {file.name}", data, _TOP)
+    check_known_keys(f"key of agent recipe {file.name}", data, _TOP)
     for key in ("env", "budget"):
         if key not in data:
             raise ConfigError(f"agent recipe {file.name}: missing key {key!r}.")
     evaluation = dict(data.pop("evaluation", {}))
-    _check_keys(f"[evaluation] of {file.name}", evaluation, _EVALUATION)
+    check_known_keys(f"key of [evaluation] of {file.name}", evaluation, _EVALUATION)
     for table in ("dream", "hyperparameters"):
         if not isinstance(data.get(table, {}), dict):
             raise ConfigError(f"agent recipe {file.name}: [{table}] must be a table.")

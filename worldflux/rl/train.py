@@ -25,10 +25,11 @@ from .._version import __version__
 from ..core.errors import ConfigError
 from ..core.serialization import replace_dir_atomically
 from ..data.collect import RandomPolicy, SB3Policy
-from ..data.sb3_policy import save_obs_norm
+from ..data.sb3_policy import save_obs_norm, vecnormalize_obs_norm
 from ..dream.latent import LatentObservation
 from ..dream.make import load_simulator, make_dream_env
-from ..dream.simulator import LearnedSimulator, refuse_foreign_folder
+from ..dream.simulator import LearnedSimulator
+from ..files import refuse_foreign_folder
 from .evaluate import Episodes, first_episodes, real_env_episodes
 from .recipes import AgentRecipe
 from .report import write_reality_gap
@@ -85,21 +86,6 @@ class _Scorer:
         for env in self._dream_envs.values():
             env.close()
         self._dream_envs.clear()
-
-
-def _obs_norm(venv: Any) -> dict[str, Any] | None:
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    if not isinstance(venv, VecNormalize) or not venv.norm_obs:
-        return None
-    rms = venv.obs_rms
-    assert not isinstance(rms, dict)
-    return {
-        "mean": rms.mean.copy(),
-        "var": rms.var.copy(),
-        "clip_obs": venv.clip_obs,
-        "epsilon": venv.epsilon,
-    }
 
 
 def train_agent(
@@ -169,7 +155,10 @@ def train_agent(
 
         def current_policy() -> SB3Policy:
             return SB3Policy(
-                model.policy, sim.action_space, obs_norm=_obs_norm(venv), name=recipe.algorithm
+                model.policy,
+                sim.action_space,
+                obs_norm=vecnormalize_obs_norm(venv),
+                name=recipe.algorithm,
             )
 
         def evaluate(step: int, episodes: int, seed_offset: int) -> dict[str, Any]:
@@ -217,7 +206,7 @@ def train_agent(
             RandomPolicy(sim.action_space, seed=recipe.seed), final_n, FINAL_SEED
         )
 
-        norm = _obs_norm(venv)
+        norm = vecnormalize_obs_norm(venv)
         if norm is not None:  # first: a zip never exists without its normalisation
             save_obs_norm(
                 staged / "model.zip", norm["mean"], norm["var"], norm["clip_obs"], norm["epsilon"]
