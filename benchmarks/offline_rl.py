@@ -1,8 +1,10 @@
-"""Offline RL results: dream-trained PPO vs behaviour cloning and TD3+BC on the project's
-datasets, 3 seeds each, scored on the real environments (see `worldflux offline`).
+"""Offline RL results: dream-trained PPO (behaviour-regularised, and pure) vs behaviour cloning and
+TD3+BC on the project's datasets, 3 seeds each, scored on the real environments (see
+`worldflux offline`).
 
     python benchmarks/offline_rl.py [--datasets worldflux/walker2d/medium-v0 ...]
-        [--seeds 0 1 2] [--model-run DATASET=RUN ...] [--baseline-steps 100000] [--agent-steps N]
+        [--methods dream dream-pure bc td3bc] [--seeds 0 1 2] [--model-run DATASET=RUN ...]
+        [--baseline-steps 100000] [--agent-steps N]
 
 A dataset without ``--model-run`` trains its ensemble first (30k steps, about 7 minutes here).
 Each dataset's ``results.{json,md}`` goes to ``runs/offline-<dataset>/``; the combined table
@@ -16,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from worldflux.files import write_text_atomic
-from worldflux.rl.offline import offline_run
+from worldflux.rl.offline import METHODS, offline_run
 
 RESULTS = Path(__file__).with_name("results") / "offline_rl.md"
 DATASETS = (
@@ -29,36 +31,53 @@ DATASETS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--model-run", nargs="*", default=[], help="DATASET=RUN_OR_ARTIFACT")
     parser.add_argument("--baseline-steps", type=int, default=100_000)
     parser.add_argument("--agent-steps", type=int, default=300_000)
     args = parser.parse_args()
     reuse = dict(item.split("=", 1) for item in args.model_run)
-    lines = [
-        "# Offline RL: real-environment returns and normalised scores (mean ± std over seeds)",
-        "",
-        f"Seeds {args.seeds}; PPO {args.agent_steps:,} steps in the pessimistic dream; BC and "
-        f"TD3+BC {args.baseline_steps:,} updates.",
-        "",
-        "| dataset | method | real return | normalised score |",
-        "|---|---|---:|---:|",
-    ]
+    notes, rows = [], []
     for dataset in args.datasets:
         results = offline_run(
             dataset,
             Path("runs") / f"offline-{dataset.replace('/', '-')}",
+            methods=tuple(args.methods),
             seeds=tuple(args.seeds),
             model_run=reuse.get(dataset),
             agent_steps=args.agent_steps,
             baseline_steps=args.baseline_steps,
         )
+        ref = results["reference"]
+        notes.append(
+            f"- {dataset}: reference scores ({ref['source']}) min {ref['min']:.1f} / max "
+            f"{ref['max']:.1f}; random policy {results['random_return']:.1f}; dataset mean "
+            f"episode return {results['dataset_mean_return']:.1f}; world model "
+            f"{results['settings']['model_run'] or 'trained for this run'}"
+        )
         for method, s in results["summary"].items():
-            lines.append(
-                f"| {dataset} | {method} | {s['return_mean']:.1f} ± {s['return_std']:.1f} "
-                f"| {s['normalised_mean']:.1f} ± {s['normalised_std']:.1f} |"
+            per_seed = ", ".join(
+                f"{r['real_return']:.0f}" for r in results["runs"] if r["method"] == method
             )
-        print("\n".join(lines[-len(results["summary"]) :]), flush=True)
+            rows.append(
+                f"| {dataset} | {method} | {s['return_mean']:.1f} ± {s['return_std']:.1f} "
+                f"| {s['normalised_mean']:.1f} ± {s['normalised_std']:.1f} | {per_seed} |"
+            )
+            print(rows[-1], flush=True)
+    lines = [
+        "# Offline RL: real-environment returns and normalised scores (mean ± std over seeds)",
+        "",
+        f"Seeds {args.seeds}; PPO {args.agent_steps:,} steps in the pessimistic dream; BC and "
+        f"TD3+BC {args.baseline_steps:,} updates. `dream`: PPO from a behaviour-cloned start, "
+        "regularised towards the dataset's actions; `dream-pure`: PPO from the dream alone.",
+        "",
+        *notes,
+        "",
+        "| dataset | method | real return | normalised score | per seed |",
+        "|---|---|---:|---:|---|",
+        *rows,
+    ]
     RESULTS.parent.mkdir(exist_ok=True)
     write_text_atomic(RESULTS, "\n".join(lines) + "\n")
     print(f"saved {RESULTS}")

@@ -22,6 +22,7 @@ from worldflux.rl import (
     read_agent_recipe,
     train_agent,
 )
+from worldflux.rl.behaviour import BehaviourSettings
 from worldflux.rl.recipes import agents_dir
 from worldflux.training.run import train_run
 
@@ -60,6 +61,17 @@ def test_recipe_errors_are_clear(tmp_path: Path) -> None:
         read_agent_recipe(write_recipe(tmp_path, 'env = "x"\nbudget = -5\n'))
     with pytest.raises(ConfigError, match="dream setting termination"):
         read_agent_recipe(write_recipe(tmp_path, base + '[dream]\ntermination = "never"\n'))
+    with pytest.raises(ConfigError, match=r"'clone_step'.*Did you mean 'clone_steps'"):
+        read_agent_recipe(write_recipe(tmp_path, base + "[behaviour]\nclone_step = 10\n"))
+    with pytest.raises(ConfigError, match=r"regularise_steps: expected an integer >= 0, got -1"):
+        read_agent_recipe(write_recipe(tmp_path, base + "[behaviour]\nregularise_steps = -1\n"))
+    with pytest.raises(ConfigError, match=r"learning_rate: expected a number > 0, got 0"):
+        read_agent_recipe(write_recipe(tmp_path, base + "[behaviour]\nlearning_rate = 0\n"))
+    with pytest.raises(ConfigError, match=r"\[behaviour\] must be a table"):
+        read_agent_recipe(write_recipe(tmp_path, base + "behaviour = 3\n"))
+    latent = '[dream]\nobservation = "latent"\n[behaviour]\nclone_steps = 10\n'
+    with pytest.raises(ConfigError, match="cannot feed a latent-observation policy"):
+        read_agent_recipe(write_recipe(tmp_path, base + latent))
     with pytest.raises(ConfigError, match="not valid TOML"):
         read_agent_recipe(write_recipe(tmp_path, "env = \n"))
     with pytest.raises(ConfigError, match=r"agent recipe 'no-such'"):
@@ -156,3 +168,75 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(
     assert (tmp_path / "demo.png").is_file()
     for name in cli.DEMO_RECIPES:
         assert (tmp_path / f"{name}-seed0" / "reality_gap.png").is_file()
+
+
+def test_agent_cli_flags_and_latent_policy_evaluation(
+    pendulum_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agent train` honours --budget, --seed and --out; `agent eval` scores a latent-observation
+    policy through the dream it trained in, exactly as training's final evaluation did."""
+    from worldflux.cli import main
+
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+env = "{pendulum_run}"
+algorithm = "ppo"
+budget = 1_000_000
+seed = 0
+n_envs = 4
+backend = "onnx"
+normalize = false
+[dream]
+observation = "latent"
+horizon = 50
+[hyperparameters]
+n_steps = 64
+[evaluation]
+env = "Pendulum-v1"
+every = 0
+episodes = 2
+final_episodes = 3
+""",
+    )
+    out = tmp_path / "latent-agent"
+    args = ["agent", "train", str(recipe), "--budget", "256", "--seed", "7", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    summary = json.loads((out / "agent.json").read_text())
+    assert summary["recipe"]["budget"] == 256 and summary["recipe"]["seed"] == 7
+    assert [row["step"] for row in summary["evaluations"]] == [256]
+    capsys.readouterr()
+    model = str(out / "model.zip")
+    seed = str(7 + 20_000)  # the final evaluation's seeds
+    assert main(["agent", "eval", "--model", model, "--env", "Pendulum-v1", "--episodes", "3",
+                 "--seed", seed, "--dream", str(pendulum_run)]) == 0  # fmt: skip
+    scored = json.loads(capsys.readouterr().out)
+    final = summary["final"]
+    np.testing.assert_allclose(scored["real"]["returns"], final["real"]["returns"], atol=1e-3)
+    assert len(scored["dream"]["returns"]) == 3
+    with pytest.raises(ConfigError, match="only be scored in the dream it trained in"):
+        agent_eval(model, "Pendulum-v1", dream="WorldFlux/Ensemble-Walker-v0")
+
+
+def test_behaviour_warm_start_and_regularisation_run_in_training(
+    pendulum_run: Path, tmp_path: Path
+) -> None:
+    recipe = AgentRecipe(
+        name="pendulum-ppo-behaviour",
+        env=str(pendulum_run),
+        budget=512,
+        n_envs=4,
+        backend="onnx",
+        dream={"horizon": 50},
+        hyperparameters={"n_steps": 64, "batch_size": 64},
+        behaviour=BehaviourSettings(clone_steps=300, regularise_steps=3),
+        evaluation=Evaluation(env="Pendulum-v1", every=0, episodes=2, final_episodes=2),
+    )
+    summary = train_agent(recipe, tmp_path / "agent", progress=False)
+    behaviour = summary["behaviour"]
+    assert behaviour["dataset"] == "test/pendulum/random-v0"
+    assert behaviour["transitions"] == 30_000
+    # random actions in [-2, 2] have variance 4/3: cloning their mean leaves about that much
+    assert 0.9 < behaviour["clone_loss"] < 1.8
+    log = (tmp_path / "agent" / "logs" / "progress.csv").read_text()
+    assert "train/behaviour_loss" in log.splitlines()[0]

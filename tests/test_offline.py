@@ -16,6 +16,7 @@ from worldflux.data.collect import rollout_episodes
 from worldflux.data.episodes import EpisodeStore
 from worldflux.data.spaces import action_layout, observation_layout
 from worldflux.rl.baselines import Transitions, behaviour_cloning, td3_bc
+from worldflux.rl.behaviour import BehaviourSettings
 from worldflux.rl.evaluate import real_env_episodes
 from worldflux.rl.offline import offline_run
 
@@ -69,22 +70,38 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     results = offline_run(
         "test/pendulum/offline-v0",
         tmp_path / "out",
+        methods=("dream", "dream-pure", "bc", "td3bc"),
         seeds=(0,),
         model="ensemble:tiny",
         model_steps=200,
         agent_steps=1024,
         baseline_steps=100,
         episodes=2,
+        behaviour=BehaviourSettings(clone_steps=50, regularise_steps=2),
         progress=False,
     )
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["env"] == "Pendulum-v1" and saved["reference"]["source"].startswith("random")
-    assert [r["method"] for r in saved["runs"]] == ["dream", "bc", "td3bc"]
-    assert set(results["summary"]) == {"dream", "bc", "td3bc"}
+    assert [r["method"] for r in saved["runs"]] == ["dream", "dream-pure", "bc", "td3bc"]
+    assert set(results["summary"]) == {"dream", "dream-pure", "bc", "td3bc"}
     for row in saved["runs"]:
         assert np.isfinite(row["real_return"]) and np.isfinite(row["normalised"])
     assert "| td3bc | 1 |" in (tmp_path / "out" / "results.md").read_text()
     agent = json.loads((tmp_path / "out" / "dream-seed0" / "agent.json").read_text())
     assert len(agent["evaluations"]) == 1  # every = 0: only the final evaluation
+    assert agent["recipe"]["behaviour"]["clone_steps"] == 50 and agent["behaviour"]["clone_loss"]
+    pure = json.loads((tmp_path / "out" / "dream-pure-seed0" / "agent.json").read_text())
+    assert pure["behaviour"] is None
+    # the command line: flags reach the run (the world model is reused from the run above)
+    from worldflux.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["offline", "test/pendulum/offline-v0", "--out", str(out), "--methods", "bc",
+                 "--seeds", "3", "4", "--baseline-steps", "20", "--episodes", "3",
+                 "--quiet"]) == 0  # fmt: skip
+    cli = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in cli["runs"]] == [("bc", 3), ("bc", 4)]
+    assert cli["summary"]["bc"]["seeds"] == 2
+    assert cli["settings"]["baseline_steps"] == 20 and cli["settings"]["episodes"] == 3
     with pytest.raises(ConfigError, match="offline method 'cql'"):
         offline_run("test/pendulum/offline-v0", tmp_path / "x", methods=("cql",))

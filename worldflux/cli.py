@@ -401,13 +401,13 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_offline(args: argparse.Namespace) -> int:
-    from .rl.offline import offline_run, results_markdown
+    from .rl.offline import DEFAULT_METHODS, offline_run, results_markdown
 
     out = args.out or f"runs/offline-{args.dataset_id.replace('/', '-')}"
     results = offline_run(
         args.dataset_id,
         out,
-        methods=tuple(args.methods),
+        methods=tuple(args.methods or DEFAULT_METHODS),
         seeds=tuple(args.seeds),
         model_run=args.model_run,
         model_steps=args.model_steps,
@@ -631,7 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
         "scores) and write results.json and results.md.",
     )
     off.add_argument("dataset_id", help="a local Minari dataset id")
-    off.add_argument("--methods", nargs="+", default=["dream", "bc", "td3bc"])
+    off.add_argument(
+        "--methods",
+        nargs="+",
+        help="any of dream, dream-pure (no behaviour regularisation), bc, td3bc "
+        "(default: dream bc td3bc)",
+    )
     off.add_argument("--seeds", nargs="+", type=int, default=[0])
     off.add_argument("--out", help="output folder (default runs/offline-DATASET)")
     off.add_argument("--model-run", help="reuse this training run's world model for 'dream'")

@@ -4,7 +4,10 @@ Methods, all on the same dataset and the same real-environment evaluation:
 
 * ``dream``: dataset -> ensemble world model (trained, or reused with ``model_run``) -> a
   pessimistic dream env (MOReL halt at the calibrated 99th percentile of the ensemble's
-  disagreement, MOPO reward penalty, short branches from dataset states) -> PPO trained only in it;
+  disagreement, MOPO reward penalty, short branches from dataset states) -> PPO trained in it,
+  started from behaviour cloning and regularised towards the dataset's actions after every rollout
+  (:mod:`worldflux.rl.behaviour`);
+* ``dream-pure``: the same without the dataset's actions (the policy learns from the dream alone);
 * ``bc``: behaviour cloning; ``td3bc``: TD3+BC (:mod:`worldflux.rl.baselines`).
 
 Scores are returns on the real environment and normalised scores
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +32,24 @@ from ..data.minari_io import load_minari_dataset
 from ..data.provider import MinariBatchProvider
 from ..files import write_text_atomic
 from .baselines import Transitions, behaviour_cloning, td3_bc
+from .behaviour import BehaviourSettings
 from .evaluate import real_env_episodes
 from .recipes import AgentRecipe, Evaluation
 from .train import train_agent
 
-METHODS = ("dream", "bc", "td3bc")
-#: defaults of the dream method (see the module docstring); the budgets are overridable
+METHODS = ("dream", "dream-pure", "bc", "td3bc")
+DEFAULT_METHODS = ("dream", "bc", "td3bc")
+#: defaults of the dream methods (see the module docstring); the budgets are overridable
 DREAM_SETTINGS = {"penalty": 1.0, "halt": "p99", "reset": "any", "horizon": 10}
 PPO_SETTINGS = {"n_steps": 256, "batch_size": 512, "n_epochs": 5, "learning_rate": 3e-4}
+#: ``dream``: small PPO steps from a behaviour-cloned start (log std -1: std 0.37), so the
+#: regularisation towards the dataset's actions keeps up with the dream's pull
+REGULARISED_PPO_SETTINGS = {
+    **PPO_SETTINGS,
+    "learning_rate": 3e-5,
+    "policy_kwargs": {"log_std_init": -1.0},
+}
+BEHAVIOUR = BehaviourSettings(clone_steps=20_000, regularise_steps=20, learning_rate=1e-4)
 MODEL_TRAINER = {
     "batch_size": 256,
     "seq_len": 1,
@@ -54,7 +68,7 @@ def offline_run(
     dataset_id: str,
     out: str | Path,
     *,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = DEFAULT_METHODS,
     seeds: tuple[int, ...] = (0,),
     model_run: str | Path | None = None,
     model: str = "ensemble:small",
@@ -62,9 +76,11 @@ def offline_run(
     agent_steps: int = 300_000,
     baseline_steps: int = 100_000,
     episodes: int = 10,
+    behaviour: BehaviourSettings = BEHAVIOUR,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run ``methods`` x ``seeds`` on ``dataset_id``; write and return the results."""
+    """Run ``methods`` x ``seeds`` on ``dataset_id``; write and return the results.
+    ``behaviour`` is the ``dream`` method's use of the dataset's actions."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(unknown_name_message("offline method", unknown[0], METHODS))
@@ -90,11 +106,22 @@ def offline_run(
             "max": high,
             "source": "minari" if "ref_max_score" in meta else "random policy / dataset mean",
         },
+        "settings": {
+            "methods": list(methods),
+            "seeds": list(seeds),
+            "model_run": None if model_run is None else str(model_run),
+            "model": model if model_run is None else None,
+            "model_steps": model_steps,
+            "agent_steps": agent_steps,
+            "baseline_steps": baseline_steps,
+            "episodes": episodes,
+            "behaviour": asdict(behaviour),
+        },
         "random_return": random_ep.mean,
         "dataset_mean_return": behaviour_return,
         "runs": [],
     }
-    if "dream" in methods and model_run is None:
+    if any(m.startswith("dream") for m in methods) and model_run is None:
         from ..training.run import train_run
 
         model_run = folder / "model"
@@ -110,21 +137,23 @@ def offline_run(
     for method in methods:
         for seed in seeds:
             started = time.time()
-            if method == "dream":
+            if method.startswith("dream"):
+                pure = method == "dream-pure"
                 recipe = AgentRecipe(
-                    name=f"offline-dream-seed{seed}",
+                    name=f"offline-{method}-seed{seed}",
                     env=str(model_run),
                     algorithm="ppo",
                     budget=agent_steps,
                     seed=seed,
                     backend="onnx",
                     dream=dict(DREAM_SETTINGS),
-                    hyperparameters=dict(PPO_SETTINGS),
+                    hyperparameters=dict(PPO_SETTINGS if pure else REGULARISED_PPO_SETTINGS),
+                    behaviour=BehaviourSettings() if pure else behaviour,
                     evaluation=Evaluation(
                         env=env_id, every=0, episodes=episodes, final_episodes=episodes
                     ),
                 )
-                summary = train_agent(recipe, folder / f"dream-seed{seed}", progress=progress)
+                summary = train_agent(recipe, folder / f"{method}-seed{seed}", progress=progress)
                 real = summary["final"]["real"]
             else:
                 if transitions is None:

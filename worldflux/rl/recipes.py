@@ -13,6 +13,10 @@ Schema (every key but ``env`` and ``budget`` has a default)::
 
     [dream]              # dream settings: reset, termination, horizon, penalty, halt, ...
     [hyperparameters]    # keyword arguments of the SB3 algorithm (plain TOML values)
+    [behaviour]          # keep near the dataset's behaviour (worldflux.rl.behaviour)
+    clone_steps = 0          # behaviour cloning before training in the dream
+    regularise_steps = 0     # behaviour-cloning steps after every rollout
+    learning_rate = 1e-4     # of the regularisation steps
     [evaluation]
     env = "Walker2d-v5"  # real environment (default: the dream's source env)
     every = 50_000       # dream steps between evaluations (0: only at the end)
@@ -31,6 +35,7 @@ from .. import resources
 from ..core.errors import ConfigError, check_known_keys, unknown_name_message
 from ..dream.core import DreamSettings
 from ..dream.simulator import Backend
+from .behaviour import BehaviourSettings
 
 ALGORITHMS = ("ppo", "sac", "td3", "a2c")
 _TOP = {
@@ -44,9 +49,11 @@ _TOP = {
     "normalize",
     "dream",
     "hyperparameters",
+    "behaviour",
     "evaluation",
 }
 _EVALUATION = {"env", "every", "episodes", "final_episodes"}
+_BEHAVIOUR = {"clone_steps", "regularise_steps", "learning_rate"}
 _BACKENDS = ("onnx", "torch", "auto")
 
 
@@ -74,6 +81,7 @@ class AgentRecipe:
     normalize: bool = True
     dream: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    behaviour: BehaviourSettings = field(default_factory=BehaviourSettings)
     evaluation: Evaluation = field(default_factory=Evaluation)
     name: str = "agent"
 
@@ -98,6 +106,12 @@ class AgentRecipe:
         if isinstance(check.get("halt"), str):
             check["halt"] = 1.0
         DreamSettings.from_dict(check)
+        if self.behaviour.active and self.dream.get("observation") == "latent":
+            raise ConfigError(
+                f"agent recipe {self.name}: [behaviour] clones the dataset's observations and "
+                'cannot feed a latent-observation policy; use observation = "decoded" or '
+                "drop [behaviour]."
+            )
 
 
 def agents_dir() -> Path:
@@ -116,12 +130,19 @@ def read_agent_recipe(path: str | Path) -> AgentRecipe:
     for key in ("env", "budget"):
         if key not in data:
             raise ConfigError(f"agent recipe {file.name}: missing key {key!r}.")
-    evaluation = dict(data.pop("evaluation", {}))
-    check_known_keys(f"key of [evaluation] of {file.name}", evaluation, _EVALUATION)
-    for table in ("dream", "hyperparameters"):
+    for table in ("dream", "hyperparameters", "behaviour", "evaluation"):
         if not isinstance(data.get(table, {}), dict):
             raise ConfigError(f"agent recipe {file.name}: [{table}] must be a table.")
-    return AgentRecipe(**data, evaluation=Evaluation(**evaluation), name=file.stem)
+    evaluation = dict(data.pop("evaluation", {}))
+    check_known_keys(f"key of [evaluation] of {file.name}", evaluation, _EVALUATION)
+    behaviour = dict(data.pop("behaviour", {}))
+    check_known_keys(f"key of [behaviour] of {file.name}", behaviour, _BEHAVIOUR)
+    return AgentRecipe(
+        **data,
+        behaviour=BehaviourSettings(**behaviour),
+        evaluation=Evaluation(**evaluation),
+        name=file.stem,
+    )
 
 
 def find_agent_recipe(name_or_path: str | Path) -> AgentRecipe:

@@ -30,12 +30,23 @@ from ..dream.latent import LatentObservation
 from ..dream.make import load_simulator, make_dream_env
 from ..dream.simulator import LearnedSimulator
 from ..files import refuse_foreign_folder
+from .behaviour import CLONE_LR, BehaviourCloner, BehaviourData, seed_normaliser
 from .evaluate import Episodes, first_episodes, real_env_episodes
 from .recipes import AgentRecipe
 from .report import write_reality_gap
 
 #: offsets that keep evaluation seeds apart from training seeds
 EVAL_SEED, FINAL_SEED = 10_000, 20_000
+
+
+def latent_wrapper(sim: LearnedSimulator, backend: str | None) -> Any:
+    """``env -> LatentObservation(env, sim)`` on the recipe's backend (torch for ``auto`` or
+    none: it filters with the posterior step)."""
+
+    def to_latent(env: Any) -> Any:
+        return LatentObservation(env, sim, backend="onnx" if backend == "onnx" else "torch")
+
+    return to_latent
 
 
 class _Scorer:
@@ -71,15 +82,7 @@ class _Scorer:
         return first_episodes(self._dream_envs[episodes], policy, seed)
 
     def real(self, policy: Any, episodes: int, seed: int) -> Episodes:
-        wrappers = []
-        if self.latent:
-            backend = self.recipe.backend if self.recipe.backend in ("torch", "onnx") else None
-            sim = self.sim
-
-            def latent(env: Any) -> Any:
-                return LatentObservation(env, sim, backend=backend or "torch")
-
-            wrappers.append(latent)
+        wrappers = [latent_wrapper(self.sim, self.recipe.backend)] if self.latent else []
         return real_env_episodes(self.real_env, policy, episodes, seed, wrappers=wrappers)
 
     def close(self) -> None:
@@ -147,6 +150,7 @@ def train_agent(
                 f"agent recipe {recipe.name}: [hyperparameters] rejected by "
                 f"{recipe.algorithm.upper()}: {exc}"
             ) from None
+        behaviour, regulariser = _behaviour(recipe, sim, model, venv)
         logger = configure(str(staged / "logs"), ["csv", "tensorboard"])
         closers.append(logger)
         model.set_logger(logger)
@@ -181,11 +185,17 @@ def train_agent(
 
         class Periodic(BaseCallback):
             """Scores the policy every ``[evaluation] every`` dream steps (0: never; the final
-            evaluation after training always runs)."""
+            evaluation after training always runs); regularises it towards the behaviour after
+            every rollout (``[behaviour] regularise_steps``)."""
 
             def __init__(self) -> None:
                 super().__init__()
                 self.next_eval = recipe.evaluation.every
+
+            def _on_rollout_end(self) -> None:
+                if regulariser is not None:
+                    loss = regulariser.step(recipe.behaviour.regularise_steps)
+                    self.logger.record("train/behaviour_loss", loss)
 
             def _on_step(self) -> bool:
                 every = recipe.evaluation.every
@@ -226,6 +236,7 @@ def train_agent(
             "sb3_version": sb3.__version__,
             "train_s": round(train_s, 1),
             "total_s": round(time.time() - started, 1),
+            "behaviour": behaviour,
             "evaluations": scorer.history,
             "final": {
                 "dream": final["dream"],
@@ -249,6 +260,41 @@ def train_agent(
     return summary
 
 
+def _behaviour(
+    recipe: AgentRecipe, sim: LearnedSimulator, model: Any, venv: Any
+) -> tuple[dict[str, Any] | None, BehaviourCloner | None]:
+    """Apply ``[behaviour]``: seed the observation normaliser with the dream's dataset, clone the
+    behaviour (warm start), and return the regulariser for the training loop (or None)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    settings = recipe.behaviour
+    if not settings.active:
+        return None, None
+    from ..data.provider import MinariBatchProvider
+
+    dataset_id = sim.info.get("dataset")
+    if not dataset_id:
+        raise ConfigError(
+            f"agent recipe {recipe.name}: [behaviour] needs the dream's dataset, and "
+            f"{recipe.env} records none."
+        )
+    data = BehaviourData.from_store(MinariBatchProvider(dataset_id).store, sim.action_space)
+    normalise: Any = lambda obs: obs  # noqa: E731
+    if isinstance(venv, VecNormalize):
+        seed_normaliser(venv, data)
+        normalise = venv.normalize_obs
+    summary: dict[str, Any] = {"dataset": dataset_id, "transitions": len(data)}
+    if settings.clone_steps:
+        cloner = BehaviourCloner(model.policy, data, normalise, recipe.seed, CLONE_LR)
+        summary["clone_loss"] = cloner.step(settings.clone_steps)
+    regulariser = None
+    if settings.regularise_steps:
+        regulariser = BehaviourCloner(
+            model.policy, data, normalise, recipe.seed + 1, settings.learning_rate
+        )
+    return summary, regulariser
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The dream-vs-real table printed at the end of a run."""
     final = summary["final"]
@@ -269,6 +315,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _latent_training(model_path: Path) -> dict[str, Any] | None:
+    """The run summary (``agent.json`` beside the model) when the model was trained on latent
+    observations, else None."""
+    record = model_path.parent / "agent.json"
+    if not record.is_file():
+        return None
+    try:
+        summary = json.loads(record.read_text(encoding="utf-8"))
+        dream = summary["recipe"]["dream"]
+        latent = dream.get("observation") == "latent"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError(
+            f"{record}: expected an agent run summary (recipe.dream), could not read it."
+        ) from None
+    return summary if latent else None
+
+
 def agent_eval(
     model_path: str | Path,
     env_id: str,
@@ -278,19 +341,42 @@ def agent_eval(
     dream: str | None = None,
 ) -> dict[str, Any]:
     """Score a saved SB3 model (loaded without unpickling) on ``env_id``, and with ``dream``
-    (card, artifact or run) in that dream env too."""
+    (card, artifact or run) in that dream env too.
+
+    A model trained on latent observations (its run's ``agent.json`` says ``observation =
+    "latent"``) sees the real env through :class:`LatentObservation` over the dream it trained
+    in, and only that dream can score it.
+    """
     import gymnasium as gym
 
+    model_path = Path(model_path)
+    latent = _latent_training(model_path)
+    wrappers: list[Any] = []
+    dream_settings: dict[str, Any] = {}
+    if latent is not None:
+        trained_in = str(latent["dream_env"])
+        if dream is not None and dream != trained_in:
+            raise ConfigError(
+                f"{model_path}: a latent-observation policy can only be scored in the dream it "
+                f"trained in ({trained_in}), got --dream {dream}."
+            )
+        wrappers.append(latent_wrapper(load_simulator(trained_in), latent["recipe"].get("backend")))
+        dream_settings = {"observation": "latent"}
     probe = gym.make(env_id)
+    for wrap in wrappers:
+        probe = wrap(probe)
     policy = SB3Policy.from_file(model_path, probe)
     probe.close()
     result: dict[str, Any] = {
         "model": str(model_path),
         "env": env_id,
-        "real": real_env_episodes(env_id, policy, episodes, seed).to_dict(),
+        "real": real_env_episodes(env_id, policy, episodes, seed, wrappers=wrappers).to_dict(),
     }
     if dream is not None:
-        venv = make_dream_env(dream, num_envs=episodes)
-        result["dream_env"] = dream
-        result["dream"] = first_episodes(venv, policy, seed).to_dict()
+        venv = make_dream_env(dream, num_envs=episodes, **dream_settings)
+        try:
+            result["dream_env"] = dream
+            result["dream"] = first_episodes(venv, policy, seed).to_dict()
+        finally:
+            venv.close()
     return result
