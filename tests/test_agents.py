@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,6 +46,16 @@ def test_shipped_recipes_parse() -> None:
         recipe = read_agent_recipe(path)
         assert recipe.env in cards, (path.name, recipe.env)
     assert find_agent_recipe(paths[0].stem).name == paths[0].stem
+
+
+def test_regularised_recipe_is_the_offline_dream_method() -> None:
+    """agents/ppo-regularised-ensemble-walker.toml says `worldflux offline` uses its settings."""
+    from worldflux.rl.offline import BEHAVIOUR, DREAM_SETTINGS, REGULARISED_PPO_SETTINGS
+
+    recipe = find_agent_recipe("ppo-regularised-ensemble-walker")
+    assert recipe.algorithm == "ppo" and recipe.n_envs == 16 and recipe.normalize
+    assert recipe.dream == DREAM_SETTINGS and recipe.behaviour == BEHAVIOUR
+    assert recipe.hyperparameters == {**REGULARISED_PPO_SETTINGS, "gamma": 0.99}
 
 
 def test_recipe_errors_are_clear(tmp_path: Path) -> None:
@@ -240,3 +251,28 @@ def test_behaviour_warm_start_and_regularisation_run_in_training(
     assert 0.9 < behaviour["clone_loss"] < 1.8
     log = (tmp_path / "agent" / "logs" / "progress.csv").read_text()
     assert "train/behaviour_loss" in log.splitlines()[0]
+
+
+def test_training_does_not_depend_on_the_evaluation_schedule(
+    pendulum_run: Path, tmp_path: Path
+) -> None:
+    """Periodic evaluations leave the random streams of training alone: the same recipe and
+    seed train the same agent whether it is scored along the way or not."""
+
+    def run(every: int) -> dict[str, Any]:
+        recipe = AgentRecipe(
+            name=f"pendulum-ppo-every{every}",
+            env=str(pendulum_run),
+            budget=768,
+            n_envs=4,
+            backend="onnx",
+            dream={"horizon": 50},
+            hyperparameters={"n_steps": 64, "batch_size": 64},
+            evaluation=Evaluation(env="Pendulum-v1", every=every, episodes=2, final_episodes=3),
+        )
+        return train_agent(recipe, tmp_path / f"every{every}", progress=False)
+
+    quiet, scored = run(0), run(256)
+    assert len(scored["evaluations"]) == 4
+    assert scored["final"]["real"]["returns"] == quiet["final"]["real"]["returns"]
+    assert scored["final"]["dream"]["returns"] == quiet["final"]["dream"]["returns"]

@@ -39,7 +39,9 @@ class BehaviourSettings:
 
     Attributes:
         clone_steps: behaviour-cloning gradient steps before training in the dream (0: none).
-        regularise_steps: behaviour-cloning gradient steps after every rollout (0: none).
+        regularise_steps: behaviour-cloning gradient steps after every rollout (0: none): every
+            ``n_steps x n_envs`` dream steps for PPO/A2C, every ``train_freq`` collection for
+            SAC/TD3.
         learning_rate: Adam learning rate of the regularisation steps.
     """
 

@@ -17,6 +17,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -167,8 +168,9 @@ def train_agent(
 
         def evaluate(step: int, episodes: int, seed_offset: int) -> dict[str, Any]:
             policy = current_policy()
-            dream = scorer.dream(policy, episodes, recipe.seed + seed_offset)
-            real = scorer.real(policy, episodes, recipe.seed + seed_offset)
+            with _rng_untouched():  # training does not depend on the evaluation schedule
+                dream = scorer.dream(policy, episodes, recipe.seed + seed_offset)
+                real = scorer.real(policy, episodes, recipe.seed + seed_offset)
             row = {"step": step, "dream": dream.to_dict(), "real": real.to_dict()}
             for where, ep in (("dream", dream), ("real", real)):
                 model.logger.record(f"eval/{where}_return_mean", ep.mean)
@@ -260,6 +262,27 @@ def train_agent(
     return summary
 
 
+@contextlib.contextmanager
+def _rng_untouched() -> Iterator[None]:
+    """Restore the global random states (Python, numpy, torch) on exit."""
+    import random
+
+    import numpy as np
+    import torch
+
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
+
+
+def _unchanged(obs: Any) -> Any:
+    return obs
+
+
 def _behaviour(
     recipe: AgentRecipe, sim: LearnedSimulator, model: Any, venv: Any
 ) -> tuple[dict[str, Any] | None, BehaviourCloner | None]:
@@ -279,7 +302,7 @@ def _behaviour(
             f"{recipe.env} records none."
         )
     data = BehaviourData.from_store(MinariBatchProvider(dataset_id).store, sim.action_space)
-    normalise: Any = lambda obs: obs  # noqa: E731
+    normalise: Any = _unchanged
     if isinstance(venv, VecNormalize):
         seed_normaliser(venv, data)
         normalise = venv.normalize_obs
