@@ -254,10 +254,24 @@ def test_behaviour_warm_start_and_regularisation_run_in_training(
 
 
 def test_training_does_not_depend_on_the_evaluation_schedule(
-    pendulum_run: Path, tmp_path: Path
+    pendulum_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Periodic evaluations leave the random streams of training alone: the same recipe and
-    seed train the same agent whether it is scored along the way or not."""
+    seed train the same agent whether it is scored along the way or not, even when an
+    evaluation draws from the global generators."""
+    import random
+
+    import torch
+
+    from worldflux.rl import train as train_module
+
+    scored_real = train_module._Scorer.real
+
+    def noisy_real(self: Any, *args: Any, **kwargs: Any) -> Any:
+        random.random(), np.random.random(), torch.rand(1)
+        return scored_real(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module._Scorer, "real", noisy_real)
 
     def run(every: int) -> dict[str, Any]:
         recipe = AgentRecipe(
@@ -276,3 +290,25 @@ def test_training_does_not_depend_on_the_evaluation_schedule(
     assert len(scored["evaluations"]) == 4
     assert scored["final"]["real"]["returns"] == quiet["final"]["real"]["returns"]
     assert scored["final"]["dream"]["returns"] == quiet["final"]["dream"]["returns"]
+
+
+def test_td3_warm_start_moves_the_target_actor_too(pendulum_run: Path) -> None:
+    import stable_baselines3 as sb3
+    import torch
+
+    from worldflux.dream.make import load_simulator, make_dream_env
+    from worldflux.rl.train import _behaviour
+
+    sim = load_simulator(pendulum_run)
+    venv = make_dream_env(sim, num_envs=2, vectorization="sb3", backend="onnx", horizon=20)
+    model = sb3.TD3("MlpPolicy", venv, seed=0, policy_kwargs={"net_arch": [32, 32]})
+    recipe = AgentRecipe(
+        env=str(pendulum_run), budget=1, behaviour=BehaviourSettings(clone_steps=20)
+    )
+    before = [p.clone() for p in model.policy.actor.parameters()]
+    _behaviour(recipe, sim, model, venv)
+    actor, target = model.policy.actor, model.policy.actor_target
+    assert any(not torch.equal(a, b) for a, b in zip(actor.parameters(), before, strict=True))
+    for a, t in zip(actor.parameters(), target.parameters(), strict=True):
+        assert torch.equal(a, t)
+    venv.close()

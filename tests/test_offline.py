@@ -67,6 +67,7 @@ def test_td3_bc_runs_and_acts_in_bounds(linear_data: tuple[Transitions, gym.spac
 def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     rollouts.write_random_dataset("test/pendulum/offline-v0", "Pendulum-v1", 3000, n_envs=4)
+    rollouts.write_random_dataset("test/pendulum/other-v0", "Pendulum-v1", 400, n_envs=2)
     results = offline_run(
         "test/pendulum/offline-v0",
         tmp_path / "out",
@@ -92,7 +93,9 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert agent["recipe"]["behaviour"]["clone_steps"] == 50 and agent["behaviour"]["clone_loss"]
     pure = json.loads((tmp_path / "out" / "dream-pure-seed0" / "agent.json").read_text())
     assert pure["behaviour"] is None
-    # the command line: flags reach the run (the world model is reused from the run above)
+    with pytest.raises(ConfigError, match="expected a world model of test/pendulum/other-v0"):
+        offline_run("test/pendulum/other-v0", tmp_path / "y", model_run=tmp_path / "out" / "model")
+    # the command line: flags reach the run
     from worldflux.cli import main
 
     out = tmp_path / "cli"

@@ -23,6 +23,19 @@ from ..core.errors import ConfigError
 from ..data.episodes import EpisodeStore
 
 
+def decision_rows(
+    store: EpisodeStore, action_space: spaces.Space[Any], who: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in ``store.obs`` of the observation before and after each step ``[N]`` each, for
+    learners that need a continuous (Box) action space and vector observations (``who`` starts
+    the error message, e.g. "offline baselines need")."""
+    if not isinstance(action_space, spaces.Box):
+        raise ConfigError(f"{who} a Box (continuous) action space, got {action_space}.")
+    if store.obs.ndim != 2:
+        raise ConfigError(f"{who} vector observations, got shape {store.obs.shape[1:]}.")
+    return store.obs_rows(np.arange(store.num_steps))
+
+
 @dataclass
 class Transitions:
     """A dataset as single transitions (float32 tensors).
@@ -40,15 +53,8 @@ class Transitions:
 
     @classmethod
     def from_store(cls, store: EpisodeStore, action_space: spaces.Space[Any]) -> Transitions:
-        if not isinstance(action_space, spaces.Box):
-            raise ConfigError(
-                f"offline baselines need a Box (continuous) action space, got {action_space}."
-            )
-        if store.obs.ndim != 2:
-            raise ConfigError(
-                f"offline baselines need vector observations, got shape {store.obs.shape[1:]}."
-            )
-        before, after = store.obs_rows(np.arange(store.num_steps))
+        before, after = decision_rows(store, action_space, "offline baselines need")
+        assert isinstance(action_space, spaces.Box)
         scale = ActionScale(action_space)
 
         def t(x: np.ndarray) -> torch.Tensor:

@@ -9,7 +9,10 @@ dream was trained on:
   2021), with the observation normaliser seeded with the dataset's statistics;
 * **regularisation**: after every rollout, a few behaviour-cloning gradient steps on the policy's
   deterministic action (the behaviour-cloning term of TD3+BC, applied between the algorithm's own
-  updates), so the dream's reward can move the policy only where the data keeps agreeing.
+  updates), so the dream's reward can move the policy only where the data keeps agreeing. The
+  steps run when a rollout ends: for PPO/A2C that is between collecting the rollout and the
+  update on it (PPO's clipped ratio absorbs the small shift), for SAC/TD3 after every
+  ``train_freq`` collection, also before ``learning_starts``.
 
 Works for every SB3 algorithm of the recipes: the clone target is the dataset action in the
 policy's own action scale (``[-1, 1]`` for squashed SAC/TD3 policies, the environment's scale for
@@ -27,6 +30,7 @@ from gymnasium import spaces
 
 from ..core.errors import ConfigError
 from ..data.episodes import EpisodeStore
+from .baselines import decision_rows
 
 #: Adam learning rate of the warm start (the regularisation uses ``[behaviour] learning_rate``)
 CLONE_LR = 1e-3
@@ -73,15 +77,7 @@ class BehaviourData:
 
     @classmethod
     def from_store(cls, store: EpisodeStore, action_space: spaces.Space[Any]) -> BehaviourData:
-        if not isinstance(action_space, spaces.Box):
-            raise ConfigError(
-                f"[behaviour] needs a Box (continuous) action space, got {action_space}."
-            )
-        if store.obs.ndim != 2:
-            raise ConfigError(
-                f"[behaviour] needs vector observations, got shape {store.obs.shape[1:]}."
-            )
-        before, _ = store.obs_rows(np.arange(store.num_steps))
+        before, _ = decision_rows(store, action_space, "[behaviour] needs")
         return cls(
             obs=np.asarray(store.obs[before], dtype=np.float64),
             actions=np.asarray(store.actions, dtype=np.float32),
@@ -116,8 +112,8 @@ class BehaviourCloner:
         self.normalise = normalise
         self.rng = np.random.default_rng(seed)
         target = data.actions
-        if policy.squash_output:  # SAC/TD3 act in [-1, 1]
-            target = policy.scale_action(target)
+        if policy.squash_output:  # SAC/TD3 act in tanh's (-1, 1): a target beyond is unreachable
+            target = np.clip(policy.scale_action(target), -1.0, 1.0)
         self.target = torch.as_tensor(np.asarray(target, dtype=np.float32))
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
 

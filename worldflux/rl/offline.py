@@ -133,6 +133,16 @@ def offline_run(
                 trainer={**MODEL_TRAINER, "steps": model_steps},
                 progress=progress,
             )
+    if any(m.startswith("dream") for m in methods):
+        from ..dream.make import load_simulator
+
+        assert model_run is not None
+        modelled = load_simulator(model_run).info.get("dataset")
+        if modelled != dataset_id:
+            raise ConfigError(
+                f"--model-run {model_run}: expected a world model of {dataset_id} (the dream "
+                f"agent clones and is compared on that dataset), got one of {modelled}."
+            )
     transitions = None
     for method in methods:
         for seed in seeds:

@@ -131,15 +131,23 @@ def read_agent_recipe(path: str | Path) -> AgentRecipe:
         if key not in data:
             raise ConfigError(f"agent recipe {file.name}: missing key {key!r}.")
     for table in ("dream", "hyperparameters", "behaviour", "evaluation"):
-        if not isinstance(data.get(table, {}), dict):
-            raise ConfigError(f"agent recipe {file.name}: [{table}] must be a table.")
+        value = data.get(table, {})
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"agent recipe {file.name}: [{table}] must be a table, got "
+                f"{type(value).__name__} {value!r}."
+            )
     evaluation = dict(data.pop("evaluation", {}))
     check_known_keys(f"key of [evaluation] of {file.name}", evaluation, _EVALUATION)
     behaviour = dict(data.pop("behaviour", {}))
     check_known_keys(f"key of [behaviour] of {file.name}", behaviour, _BEHAVIOUR)
+    try:
+        settings = BehaviourSettings(**behaviour)
+    except ConfigError as exc:
+        raise ConfigError(f"agent recipe {file.name}: {exc}") from None
     return AgentRecipe(
         **data,
-        behaviour=BehaviourSettings(**behaviour),
+        behaviour=settings,
         evaluation=Evaluation(**evaluation),
         name=file.stem,
     )

@@ -230,7 +230,7 @@ def train_agent(
                     shutil.copy2(sim.folder / name, staged / name)
         summary: dict[str, Any] = {
             "recipe": {**asdict(recipe)},
-            "dream_env": str(recipe.env),
+            "dream_env": _source_key(recipe.env),
             "backend": backend_name,
             "real_env": real_env,
             "library_version": __version__,
@@ -309,7 +309,10 @@ def _behaviour(
     summary: dict[str, Any] = {"dataset": dataset_id, "transitions": len(data)}
     if settings.clone_steps:
         cloner = BehaviourCloner(model.policy, data, normalise, recipe.seed, CLONE_LR)
-        summary["clone_loss"] = cloner.step(settings.clone_steps)
+        summary["clone_loss"] = cloner.step(settings.clone_steps)  # in the policy's scale
+        target = getattr(model.policy, "actor_target", None)
+        if target is not None:  # TD3: its critic's targets start from the clone too
+            target.load_state_dict(model.policy.actor.state_dict())
     regulariser = None
     if settings.regularise_steps:
         regulariser = BehaviourCloner(
@@ -338,6 +341,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _source_key(source: str | Path) -> str:
+    """A dream source as compared: a folder by its resolved path, a card by its name or id."""
+    path = Path(source)
+    return str(path.resolve()) if path.is_dir() else str(source)
+
+
 def _latent_training(model_path: Path) -> dict[str, Any] | None:
     """The run summary (``agent.json`` beside the model) when the model was trained on latent
     observations, else None."""
@@ -348,9 +357,10 @@ def _latent_training(model_path: Path) -> dict[str, Any] | None:
         summary = json.loads(record.read_text(encoding="utf-8"))
         dream = summary["recipe"]["dream"]
         latent = dream.get("observation") == "latent"
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
-            f"{record}: expected an agent run summary (recipe.dream), could not read it."
+            f"{record}: expected an agent run summary with recipe.dream, could not read it "
+            f"({type(exc).__name__}: {exc})."
         ) from None
     return summary if latent else None
 
@@ -378,7 +388,7 @@ def agent_eval(
     dream_settings: dict[str, Any] = {}
     if latent is not None:
         trained_in = str(latent["dream_env"])
-        if dream is not None and dream != trained_in:
+        if dream is not None and _source_key(dream) != _source_key(trained_in):
             raise ConfigError(
                 f"{model_path}: a latent-observation policy can only be scored in the dream it "
                 f"trained in ({trained_in}), got --dream {dream}."
