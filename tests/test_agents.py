@@ -58,33 +58,36 @@ def test_regularised_recipe_is_the_offline_dream_method() -> None:
     assert recipe.hyperparameters == {**REGULARISED_PPO_SETTINGS, "gamma": 0.99}
 
 
-def test_recipe_errors_are_clear(tmp_path: Path) -> None:
-    base = 'env = "WorldFlux/Dreamer-Walker-v0"\nbudget = 1000\n'
-    with pytest.raises(ConfigError, match=r"algorithm 'ppp'.*Did you mean 'ppo'"):
-        read_agent_recipe(write_recipe(tmp_path, base + 'algorithm = "ppp"\n'))
-    with pytest.raises(ConfigError, match=r"key of agent recipe.*'n_env'.*Did you mean 'n_envs'"):
-        read_agent_recipe(write_recipe(tmp_path, base + "n_env = 4\n"))
-    with pytest.raises(ConfigError, match=r"'evry'.*Did you mean 'every'"):
-        read_agent_recipe(write_recipe(tmp_path, base + "[evaluation]\nevry = 10\n"))
-    with pytest.raises(ConfigError, match="missing key 'budget'"):
-        read_agent_recipe(write_recipe(tmp_path, 'env = "x"\n'))
-    with pytest.raises(ConfigError, match="budget: expected an integer >= 1"):
-        read_agent_recipe(write_recipe(tmp_path, 'env = "x"\nbudget = -5\n'))
-    with pytest.raises(ConfigError, match="dream setting termination"):
-        read_agent_recipe(write_recipe(tmp_path, base + '[dream]\ntermination = "never"\n'))
-    with pytest.raises(ConfigError, match=r"'clone_step'.*Did you mean 'clone_steps'"):
-        read_agent_recipe(write_recipe(tmp_path, base + "[behaviour]\nclone_step = 10\n"))
-    with pytest.raises(ConfigError, match=r"regularise_steps: expected an integer >= 0, got -1"):
-        read_agent_recipe(write_recipe(tmp_path, base + "[behaviour]\nregularise_steps = -1\n"))
-    with pytest.raises(ConfigError, match=r"learning_rate: expected a number > 0, got 0"):
-        read_agent_recipe(write_recipe(tmp_path, base + "[behaviour]\nlearning_rate = 0\n"))
-    with pytest.raises(ConfigError, match=r"\[behaviour\] must be a table"):
-        read_agent_recipe(write_recipe(tmp_path, base + "behaviour = 3\n"))
-    latent = '[dream]\nobservation = "latent"\n[behaviour]\nclone_steps = 10\n'
-    with pytest.raises(ConfigError, match="cannot feed a latent-observation policy"):
-        read_agent_recipe(write_recipe(tmp_path, base + latent))
-    with pytest.raises(ConfigError, match="not valid TOML"):
-        read_agent_recipe(write_recipe(tmp_path, "env = \n"))
+BASE = 'env = "WorldFlux/Dreamer-Walker-v0"\nbudget = 1000\n'
+BAD_RECIPES = [
+    (BASE + 'algorithm = "ppp"\n', r"algorithm 'ppp'.*Did you mean 'ppo'"),
+    (BASE + "n_env = 4\n", r"key of agent recipe.*'n_env'.*Did you mean 'n_envs'"),
+    (BASE + "[evaluation]\nevry = 10\n", r"'evry'.*Did you mean 'every'"),
+    ('env = "x"\n', "missing key 'budget'"),
+    ('env = "x"\nbudget = -5\n', "budget: expected an integer >= 1"),
+    (BASE + '[dream]\ntermination = "never"\n', "dream setting termination"),
+    (BASE + "[behaviour]\nclone_step = 10\n", r"'clone_step'.*Did you mean 'clone_steps'"),
+    (
+        BASE + "[behaviour]\nregularise_steps = -1\n",
+        r"recipe.toml: \[behaviour\] regularise_steps: expected an integer >= 0, got -1",
+    ),
+    (BASE + "[behaviour]\nlearning_rate = 0\n", r"learning_rate: expected a number > 0, got 0"),
+    (BASE + "behaviour = 3\n", r"\[behaviour\] must be a table, got int 3"),
+    (
+        BASE + '[dream]\nobservation = "latent"\n[behaviour]\nclone_steps = 10\n',
+        "cannot feed a latent-observation policy",
+    ),
+    ("env = \n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_RECIPES)
+def test_recipe_errors_are_clear(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        read_agent_recipe(write_recipe(tmp_path, text))
+
+
+def test_unknown_recipe_names_get_a_suggestion() -> None:
     with pytest.raises(ConfigError, match=r"agent recipe 'no-such'"):
         find_agent_recipe("no-such")
 
