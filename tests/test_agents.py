@@ -305,11 +305,12 @@ def test_td3_warm_start_moves_the_target_actor_too(pendulum_run: Path) -> None:
     sim = load_simulator(pendulum_run)
     venv = make_dream_env(sim, num_envs=2, vectorization="sb3", backend="onnx", horizon=20)
     model = sb3.TD3("MlpPolicy", venv, seed=0, policy_kwargs={"net_arch": [32, 32]})
-    recipe = AgentRecipe(
-        env=str(pendulum_run), budget=1, behaviour=BehaviourSettings(clone_steps=20)
-    )
+    settings = BehaviourSettings(clone_steps=20, regularise_steps=1, learning_rate=0.0123)
+    recipe = AgentRecipe(env=str(pendulum_run), budget=1, behaviour=settings)
     before = [p.clone() for p in model.policy.actor.parameters()]
-    _behaviour(recipe, sim, model, venv)
+    _, regulariser = _behaviour(recipe, sim, model, venv)
+    assert regulariser is not None
+    assert regulariser.optimizer.param_groups[0]["lr"] == 0.0123
     actor, target = model.policy.actor, model.policy.actor_target
     assert any(not torch.equal(a, b) for a, b in zip(actor.parameters(), before, strict=True))
     for a, t in zip(actor.parameters(), target.parameters(), strict=True):

@@ -108,3 +108,22 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert cli["settings"]["baseline_steps"] == 20 and cli["settings"]["episodes"] == 3
     with pytest.raises(ConfigError, match="offline method 'cql'"):
         offline_run("test/pendulum/offline-v0", tmp_path / "x", methods=("cql",))
+
+
+def test_offline_cli_defaults_to_the_default_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worldflux.rl.offline as offline
+    from worldflux.cli import main
+
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(dataset_id: str, out: str, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(offline, "offline_run", capture)
+    with pytest.raises(Stop):
+        main(["offline", "some/dataset-v0"])
+    assert seen["methods"] == offline.DEFAULT_METHODS == ("dream", "bc", "td3bc")

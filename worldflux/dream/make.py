@@ -4,6 +4,7 @@ gymnasium registration of every card (``entry_point``, ``vector_entry_point``,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +45,19 @@ def load_simulator(source: str | Path) -> LearnedSimulator:
             f"{path}: expected a training run (run.json) or an artifact ({MANIFEST}) folder."
         )
     return _card_simulator(find_card(str(source)))
+
+
+def recorded_dataset(source: str | Path) -> str | None:
+    """The dataset id a simulator was trained on, read from its ``run.json`` or manifest without
+    loading the model or the dataset (None when none is recorded)."""
+    path = Path(source)
+    for name, key in (("run.json", ("dataset",)), (MANIFEST, ("info", "dataset"))):
+        if path.is_dir() and (path / name).is_file():
+            value: Any = json.loads((path / name).read_text(encoding="utf-8"))
+            for part in key:
+                value = value.get(part) if isinstance(value, dict) else None
+            return None if value is None else str(value)
+    return load_simulator(source).info.get("dataset")
 
 
 def make_dream_env(

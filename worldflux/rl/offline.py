@@ -30,6 +30,7 @@ from ..core.errors import ConfigError, unknown_name_message
 from ..data.collect import RandomPolicy
 from ..data.minari_io import load_minari_dataset
 from ..data.provider import MinariBatchProvider
+from ..dream.make import recorded_dataset
 from ..files import write_text_atomic
 from .baselines import Transitions, behaviour_cloning, td3_bc
 from .behaviour import BehaviourSettings
@@ -84,6 +85,14 @@ def offline_run(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(unknown_name_message("offline method", unknown[0], METHODS))
+    dreams = any(m.startswith("dream") for m in methods)
+    if dreams and model_run is not None:
+        modelled = recorded_dataset(model_run)
+        if modelled != dataset_id:
+            raise ConfigError(
+                f"--model-run {model_run}: expected a world model of {dataset_id} (the dream "
+                f"agent clones and is compared on that dataset), got one of {modelled}."
+            )
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     dataset = load_minari_dataset(dataset_id)
@@ -121,7 +130,7 @@ def offline_run(
         "dataset_mean_return": behaviour_return,
         "runs": [],
     }
-    if any(m.startswith("dream") for m in methods) and model_run is None:
+    if dreams and model_run is None:
         from ..training.run import train_run
 
         model_run = folder / "model"
@@ -132,16 +141,6 @@ def offline_run(
                 dataset=dataset_id,
                 trainer={**MODEL_TRAINER, "steps": model_steps},
                 progress=progress,
-            )
-    if any(m.startswith("dream") for m in methods):
-        from ..dream.make import load_simulator
-
-        assert model_run is not None
-        modelled = load_simulator(model_run).info.get("dataset")
-        if modelled != dataset_id:
-            raise ConfigError(
-                f"--model-run {model_run}: expected a world model of {dataset_id} (the dream "
-                f"agent clones and is compared on that dataset), got one of {modelled}."
             )
     transitions = None
     for method in methods:
