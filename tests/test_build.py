@@ -56,8 +56,20 @@ def test_build_command_and_its_flags(
     summary = json.loads(out[out.index("{") :])
     artifact = exports / "test-pendulum-v0"
     assert summary["artifact"] == str(artifact)
-    for name in ("manifest.json", "step.onnx", "encode.onnx", "fidelity.md", "model/config.json"):
+    for name in (
+        "manifest.json",
+        "step.onnx",
+        "encode.onnx",
+        "fidelity.md",
+        "shifted.md",
+        "shifted.png",
+        "model/config.json",
+    ):
         assert (artifact / name).is_file(), name
+    shifted = json.loads((artifact / "shifted.json").read_text())
+    assert [p["name"] for p in shifted["policies"]] == ["random"]  # no behaviour policy here
+    assert shifted["policies"][0]["real"]["length_median"] == 200  # Pendulum never terminates
+    assert "random" in summary["shifted"]
     assert (run / "run.json").is_file()
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["defaults"]["reset"] == "any" and manifest["info"]["card"] == "test-pendulum"

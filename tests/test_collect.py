@@ -16,7 +16,9 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
+from worldflux.core.errors import ConfigError
 from worldflux.data.collect import SB3Policy
+from worldflux.data.pipeline import CollectSpec, MixSpec, collect_dataset
 from worldflux.data.recipes import recipe_names, recipe_spec
 from worldflux.data.sb3_policy import UnsafePolicyFileError, load_sb3_policy
 
@@ -119,7 +121,7 @@ def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> No
     res = _run(
         "CartPole-v1",
         "--dataset-id",
-        "test/cartpole/ppo-v0",
+        "testest/cartpole/ppo-v0",
         "--policy",
         str(ppo_file),
         "--steps",
@@ -133,7 +135,7 @@ def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> No
     res = _run(
         "CartPole-v1",
         "--dataset-id",
-        "test/cartpole/replay-v0",
+        "testest/cartpole/replay-v0",
         "--train-steps",
         "256",
         "--mode",
@@ -162,7 +164,7 @@ def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> No
         meta = ds.storage.metadata["worldflux"]
         assert meta["behaviour_policy"] == "random" and meta["random_return"]["episodes"] == 20
         assert ds.recover_environment().spec.id == "Pendulum-v1"
-        replay = minari.load_dataset("test/cartpole/replay-v0")
+        replay = minari.load_dataset("testest/cartpole/replay-v0")
         replay_meta = replay.storage.metadata
         assert replay_meta["worldflux"]["spec"]["mode"] == "replay"
         assert replay_meta["worldflux"]["random_return"]["episodes"] == 3
@@ -197,8 +199,67 @@ def test_recipes_are_consistent() -> None:
         spec = recipe_spec(name)
         assert spec.dataset_id.startswith("worldflux/")
     medium, replay = recipe_spec("walker2d-medium"), recipe_spec("walker2d-medium-replay")
+    assert isinstance(medium, CollectSpec) and isinstance(replay, CollectSpec)
     assert medium.train is not None and medium.policy == medium.train.save_to
     assert replay.mode == "replay" and replay.train == medium.train
+    mixed = recipe_spec("walker2d-mixed")
+    assert isinstance(mixed, MixSpec)
+    assert [p.recipe for p in mixed.parts] == [
+        "walker2d-medium-replay",
+        "walker2d-medium",
+        "walker2d-random",
+    ]
+    assert [p.steps for p in mixed.parts] == [None, 400_000, 100_000]
+
+
+def test_mixed_recipe_takes_whole_episodes_of_its_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mixed recipe builds its missing parts, then keeps whole episodes in order until each
+    part's step budget (all of a part without one)."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    recipes = {
+        "behaviour": {},
+        "dataset": {
+            "a": {"env": "CartPole-v1", "dataset_id": "test/cartpole/a-v0", "steps": 300},
+            "b": {"env": "CartPole-v1", "dataset_id": "test/cartpole/b-v0", "steps": 200},
+            "mix": {
+                "env": "CartPole-v1",
+                "dataset_id": "test/cartpole/mix-v0",
+                "policy": "mix",
+                "parts": [{"recipe": "a", "steps": 50}, {"recipe": "b"}],
+            },
+            "loop": {
+                "env": "CartPole-v1",
+                "dataset_id": "test/cartpole/loop-v0",
+                "policy": "mix",
+                "parts": [{"recipe": "mix"}],
+            },
+            "typo": {
+                "env": "CartPole-v1",
+                "dataset_id": "test/cartpole/typo-v0",
+                "policy": "mix",
+                "parts": [{"recipe": "aa"}],
+            },
+        },
+    }
+    spec = recipe_spec("mix", recipes)
+    assert isinstance(spec, MixSpec)
+    report = collect_dataset(spec, progress=False)
+    a, b, mix = (minari.load_dataset(f"test/cartpole/{n}-v0") for n in ("a", "b", "mix"))
+    a_lengths = [len(ep.actions) for ep in a.iterate_episodes()]
+    taken = next(i for i in range(1, len(a_lengths) + 1) if sum(a_lengths[:i]) >= 50)
+    expected = a_lengths[:taken] + [len(ep.actions) for ep in b.iterate_episodes()]
+    got = [len(ep.actions) for ep in mix.iterate_episodes()]
+    assert got == expected and report.steps == sum(expected)
+    first_a, first_mix = next(a.iterate_episodes()), next(mix.iterate_episodes())
+    np.testing.assert_array_equal(first_a.observations, first_mix.observations)
+    parts = mix.storage.metadata["worldflux"]["parts"]
+    assert [(p["recipe"], p["episodes"]) for p in parts] == [("a", taken), ("b", b.total_episodes)]
+    with pytest.raises(ConfigError, match="itself a mixed recipe"):
+        recipe_spec("loop", recipes)
+    with pytest.raises(ConfigError, match="Did you mean 'a'"):
+        recipe_spec("typo", recipes)
 
 
 def test_rollout_episodes_gives_each_environment_its_share() -> None:

@@ -298,10 +298,15 @@ def test_settings_are_checked_and_pessimism_needs_uncertainty(sim: LearnedSimula
         DreamSettings(termination="never")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown dream settings"):
         make_dream_env(sim, penalti=1.0)
+    certain = vector_sim()  # a DreamerV3 model without its uncertainty heads
+    certain.model = wf.create_world_model(
+        "dreamerv3:tiny", obs_shape=(OBS_DIM,), action_dim=ACT_DIM, uncertainty_heads=0
+    )
     with pytest.raises(ConfigError, match="uncertainty"):
-        make_dream_env(sim, penalty=1.0)
+        make_dream_env(certain, penalty=1.0)
     with pytest.raises(ConfigError, match="uncertainty"):
-        make_dream_env(sim, halt=0.5)
+        make_dream_env(certain, halt=0.5)
+    make_dream_env(sim, penalty=1.0, halt=0.5)  # heads on (the default): both work
 
 
 def test_threshold_termination_ends_where_continue_is_low() -> None:
@@ -421,7 +426,12 @@ def test_uncertainty_percentiles_calibrate_on_held_out_transitions() -> None:
     cal = uncertainty_percentiles(ensemble_sim().model, data)
     assert list(cal) == ["p50", "p90", "p95", "p99"]
     assert 0 < cal["p50"] <= cal["p90"] <= cal["p95"] <= cal["p99"]
-    assert uncertainty_percentiles(vector_sim().model, data) == {}
+    dreamer = uncertainty_percentiles(vector_sim().model, data)  # its heads' disagreement
+    assert 0 < dreamer["p50"] <= dreamer["p99"]
+    certain = wf.create_world_model(
+        "dreamerv3:tiny", obs_shape=(OBS_DIM,), action_dim=ACT_DIM, uncertainty_heads=0
+    )
+    assert uncertainty_percentiles(certain, data) == {}
 
 
 def test_cli_lists_cards_and_names_unknown_ones(capsys: pytest.CaptureFixture[str]) -> None:

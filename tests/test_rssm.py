@@ -21,16 +21,19 @@ IMAGE = (3, 64, 64)
     [("tiny", 1.0), ("size12m", 12.0), ("size25m", 25.0), ("size50m", 50.0)],
 )
 def test_preset_names_are_true(preset: str, millions: float) -> None:
-    """Parameter counts for 64x64x3 images and 6-dim actions are within 15% of the name."""
+    """Parameter counts for 64x64x3 images and 6-dim actions are within 15% of the name (the
+    paper's world model; the uncertainty heads come on top and stay below a quarter of it)."""
     model = wf.create_world_model(f"dreamerv3:{preset}", obs_shape=IMAGE, action_dim=6)
-    count = model.num_parameters()
+    heads = sum(p.numel() for p in model.component("decoder").heads.parameters())
+    count = model.num_parameters() - heads
     assert abs(count / (millions * 1e6) - 1) <= 0.15, count
+    assert heads < 0.25 * count
 
 
 def test_family_names_presets_and_latents() -> None:
     d = wf.create_world_model("dreamer:proprio", obs_shape=(17,), action_dim=6)
     assert isinstance(d, DreamerV3Model) and d.model_type == "dreamerv3"
-    assert 1.5e6 < d.num_parameters() < 1.8e6 and d.config.obs_initial_state
+    assert 1.7e6 < d.num_parameters() < 1.9e6 and d.config.obs_initial_state
     p = wf.create_world_model("planet", obs_shape=(17,), action_dim=6)
     assert isinstance(p, PlaNetModel) and p.config.latent == "gaussian" and p.config.deter == 200
     assert d.state_spec() == {"deter": (256,), "stoch": (256,)}
@@ -62,7 +65,8 @@ def test_contract_shapes_and_values(spec: str, shape: tuple[int, ...]) -> None:
     )
     out = m.loss(batch)
     out.loss.backward()
-    assert torch.isfinite(out.loss) and set(out.components) == {"obs", "reward", "continue", "kl"}
+    parts = {"obs", "reward", "continue", "kl", "heads"}
+    assert torch.isfinite(out.loss) and set(out.components) == parts
     state = m.encode(obs[:, 0])
     m.check_state(state)
     nxt = m.transition(state, torch.zeros(b, 3))
@@ -71,6 +75,8 @@ def test_contract_shapes_and_values(spec: str, shape: tuple[int, ...]) -> None:
         dec.obs.shape == (b, *shape)
         and dec.reward.shape == (b,)
         and dec.continue_prob.shape == (b,)
+        and dec.uncertainty is not None
+        and dec.uncertainty.shape == (b,)
     )
     post = m.update(state, torch.zeros(b, 3), obs[:, 1])
     assert post["deter"].shape == nxt["deter"].shape

@@ -98,6 +98,24 @@ def test_dreamerv3_beats_copy_and_linear_and_predicts_termination(
     assert auc > 0.9
     assert p[ended].mean() < p[~ended].mean() - 0.3
 
+    # uncertainty: the heads disagree more where the model has never been (states 3x as far
+    # out as any in the data, actions 3x the action range) than on held-out data
+    with torch.no_grad():
+        u_data = cont.uncertainty
+        far = trained.encode(batch.obs[:, 0] * 3.0)
+        u_far = trained.decode(
+            trained.transition(far, batch.actions[:, 0] * 3.0, deterministic=True)
+        ).uncertainty
+    assert u_data is not None and u_far is not None
+    ratio = float(u_far.median() / u_data.median())
+    print(
+        f"uncertainty: held-out median {u_data.median():.4f}, off-distribution median "
+        f"{u_far.median():.4f} ({ratio:.1f}x); Spearman with the k=1 error on held-out windows "
+        f"{model['1']['uncertainty_spearman']:.2f}"
+    )
+    # measured (seed 0, one thread): held-out 0.0049, off-distribution 0.0132 (2.7x)
+    assert ratio > 1.5
+
 
 def _dot_windows(
     episodes: list[dict[str, np.ndarray]], n: int, steps: int, rng: np.random.Generator

@@ -9,6 +9,7 @@ import platform
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from ._version import __version__
@@ -311,17 +312,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .training.run import evaluate_run
+    from .dream.make import load_simulator
+    from .dream.shifted import default_policies, shifted_policy_report
 
-    report = evaluate_run(
-        args.run_dir,
-        which=args.which,
-        dataset=args.dataset,
-        horizons=tuple(args.horizons),
-        windows=args.windows,
-        device=args.device,
+    source = Path(args.source)
+    is_run = (source / "run.json").is_file()
+    if not is_run and (args.which != "model" or args.dataset):
+        raise SystemExit("worldflux evaluate: --which and --dataset apply to training runs only.")
+    if is_run and not args.shifted_only:
+        from .training.run import evaluate_run
+
+        report = evaluate_run(
+            source,
+            which=args.which,
+            dataset=args.dataset,
+            horizons=tuple(args.horizons),
+            windows=args.windows,
+            device=args.device,
+        )
+        print(report.to_markdown())
+    if args.no_shifted:
+        return 0
+    sim = load_simulator(source)
+    if is_run and args.which != "model":
+        from .core.serialization import load_pretrained
+
+        sim.model = load_pretrained(source / args.which)
+    extra = {}
+    for item in args.policy or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"worldflux evaluate: --policy expected NAME=PATH, got {item!r}.")
+        extra[name] = path
+    policies, notes = default_policies(
+        sim, behaviour=args.behaviour_policy, noise=args.noise, extra=extra, seed=args.seed
     )
-    print(report.to_markdown())
+    shifted = shifted_policy_report(
+        sim,
+        policies=policies,
+        episodes=args.episodes,
+        horizons=tuple(args.horizons),
+        seed=args.seed,
+    )
+    shifted.notes[:0] = notes
+    print(shifted.to_markdown())
+    out = Path(args.out) if args.out else (source if is_run else None)
+    if out is not None:
+        stem = "shifted" if args.which == "model" else f"shifted-{args.which}"
+        for path in shifted.save(out, stem=stem):
+            print(f"wrote {path}")
     return 0
 
 
@@ -422,8 +461,6 @@ def _cmd_offline(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .rl import find_agent_recipe, format_summary, train_agent
     from .rl.report import write_demo_report
 
@@ -569,21 +606,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="fidelity report of a training run on held-out episodes",
-        description="Roll a run's model open-loop with logged actions from held-out episodes "
-        "and compare with copy and linear baselines at several horizons.",
+        help="fidelity of a learned simulator: on held-out data, and against the real env "
+        "under shifted policies",
+        description="For a training run: roll its model open-loop with logged actions from "
+        "held-out episodes and compare with copy and linear baselines at several horizons. For "
+        "a run, an artifact folder or an env card: drive the dream and the real environment "
+        "(recovered from the dataset) with policies other than the behaviour policy (random "
+        "actions, the behaviour policy with Gaussian action noise, the behaviour policy, and "
+        "any --policy) and compare open-loop errors from the same real states and closed-loop "
+        "episode lengths, returns and termination rates.",
     )
-    ev.add_argument("run_dir", help="a folder written by `worldflux train`")
+    ev.add_argument("source", help="a `worldflux train` run folder, an artifact folder or a card")
     ev.add_argument(
         "--which",
         choices=("model", "best"),
         default="model",
-        help="the final model (default) or the best-on-validation one",
+        help="runs: the final model (default) or the best-on-validation one",
     )
-    ev.add_argument("--dataset", help="evaluate on another dataset (same spaces)")
+    ev.add_argument("--dataset", help="runs: held-out data of another dataset (same spaces)")
     ev.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 15, 50])
-    ev.add_argument("--windows", type=int, default=256, help="held-out windows to roll out")
+    ev.add_argument("--windows", type=int, default=256, help="held-out windows (default 256)")
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--no-shifted", action="store_true", help="skip the shifted-policy comparison")
+    ev.add_argument(
+        "--shifted-only", action="store_true", help="runs: skip the held-out-data report"
+    )
+    ev.add_argument(
+        "--episodes", type=int, default=32, help="shifted: episodes per policy and world (32)"
+    )
+    ev.add_argument(
+        "--behaviour-policy",
+        help="shifted: the behaviour policy (SB3 zip; default: the dataset recipe's)",
+    )
+    ev.add_argument(
+        "--noise",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.3],
+        help="shifted: Gaussian action-noise scales for the behaviour policy, x half the "
+        "action range (default 0.1 0.3)",
+    )
+    ev.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME=PATH",
+        help="shifted: another policy to compare (SB3 zip), e.g. a stronger one; repeatable",
+    )
+    ev.add_argument("--seed", type=int, default=0, help="shifted: seed (default 0)")
+    ev.add_argument(
+        "--out", help="shifted: folder for shifted.{json,md,png} (default: the run folder)"
+    )
     ev.set_defaults(func=_cmd_evaluate)
     envs = sub.add_parser("envs", help="the registered dream environments (env cards)")
     envs.add_argument("action", choices=["list"], help="list the cards and whether they are built")

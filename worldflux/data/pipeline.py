@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,6 +113,41 @@ class CollectSpec:
 
 
 @dataclass
+class MixPart:
+    """One source of a mixed dataset: the dataset ``spec`` builds (recipe ``recipe``; built
+    when missing), its first ``steps`` transitions in whole episodes (all of it when None)."""
+
+    recipe: str
+    spec: CollectSpec
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"mix part {self.recipe!r}: steps expected >= 1, got {self.steps}.")
+
+
+@dataclass
+class MixSpec:
+    """A dataset made of the episodes of other recipes' datasets, like D4RL's mixed
+    ("full-replay") datasets: data that covers good play and failure alike.
+
+    Attributes:
+        env_id, dataset_id, ref_max_score, description: as in :class:`CollectSpec`.
+        parts: the sources, in order (:class:`MixPart`).
+    """
+
+    env_id: str
+    dataset_id: str
+    parts: list[MixPart]
+    ref_max_score: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ConfigError(f"mixed dataset {self.dataset_id!r}: expected parts, got none.")
+
+
+@dataclass
 class CollectReport:
     dataset_id: str
     path: str
@@ -133,9 +169,13 @@ class CollectReport:
             f"{self.dataset_id}: {self.episodes} episodes, {self.steps} steps, "
             f"{self.size_mb:.1f} MB at {self.path}\n"
             f"  dataset return {self.dataset_return_mean:.1f} +- {self.dataset_return_std:.1f} "
-            f"(complete episodes); behaviour policy {self.behaviour_return_mean:.1f} +- "
-            f"{self.behaviour_return_std:.1f}; random {self.random_return_mean:.1f}; "
-            f"{self.wall_time_s:.0f} s"
+            f"(complete episodes); behaviour policy "
+            + (
+                "a mixture"
+                if math.isnan(self.behaviour_return_mean)
+                else f"{self.behaviour_return_mean:.1f} +- {self.behaviour_return_std:.1f}"
+            )
+            + f"; random {self.random_return_mean:.1f}; {self.wall_time_s:.0f} s"
         )
 
 
@@ -149,10 +189,106 @@ def _complete(episodes: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarra
     return done or episodes
 
 
+def _first_steps(dataset: Any, steps: int | None) -> list[dict[str, np.ndarray]]:
+    """Whole episodes of a Minari ``dataset``, in order, until ``steps`` transitions (all: None)."""
+    episodes, total = [], 0
+    for ep in dataset.iterate_episodes():
+        if steps is not None and total >= steps:
+            break
+        episodes.append(
+            {
+                "observations": np.asarray(ep.observations),
+                "actions": np.asarray(ep.actions),
+                "rewards": np.asarray(ep.rewards, dtype=np.float64),
+                "terminations": np.asarray(ep.terminations, dtype=bool),
+                "truncations": np.asarray(ep.truncations, dtype=bool),
+            }
+        )
+        total += len(ep.actions)
+    return episodes
+
+
+def mix_datasets(spec: MixSpec, *, overwrite: bool = False, progress: bool = True) -> CollectReport:
+    """Write the mixed dataset ``spec`` describes (building missing parts first)."""
+    from .minari_io import load_minari_dataset
+
+    start = time.time()
+    check_dataset_id(spec.dataset_id)
+    target = datasets_root() / spec.dataset_id
+    if target.exists() and not overwrite:
+        raise ConfigError(
+            f"dataset {spec.dataset_id!r} already exists at {target}; pass overwrite=True "
+            "(`--overwrite`) to replace it."
+        )
+    episodes: list[dict[str, np.ndarray]] = []
+    taken, metas = [], []
+    for part in spec.parts:
+        sub = part.spec
+        if sub.env_id != spec.env_id:
+            raise ConfigError(
+                f"mixed dataset {spec.dataset_id!r} is for {spec.env_id!r}, but its part "
+                f"{part.recipe!r} is for {sub.env_id!r}."
+            )
+        if not (datasets_root() / sub.dataset_id / "data").exists():
+            print(f"building part {part.recipe} ({sub.dataset_id})")
+            collect_dataset(sub, progress=progress)
+        dataset = load_minari_dataset(sub.dataset_id)
+        got = _first_steps(dataset, part.steps)
+        episodes += got
+        metas.append(dict(dataset.storage.metadata.get("worldflux", {})))
+        taken.append(
+            {
+                "recipe": part.recipe,
+                "dataset": sub.dataset_id,
+                "episodes": len(got),
+                "steps": int(sum(len(ep["actions"]) for ep in got)),
+            }
+        )
+    random_return = next((m["random_return"] for m in metas if "random_return" in m), None)
+    data_returns = episode_returns(episodes)
+    steps = int(sum(len(ep["actions"]) for ep in episodes))
+    meta = {
+        "worldflux_version": __version__,
+        "env_id": spec.env_id,
+        "behaviour_policy": "mixture",
+        "parts": taken,
+        "random_return": random_return,
+        "dataset_return": {"mean": float(data_returns.mean()), "std": float(data_returns.std())},
+    }
+    names = ", ".join(f"{t['recipe']} ({t['steps']} steps)" for t in taken)
+    path = write_dataset(
+        spec.dataset_id,
+        spec.env_id,
+        episodes,
+        algorithm_name="mixture",
+        description=spec.description or f"episodes of {names} on {spec.env_id}",
+        ref_min_score=None if random_return is None else float(random_return["mean"]),
+        ref_max_score=spec.ref_max_score if random_return is not None else None,
+        extra_metadata=meta,
+        overwrite=overwrite,
+    )
+    nan = float("nan")
+    return CollectReport(
+        dataset_id=spec.dataset_id,
+        path=str(path),
+        episodes=len(episodes),
+        steps=steps,
+        size_mb=_dir_size_mb(path),
+        dataset_return_mean=float(data_returns.mean()),
+        dataset_return_std=float(data_returns.std()),
+        behaviour_return_mean=nan,
+        behaviour_return_std=nan,
+        random_return_mean=nan if random_return is None else float(random_return["mean"]),
+        wall_time_s=time.time() - start,
+    )
+
+
 def collect_dataset(
-    spec: CollectSpec, *, overwrite: bool = False, progress: bool = True
+    spec: CollectSpec | MixSpec, *, overwrite: bool = False, progress: bool = True
 ) -> CollectReport:
     """Collect and write the dataset ``spec`` describes; return what was built."""
+    if isinstance(spec, MixSpec):
+        return mix_datasets(spec, overwrite=overwrite, progress=progress)
     start = time.time()
     check_dataset_id(spec.dataset_id)
     target = datasets_root() / spec.dataset_id

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import resources
 from ..core.errors import ConfigError, check_known_keys, unknown_name_message
-from .pipeline import CollectSpec, TrainSpec
+from .pipeline import CollectSpec, MixPart, MixSpec, TrainSpec
 
 RECIPES_FILE = Path(__file__).with_name("recipes.toml")
 
@@ -24,6 +24,8 @@ _DATASET_KEYS = {
     "ref_max_score",
     "description",
 }
+_MIX_KEYS = {"env", "dataset_id", "policy", "parts", "ref_max_score", "description"}
+_PART_KEYS = {"recipe", "steps"}
 _BEHAVIOUR_KEYS = {
     "env",
     "algo",
@@ -60,13 +62,50 @@ def _check_keys(kind: str, name: str, table: dict[str, Any], known: set[str]) ->
     check_known_keys(f"key of {kind} {name!r}", table, known)
 
 
-def recipe_spec(name: str, recipes: dict[str, Any] | None = None) -> CollectSpec:
-    """The `CollectSpec` of dataset recipe ``name``."""
+def _mix_spec(name: str, d: dict[str, Any], recipes: dict[str, Any]) -> MixSpec:
+    _check_keys("mixed dataset recipe", name, d, _MIX_KEYS)
+    parts = d.get("parts")
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise ConfigError(
+            f"recipe {name!r}: parts expected a list of tables "
+            f"({{recipe = NAME, steps = N}}), got {parts!r}."
+        )
+    mix = []
+    for part in parts:
+        _check_keys(f"part of recipe {name!r}", "", part, _PART_KEYS)
+        ref = str(part.get("recipe"))
+        if ref not in recipes["dataset"] or ref == name:
+            others = [n for n in recipes["dataset"] if n != name]
+            raise ConfigError(
+                unknown_name_message(f"part recipe (in recipe {name!r})", ref, others)
+            )
+        if recipes["dataset"][ref].get("policy") == "mix":
+            raise ConfigError(
+                f"recipe {name!r}: part {ref!r} is itself a mixed recipe; name its parts instead."
+            )
+        sub = recipe_spec(ref, recipes)
+        assert isinstance(sub, CollectSpec)
+        steps = part.get("steps")
+        mix.append(MixPart(ref, sub, None if steps is None else int(steps)))
+    return MixSpec(
+        env_id=d["env"],
+        dataset_id=d["dataset_id"],
+        parts=mix,
+        ref_max_score=d.get("ref_max_score"),
+        description=d.get("description", ""),
+    )
+
+
+def recipe_spec(name: str, recipes: dict[str, Any] | None = None) -> CollectSpec | MixSpec:
+    """The spec of dataset recipe ``name``: a `CollectSpec`, or a `MixSpec` for
+    ``policy = "mix"`` recipes (episodes of other recipes' datasets)."""
     recipes = recipes if recipes is not None else load_recipes()
     datasets = recipes["dataset"]
     if name not in datasets:
         raise ConfigError(unknown_name_message("dataset recipe", name, datasets))
     d = dict(datasets[name])
+    if d.get("policy") == "mix":
+        return _mix_spec(name, d, recipes)
     _check_keys("dataset recipe", name, d, _DATASET_KEYS)
     policy = str(d.pop("policy", "random"))
     kind, _, ref = policy.partition(":")
@@ -105,8 +144,8 @@ def recipe_spec(name: str, recipes: dict[str, Any] | None = None) -> CollectSpec
             d["steps"] = None
     elif policy != "random":
         raise ConfigError(
-            f"recipe {name!r}: policy expected 'random', 'behaviour:NAME' or 'replay:NAME', "
-            f"got {policy!r}."
+            f"recipe {name!r}: policy expected 'random', 'behaviour:NAME', 'replay:NAME' or "
+            f"'mix', got {policy!r}."
         )
     return CollectSpec(
         env_id=d.pop("env"),

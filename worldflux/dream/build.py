@@ -1,5 +1,6 @@
 """`worldflux build CARD`: dataset (collected from the card's recipe when missing) -> training run
--> artifact under ``exports/<artifact>/`` with the run's fidelity report."""
+-> artifact under ``exports/<artifact>/`` with the run's fidelity reports: on held-out data
+(``fidelity.*``) and against the real environment under shifted policies (``shifted.*``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 from ..data.minari_io import datasets_root
 from ..export.onnx import ExportError
 from .cards import EnvCard, find_card
+from .shifted import shifted_policy_report
 from .simulator import LearnedSimulator
 
 FIDELITY_FILES = ("fidelity.md", "fidelity.json", "fidelity.png")
+SHIFTED_FILES = ("shifted.md", "shifted.json", "shifted.png")
 
 
 def build_artifact(
@@ -57,12 +60,26 @@ def build_artifact(
     )
     summary["train_s"] = round(time.time() - t0, 1)
 
-    print(f"[3/3] writing {card.artifact_dir}")
     sim = LearnedSimulator.from_run(run)
     sim.defaults = card.dream_defaults
     sim.source_env = card.source_env
     sim.info = {**sim.info, "card": card.name, "env_id": card.id}
-    extra = tuple(run / name for name in FIDELITY_FILES if (run / name).is_file())
+    print(f"[3/3] comparing the dream with {card.source_env} under shifted policies")
+    t0 = time.time()
+    shifted = shifted_policy_report(sim)
+    shifted.save(run)
+    summary["shifted_s"] = round(time.time() - t0, 1)
+    summary["shifted"] = {
+        p.name: {
+            "real_length_median": p.real.summary()["length_median"],
+            "dream_length_median": p.dream.summary()["length_median"],
+            "one_step_spearman": p.one_step["spearman"],
+        }
+        for p in shifted.policies
+    }
+    print(f"      writing {card.artifact_dir}")
+    files = FIDELITY_FILES + SHIFTED_FILES
+    extra = tuple(run / name for name in files if (run / name).is_file())
     try:
         sim.save_artifact(card.artifact_dir, extra_files=extra)
     except ExportError as exc:  # the torch backend still serves the artifact

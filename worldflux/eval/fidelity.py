@@ -8,7 +8,10 @@ with what really happened:
   for images, in units of the full pixel range (255);
 * ``reward_rmse`` and ``reward_pearson`` (correlation of predicted and real rewards);
 * ``continue_accuracy`` - whether ``continue > 0.5`` matches ``1 - termination``, and
-  ``termination_recall`` - the share of real terminations predicted (NaN when there are none).
+  ``termination_recall`` - the share of real terminations predicted (NaN when there are none);
+* ``uncertainty_spearman`` - for models with an uncertainty, the Spearman rank correlation of the
+  uncertainty at step k with that window's observation error (NaN for the baselines): how well
+  the uncertainty ranks the errors on the data.
 
 Two baselines get the same numbers: ``copy`` (the first observation repeated, the mean train
 reward, always continue) and ``linear`` (a least-squares one-step model of the observation change,
@@ -30,10 +33,17 @@ import torch
 from ..core.batch_provider import BatchRequest
 from ..core.model import WorldModel
 from ..data.provider import MinariBatchProvider
-from ..files import write_text_atomic
+from ..files import save_figure_atomic, write_text_atomic
 
 DEFAULT_HORIZONS = (1, 5, 15, 50)
-METRICS = ("obs_nrmse", "reward_rmse", "reward_pearson", "continue_accuracy", "termination_recall")
+METRICS = (
+    "obs_nrmse",
+    "reward_rmse",
+    "reward_pearson",
+    "continue_accuracy",
+    "termination_recall",
+    "uncertainty_spearman",
+)
 
 
 @dataclass
@@ -106,10 +116,8 @@ class FidelityReport:
                 ax.set_xlabel("k (steps ahead)", fontsize=8)
         axes[0][0].legend(fontsize=8)
         fig.tight_layout()
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=90)
+        save_figure_atomic(fig, path, dpi=90)
         plt.close(fig)
-        tmp.replace(path)
 
 
 def _fmt(x: float) -> str:
@@ -127,6 +135,23 @@ def without_nan(obj: Any) -> Any:
     return obj
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two ``[n]`` arrays (average ranks for ties; NaN when
+    either is constant or n < 3)."""
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=np.float64)
+        _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inverse, weights=r)
+        return (sums / counts)[inverse]
+
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:  # constant: correlation undefined
         return float("nan")
@@ -140,12 +165,14 @@ def _metrics(
     real: dict[str, np.ndarray],
     scale: np.ndarray | float,
     k: int,
+    uncertainty: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Metrics of step k (1-based) over the windows still inside their episode."""
     valid = real["valid"][:, k - 1]
     if not valid.any():
         return {m: float("nan") for m in METRICS}
     err = (pred_obs[:, k - 1] - real["obs"][:, k])[valid] / scale
+    per_window = np.sqrt(np.mean(err.reshape(len(err), -1) ** 2, axis=1))
     rew_p, rew_r = pred_rew[:, k - 1][valid], real["rewards"][:, k - 1][valid]
     term = real["terminations"][:, k - 1][valid]
     cont_pred = pred_cont[:, k - 1][valid] > 0.5
@@ -155,6 +182,9 @@ def _metrics(
         "reward_pearson": _pearson(rew_p, rew_r),
         "continue_accuracy": float(np.mean(cont_pred == ~term)),
         "termination_recall": float(np.mean(~cont_pred[term])) if term.any() else float("nan"),
+        "uncertainty_spearman": float("nan")
+        if uncertainty is None
+        else spearman(uncertainty[:, k - 1][valid], per_window),
     }
 
 
@@ -240,8 +270,9 @@ def fidelity_report(
         lin = _rollout_linear(coef, real["obs"][:, 0], batch.actions.cpu().numpy())
         predictors["linear"] = lin
         examples["linear"] = lin[0]
+    u = None if traj.uncertainty is None else traj.uncertainty.transpose(0, 1).float().cpu().numpy()
     metrics = {
-        name: {k: _metrics(*preds, real, scale, k) for k in usable}
+        name: {k: _metrics(*preds, real, scale, k, u if name == "model" else None) for k in usable}
         for name, preds in predictors.items()
     }
     return FidelityReport(usable, windows, metrics, notes, examples if not image else {})

@@ -47,11 +47,14 @@ class BehaviourSettings:
             ``n_steps x n_envs`` dream steps for PPO/A2C, every ``train_freq`` collection for
             SAC/TD3.
         learning_rate: Adam learning rate of the regularisation steps.
+        dataset: the Minari dataset whose actions are cloned (None: the dream's own dataset),
+            e.g. one behaviour policy's data when the dream learned from a broader mixture.
     """
 
     clone_steps: int = 0
     regularise_steps: int = 0
     learning_rate: float = 1e-4
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("clone_steps", "regularise_steps"):
@@ -61,6 +64,10 @@ class BehaviourSettings:
         rate = self.learning_rate
         if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate > 0:
             raise ConfigError(f"[behaviour] learning_rate: expected a number > 0, got {rate!r}.")
+        if self.dataset is not None and (not isinstance(self.dataset, str) or not self.dataset):
+            raise ConfigError(
+                f"[behaviour] dataset: expected a Minari dataset id, got {self.dataset!r}."
+            )
 
     @property
     def active(self) -> bool:

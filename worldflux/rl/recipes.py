@@ -16,6 +16,7 @@ Schema (every key but ``env`` and ``budget`` has a default)::
     [behaviour]          # keep near the dataset's behaviour (worldflux.rl.behaviour)
     clone_steps = 0          # behaviour cloning before training in the dream
     regularise_steps = 0     # behaviour-cloning steps after every rollout
+    dataset = "..."          # whose actions (default: the dream's dataset)
     learning_rate = 1e-4     # of the regularisation steps
     [evaluation]
     env = "Walker2d-v5"  # real environment (default: the dream's source env)
@@ -53,7 +54,7 @@ _TOP = {
     "evaluation",
 }
 _EVALUATION = {"env", "every", "episodes", "final_episodes"}
-_BEHAVIOUR = {"clone_steps", "regularise_steps", "learning_rate"}
+_BEHAVIOUR = {"clone_steps", "regularise_steps", "learning_rate", "dataset"}
 _BACKENDS = ("onnx", "torch", "auto")
 
 

@@ -295,11 +295,11 @@ def _behaviour(
         return None, None
     from ..data.provider import MinariBatchProvider
 
-    dataset_id = sim.info.get("dataset")
+    dataset_id = settings.dataset or sim.info.get("dataset")
     if not dataset_id:
         raise ConfigError(
-            f"agent recipe {recipe.name}: [behaviour] needs the dream's dataset, and "
-            f"{recipe.env} records none."
+            f"agent recipe {recipe.name}: [behaviour] needs a dataset: set [behaviour] dataset, "
+            f"or use a dream that records its own ({recipe.env} records none)."
         )
     data = BehaviourData.from_store(MinariBatchProvider(dataset_id).store, sim.action_space)
     normalise: Any = _unchanged

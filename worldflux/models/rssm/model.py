@@ -9,6 +9,11 @@ flattened) for DreamerV3 and ``S = stoch`` for PlaNet. Features ``[B, D + S]`` f
   function of the observation, so dream-env resets and exported graphs are reproducible.
 * ``decode``: observation, reward and continue probability from the features of a state; the
   reward of ``decode(transition(s, a))`` is the reward for taking ``a``.
+* Vector observations are standardised with the training data's per-dimension mean and std
+  (``set_data_statistics``, saved with the weights) before the encoder and the reconstruction
+  loss, so a dimension with a small range weighs as much as one with a large range.
+* ``decode(...).uncertainty``: the disagreement of ``uncertainty_heads`` observation predictors
+  that read only the deterministic state (Plan2Explore-style; see ``RSSMConfig``).
 * ``loss``: reconstruction of every observation, reward and continue of every step, plus the KL
   between posterior and prior (DreamerV3: balanced ``0.5 dyn + 0.1 rep`` with free nats 1;
   PlaNet: ``KL`` with free nats 3), averaged over real (unpadded) steps.
@@ -24,12 +29,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...core.config import WorldModelConfig
-from ...core.errors import ConfigError
+from ...core.errors import ConfigError, ContractError
 from ...core.latent import CategoricalLatent, GaussianLatent, StochasticLatentSpace
 from ...core.model import WorldModel
 from ...core.noise import NoiseSpec
@@ -43,6 +49,7 @@ from ...core.payloads import (
 )
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
+from ..ensemble.nets import EnsembleMLP
 from .nets import ImageDecoder, ImageEncoder, LayerNormGRUCell, TwoHot, mlp, symexp, symlog
 
 
@@ -66,6 +73,10 @@ class RSSMConfig(WorldModelConfig):
             state computed from the first observation, ``tanh(W embed)``, instead of zeros; gives
             the first observation a continuous path into the state (zeros, as in the papers, when
             False).
+        uncertainty_heads: K >= 2 heads (one hidden layer of ``hidden // 2``) that each predict the observation
+            (symlog space; for images, the posterior's latent sample) from the deterministic state
+            alone; their disagreement is ``decode(...).uncertainty`` (0: no uncertainty). They
+            learn from detached states, so they never change the model they watch.
     """
 
     deter: int = 512
@@ -84,9 +95,15 @@ class RSSMConfig(WorldModelConfig):
     kl_rep: float = 0.1
     free_nats: float = 1.0
     obs_initial_state: bool = False
+    uncertainty_heads: int = 5
 
     def validate(self) -> None:
         super().validate()
+        if self.uncertainty_heads == 1 or self.uncertainty_heads < 0:
+            raise ConfigError(
+                f"{type(self).__name__}.uncertainty_heads: expected 0 (none) or >= 2 (a "
+                f"disagreement needs two heads), got {self.uncertainty_heads}."
+            )
         for name in ("deter", "hidden", "groups", "classes", "stoch", "cnn_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(
@@ -197,8 +214,36 @@ class RSSMDynamics(nn.Module):
         return self.post(torch.cat([deter, embed], -1))
 
 
+class DisagreementHeads(nn.Module):
+    """K heads ``deter [B, D] -> target [K, B, O]``; their spread is an epistemic uncertainty.
+
+    As in Plan2Explore (Sekar et al., 2020): independently initialised predictors agree where
+    they were trained and disagree elsewhere. ``uncertainty = sqrt(mean_o var_k(pred))`` ``[B]``.
+    """
+
+    def __init__(self, heads: int, deter: int, hidden: int, target_dim: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.net = EnsembleMLP(heads, deter, hidden, 1, target_dim)
+
+    def forward(self, deter: torch.Tensor) -> torch.Tensor:
+        """``[B, D] -> [K, B, O]``."""
+        return self.net(deter.float().unsqueeze(0).expand(self.heads, -1, -1))
+
+    def uncertainty(self, deter: torch.Tensor) -> torch.Tensor:
+        """``[B, D] -> [B]``."""
+        return self(deter).var(0, unbiased=False).mean(-1).sqrt()
+
+    def loss(self, deter: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-row squared error ``[B]`` (summed over the target, averaged over the heads) of
+        predicting ``target [B, O]`` from ``deter [B, D]``; neither input gets a gradient."""
+        pred = self(deter.detach())
+        return ((pred - target.detach().float().unsqueeze(0)) ** 2).sum(-1).mean(0)
+
+
 class RSSMDecoder(nn.Module):
-    """Features of a state -> observation, reward and continue predictions."""
+    """Features of a state -> observation, reward and continue predictions, and (with
+    ``uncertainty_heads``) the heads' disagreement as the uncertainty."""
 
     def __init__(self, config: RSSMConfig) -> None:
         super().__init__()
@@ -213,6 +258,13 @@ class RSSMDecoder(nn.Module):
             feat, config.hidden, len(self.twohot.bins) if self.twohot else 1, config.layers
         )
         self.cont = mlp(feat, config.hidden, 1, config.layers)
+        self.heads = None
+        if config.uncertainty_heads:
+            # images: the posterior's latent sample (the embedding is thousands wide)
+            target = config.latent_space().sample_dim if config.image else config.obs_shape[0]
+            self.heads = DisagreementHeads(
+                config.uncertainty_heads, config.deter, max(config.hidden // 2, 1), target
+            )
         # zero-initialised reward output: predictions start at 0 (DreamerV3)
         out_layer = self.reward[-1]
         assert isinstance(out_layer, nn.Linear)
@@ -239,13 +291,17 @@ class RSSMDecoder(nn.Module):
 
     def forward(self, state: State) -> ModelOutput:
         feat = torch.cat([state["deter"], state["stoch"]], -1)
-        return ModelOutput(self.values(self.raw(feat)))
+        u = None if self.heads is None else self.heads.uncertainty(state["deter"])
+        return ModelOutput(self.values(self.raw(feat)), uncertainty=u)
 
 
 class RSSMWorldModel(WorldModel):
     """Shared implementation of the RSSM families (see module docstring)."""
 
     config: RSSMConfig
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+    statistics_set: torch.Tensor
     component_defaults: ClassVar[Mapping[str, Any]] = {
         "observation_encoder": RSSMEncoder,
         "action_conditioner": RSSMActionConditioner,
@@ -262,6 +318,41 @@ class RSSMWorldModel(WorldModel):
     ) -> None:
         super().__init__(config, component_overrides, trust_imports=trust_imports)
         self.latent = self.config.latent_space()
+        # vector observations are standardised with the training data's statistics before the
+        # encoder and the reconstruction loss (identity until set_data_statistics is called)
+        size = 0 if self.config.image else self.config.obs_shape[0]
+        self.register_buffer("obs_mean", torch.zeros(size))
+        self.register_buffer("obs_std", torch.ones(size))
+        self.register_buffer("statistics_set", torch.zeros((), dtype=torch.bool))
+
+    def set_data_statistics(self, stats: Mapping[str, Any]) -> None:
+        """Standardise vector observations with ``stats["obs_mean"]`` / ``stats["obs_std"]``
+        (``[D]``; the Trainer passes its train split's), so that every dimension weighs the
+        same in the reconstruction loss, whatever its scale. The first call wins: a model whose
+        statistics are set (also one loaded from disk) keeps them. Images are not affected."""
+        if self.config.image or bool(self.statistics_set):
+            return
+        for key in ("obs_mean", "obs_std"):
+            value = stats.get(key)
+            if value is None:
+                raise ContractError(
+                    f"set_data_statistics: expected {key!r} for vector observations, got "
+                    f"keys {sorted(stats)}."
+                )
+            tensor = torch.as_tensor(np.asarray(value, np.float32)).reshape(-1)
+            if tensor.shape != self.obs_mean.shape:
+                raise ContractError(
+                    f"set_data_statistics: {key} expected shape {list(self.obs_mean.shape)}, "
+                    f"got {list(tensor.shape)}."
+                )
+            getattr(self, key).copy_(tensor.clamp(min=1e-6) if key == "obs_std" else tensor)
+        self.statistics_set.fill_(True)
+
+    def _standardise(self, obs: torch.Tensor) -> torch.Tensor:
+        """Model-space observations: ``(obs - mean) / std`` for vectors, images unchanged."""
+        if self.config.image:
+            return obs
+        return (obs.float() - self.obs_mean) / self.obs_std
 
     # typed handles on the layers (whichever default or override was built for each role)
     @property
@@ -299,7 +390,7 @@ class RSSMWorldModel(WorldModel):
     # -- the contract -------------------------------------------------------------------------
     def encode(self, obs: WorldModelInput | torch.Tensor) -> State:
         inp = self.check_obs(obs)
-        embed = self._encoder(inp.obs)
+        embed = self._encoder(self._standardise(inp.obs))
         deter = self._dynamics.first_deter(embed)
         params = self._dynamics.posterior_params(deter, embed)
         return State({"deter": deter, "stoch": self._dynamics.sample(params, True, None)})
@@ -326,11 +417,14 @@ class RSSMWorldModel(WorldModel):
         inp = self.check_obs(obs)
         features = self._conditioner(self.check_action(action, state.batch_size), inp.conditions)
         deter = self._dynamics.recurrent(state, features)
-        params = self._dynamics.posterior_params(deter, self._encoder(inp.obs))
+        params = self._dynamics.posterior_params(deter, self._encoder(self._standardise(inp.obs)))
         return State({"deter": deter, "stoch": self._dynamics.sample(params, False, None)})
 
     def decode(self, state: State) -> ModelOutput:
-        return self._decoder(self.check_state(state))
+        out: ModelOutput = self._decoder(self.check_state(state))
+        if not self.config.image:  # back from standardised units
+            out.predictions["obs"] = out.obs * self.obs_std + self.obs_mean
+        return out
 
     # -- training -------------------------------------------------------------------------------
     def _kl_loss(
@@ -356,7 +450,8 @@ class RSSMWorldModel(WorldModel):
         self.check_batch(batch)
         dyn_model, dec = self._dynamics, self._decoder
         b, t_len = batch.batch_size, batch.seq_len
-        embed = self._encoder(batch.obs.flatten(0, 1)).reshape(b, t_len + 1, -1)
+        obs_model = self._standardise(batch.obs)  # [B, T+1, *O]
+        embed = self._encoder(obs_model.flatten(0, 1)).reshape(b, t_len + 1, -1)
         valid = batch.valid  # [B, T]
         obs_valid = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)  # obs[t+1] real iff step t
         deter = dyn_model.first_deter(embed[:, 0])
@@ -376,7 +471,7 @@ class RSSMWorldModel(WorldModel):
             priors.append(prior)
         feat = torch.cat([torch.stack(deters, 1), torch.stack(stochs, 1)], -1)  # [B, T+1, F]
         raw = dec.raw(feat.flatten(0, 1))
-        obs_loss = self._obs_loss(raw["obs"], batch.obs.flatten(0, 1)).reshape(b, t_len + 1)
+        obs_loss = self._obs_loss(raw["obs"], obs_model.flatten(0, 1)).reshape(b, t_len + 1)
         step_feat_raw = {k: v.reshape(b, t_len + 1, *v.shape[1:])[:, 1:] for k, v in raw.items()}
         if dec.twohot is not None:
             reward_loss = dec.twohot.loss(
@@ -401,7 +496,18 @@ class RSSMWorldModel(WorldModel):
             "continue": mean(cont_loss, valid),
             "kl": mean(kl_loss, obs_valid),
         }
-        total = parts["obs"] + parts["reward"] + parts["continue"] + parts["kl"]
+        heads = getattr(dec, "heads", None)
+        if heads is not None:  # after each action, the heads predict what was observed
+            if self.config.image:
+                target = torch.stack(stochs[1:], 1)
+            else:
+                obs = obs_model[:, 1:]
+                target = symlog(obs) if self.config.symlog_obs else obs
+            head_loss = heads.loss(
+                torch.stack(deters[1:], 1).flatten(0, 1), target.flatten(0, 1)
+            ).reshape(b, t_len)
+            parts["heads"] = mean(head_loss, valid)
+        total = torch.stack(list(parts.values())).sum()
         metrics = {
             "kl_dyn": float(mean(dyn, obs_valid).detach()),
             "kl_rep": float(mean(rep, obs_valid).detach()),
