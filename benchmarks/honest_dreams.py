@@ -51,7 +51,7 @@ def main() -> None:
                 f"| {card.id} | {p.name} | {real['length_median']:.0f} | "
                 f"{dream['length_median']:.0f} | "
                 f"{dream['length_median'] / real['length_median']:.2f} | "
-                f"{real['return_mean']:.0f} | {dream['return_mean']:.0f} | "
+                f"{real['return_mean']:.1f} | {dream['return_mean']:.1f} | "
                 f"{p.one_step['obs_nrmse']:.3f} | {p.one_step['spearman']:.2f} | "
                 f"{held_out['obs_nrmse']:.3f} | {held_out['uncertainty_spearman']:.2f} |"
             )
