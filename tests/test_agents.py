@@ -78,6 +78,7 @@ BAD_RECIPES = [
     ),
     (BASE + "[behaviour]\nlearning_rate = 0\n", r"learning_rate: expected a number > 0, got 0"),
     (BASE + "behaviour = 3\n", r"\[behaviour\] must be a table, got int 3"),
+    (BASE + "[behaviour]\ndataset = 3\n", r"\[behaviour\] dataset: expected a Minari dataset id"),
     (
         BASE + '[dream]\nobservation = "latent"\n[behaviour]\nclone_steps = 10\n',
         "cannot feed a latent-observation policy",
@@ -320,4 +321,10 @@ def test_td3_warm_start_moves_the_target_actor_too(pendulum_run: Path) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(actor.parameters(), before, strict=True))
     for a, t in zip(actor.parameters(), target.parameters(), strict=True):
         assert torch.equal(a, t)
+    # [behaviour] dataset replaces the dream's own dataset as the source of actions
+    elsewhere = BehaviourSettings(clone_steps=1, dataset="test/pendulum/elsewhere-v0")
+    with pytest.raises(FileNotFoundError, match="test/pendulum/elsewhere-v0"):
+        _behaviour(
+            AgentRecipe(env=str(pendulum_run), budget=1, behaviour=elsewhere), sim, model, venv
+        )
     venv.close()

@@ -80,6 +80,30 @@ def test_build_command_and_its_flags(
     out = capsys.readouterr().out
     assert "dataset test/pendulum/build-v0 is already built" in out
     assert (artifact / "step.onnx").is_file()
+    # worldflux evaluate on the artifact: its flags reach the shifted-policy report
+    from stable_baselines3 import PPO
+
+    zip_file = tmp_path / "pendulum-ppo.zip"
+    PPO("MlpPolicy", "Pendulum-v1", n_steps=64, seed=0).save(zip_file)
+    out_dir = tmp_path / "report"
+    args = ["evaluate", str(artifact), "--episodes", "3", "--horizons", "1", "4", "--seed", "2"]
+    args += ["--behaviour-policy", str(zip_file), "--noise", "0.2", "--policy", f"mine={zip_file}"]
+    assert main([*args, "--out", str(out_dir)]) == 0
+    report = json.loads((out_dir / "shifted.json").read_text())
+    names = [p["name"] for p in report["policies"]]
+    assert names == ["random", "behaviour+noise0.2", "behaviour", "mine"]
+    assert report["episodes"] == 3 and report["horizons"] == [1, 4]
+    assert len(report["policies"][0]["real"]["lengths"]) == 3
+    with pytest.raises(SystemExit, match="--policy expected NAME=PATH"):
+        main(["evaluate", str(artifact), "--policy", "no-equals-sign"])
+    # on the run: --shifted-only skips the held-out report, --no-shifted the comparison
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--shifted-only", "--episodes", "2", "--horizons", "1"]) == 0
+    assert (run / "shifted.json").is_file() and not (run / "fidelity-model.json").exists()
+    assert "Open-loop fidelity" not in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--no-shifted", "--windows", "8", "--horizons", "1"]) == 0
+    assert "Dream vs real" not in capsys.readouterr().out
+
     env = make_dream_env(artifact)  # the built artifact is a dream env (ONNX by default)
     assert env.unwrapped.core.backend_name == "onnx"
     env.reset(seed=0)

@@ -30,6 +30,16 @@ def test_preset_names_are_true(preset: str, millions: float) -> None:
     assert heads < 0.25 * count
 
 
+def test_uncertainty_heads_need_two_or_none() -> None:
+    with pytest.raises(
+        wf.core.ConfigError, match="uncertainty_heads: expected 0 \\(none\\) or >= 2"
+    ):
+        wf.create_world_model("dreamerv3:tiny", obs_shape=(5,), action_dim=2, uncertainty_heads=1)
+    none = wf.create_world_model("planet:tiny", obs_shape=(5,), action_dim=2, uncertainty_heads=0)
+    state = none.transition(none.encode(torch.zeros(3, 5)), torch.zeros(3, 2))
+    assert none.decode(state).uncertainty is None
+
+
 def test_family_names_presets_and_latents() -> None:
     d = wf.create_world_model("dreamer:proprio", obs_shape=(17,), action_dim=6)
     assert isinstance(d, DreamerV3Model) and d.model_type == "dreamerv3"

@@ -152,7 +152,7 @@ class ShiftedPolicyReport:
             "",
             "Open loop from the same real states under the same actions: observation nRMSE "
             "(episodes still running at k); one-step nRMSE over every real transition and the "
-            "Spearman correlation of the dream's uncertainty with that error:",
+            "Spearman correlation of the model's uncertainty with that error:",
             "",
             f"| policy | {ks} | one-step nRMSE | uncertainty Spearman | transitions |",
             "|---|" + "---:|" * (len(self.horizons) + 3),
@@ -357,11 +357,11 @@ def model_open_loop(
                     None if u is None else u.transpose(0, 1).float().cpu().numpy(),
                 )
             )
-    us = [u for _, _, u in outs]
+    obs, rewards, us = zip(*outs, strict=True)
     return (
-        np.concatenate([x for x, _, _ in outs]),
-        np.concatenate([r for _, r, _ in outs]),
-        None if us[0] is None else np.concatenate([u for u in us if u is not None]),
+        np.concatenate(obs),
+        np.concatenate(rewards),
+        None if us[0] is None else np.concatenate(us),
     )
 
 
@@ -394,9 +394,9 @@ def measure_policy(
         if not valid.any():
             open_loop[k] = {"obs_nrmse": float("nan"), "reward_rmse": float("nan"), "n": 0.0}
             continue
-        err = (pred[:, k - 1] - real.obs[:, k])[valid]
+        err = _nrmse_rows((pred[:, k - 1] - real.obs[:, k])[valid], scale)
         open_loop[k] = {
-            "obs_nrmse": float(np.sqrt(np.mean((err / scale).reshape(len(err), -1) ** 2))),
+            "obs_nrmse": float(np.sqrt(np.mean(err**2))),
             "reward_rmse": float(
                 np.sqrt(np.mean((reward[:, k - 1] - real.rewards[:, k - 1])[valid] ** 2))
             ),
@@ -452,21 +452,18 @@ def behaviour_policy_file(sim: LearnedSimulator) -> Path | None:
         name = next(
             (n for n, r in recipes["dataset"].items() if r.get("dataset_id") == dataset), None
         )
-    seen: list[str] = []
-    while name is not None and name not in seen:
-        seen.append(name)
-        spec = recipe_spec(name, recipes)
-        if isinstance(spec, MixSpec):
-            name = spec.parts[0].recipe
-            continue
-        if spec.train is not None and spec.train.save_to is not None:
-            path = Path(spec.train.save_to)
-        elif spec.policy not in ("random", "train"):
-            path = Path(spec.policy)
-        else:
-            return None
-        return path if path.is_file() else None
-    return None
+    if name is None:
+        return None
+    spec = recipe_spec(name, recipes)
+    if isinstance(spec, MixSpec):  # parts are never mixes themselves
+        spec = spec.parts[0].spec
+    if spec.train is not None and spec.train.save_to is not None:
+        path = Path(spec.train.save_to)
+    elif spec.policy not in ("random", "train"):
+        path = Path(spec.policy)
+    else:
+        return None
+    return path if path.is_file() else None
 
 
 def default_policies(
@@ -560,8 +557,9 @@ def shifted_policy_report(
         predict = lambda obs, actions, seed: dream_open_loop(  # noqa: E731
             model_backend, obs, actions, seed
         )
-    closed = {**settings, "horizon": limit if limit is not None else settings.get("horizon")}
+    closed = {**settings, **({} if limit is None else {"horizon": limit})}
     dream_env = make_dream_env(sim, num_envs=episodes, backend=chosen, **closed)
+    scale = observation_scale(sim)
     results = []
     try:
         for policy in policies:
@@ -573,7 +571,7 @@ def shifted_policy_report(
                     dream_env=dream_env,
                     episodes=episodes,
                     horizons=sorted(set(horizons)),
-                    scale=observation_scale(sim),
+                    scale=scale,
                     seed=seed,
                 )
             )
@@ -605,5 +603,4 @@ __all__ = [
     "model_open_loop",
     "real_rollouts",
     "shifted_policy_report",
-    "spearman",
 ]
