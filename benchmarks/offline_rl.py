@@ -1,10 +1,10 @@
-"""Offline RL results: dream-trained PPO (behaviour-regularised, and pure) vs behaviour cloning and
-TD3+BC on the project's datasets, 3 seeds each, scored on the real environments (see
-`worldflux offline`).
+"""Offline RL results: dream-trained agents (PPO behaviour-regularised and pure; MOPO-style SAC and
+TD3 on a buffer mixing dream branches with the dataset) vs behaviour cloning and TD3+BC on the
+project's datasets, 3 seeds each, scored on the real environments (see `worldflux offline`).
 
     python benchmarks/offline_rl.py [--datasets worldflux/walker2d/medium-v0 ...]
-        [--methods dream dream-pure bc td3bc] [--seeds 0 1 2] [--model-run DATASET=RUN ...]
-        [--baseline-steps 100000] [--agent-steps N]
+        [--methods dream mopo-sac bc td3bc] [--seeds 0 1 2] [--model-run DATASET=RUN ...]
+        [--gradient-steps 100000] [--agent-steps N] [--checkpoints 4]
 
 A dataset without ``--model-run`` trains its ensemble first (30k steps, about 7 minutes here).
 Each dataset's ``results.{json,md}`` goes to ``runs/offline-<dataset>/``; the combined table
@@ -34,8 +34,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--model-run", nargs="*", default=[], help="DATASET=RUN_OR_ARTIFACT")
-    parser.add_argument("--baseline-steps", type=int, default=100_000)
+    parser.add_argument("--gradient-steps", type=int, default=100_000)
     parser.add_argument("--agent-steps", type=int, default=300_000)
+    parser.add_argument("--checkpoints", type=int, default=4)
     args = parser.parse_args()
     reuse = dict(item.split("=", 1) for item in args.model_run)
     notes, rows = [], []
@@ -47,7 +48,8 @@ def main() -> None:
             seeds=tuple(args.seeds),
             model_run=reuse.get(dataset),
             agent_steps=args.agent_steps,
-            baseline_steps=args.baseline_steps,
+            gradient_steps=args.gradient_steps,
+            checkpoints=args.checkpoints,
         )
         ref = results["reference"]
         notes.append(
@@ -65,12 +67,21 @@ def main() -> None:
                 f"| {s['normalised_mean']:.1f} ± {s['normalised_std']:.1f} | {per_seed} |"
             )
             print(rows[-1], flush=True)
+        if "selection" in results:
+            selection = results["selection"]
+            notes.append(
+                f"- {dataset}: offline policy selection over {len(selection['policies'])} "
+                f"dream-agent checkpoints and seeds: Spearman {selection['spearman']:.2f} "
+                "(dream-predicted vs real return)"
+            )
     lines = [
         "# Offline RL: real-environment returns and normalised scores (mean ± std over seeds)",
         "",
-        f"Seeds {args.seeds}; PPO {args.agent_steps:,} steps in the pessimistic dream; BC and "
-        f"TD3+BC {args.baseline_steps:,} updates. `dream`: PPO from a behaviour-cloned start, "
-        "regularised towards the dataset's actions; `dream-pure`: PPO from the dream alone.",
+        f"Seeds {args.seeds}; PPO {args.agent_steps:,} steps in the pessimistic dream; "
+        f"`mopo-*`, BC and TD3+BC {args.gradient_steps:,} updates. `dream`: PPO from a "
+        "behaviour-cloned start, regularised towards the dataset's actions; `dream-pure`: PPO "
+        "from the dream alone; `mopo-sac`/`mopo-td3`: 5-step penalised branches from dataset "
+        "states, 5% of every batch from the dataset.",
         "",
         *notes,
         "",

@@ -26,6 +26,7 @@ from worldflux.rl import (
 )
 from worldflux.rl.behaviour import BehaviourSettings
 from worldflux.rl.recipes import agents_dir
+from worldflux.rl.replay import ReplaySettings
 from worldflux.training.run import train_run
 
 #: the dream-trained agent must beat a random policy on the real Pendulum by this much return
@@ -83,6 +84,19 @@ BAD_RECIPES = [
         BASE + '[dream]\nobservation = "latent"\n[behaviour]\nclone_steps = 10\n',
         "cannot feed a latent-observation policy",
     ),
+    (
+        BASE + "[replay]\nreal_fraction = 0.05\n",
+        r"\[replay\] mixes dataset transitions.*expected algorithm one of \('sac', 'td3'\), got 'ppo'",
+    ),
+    (
+        BASE + 'algorithm = "sac"\n[replay]\nreal_fraction = 1.0\n',
+        r"recipe.toml: \[replay\] real_fraction: expected a number in \[0, 1\), got 1.0",
+    ),
+    (
+        BASE + 'algorithm = "sac"\n[replay]\ndataset = "a/b-v0"\n',
+        r"\[replay\] dataset is set but real_fraction is not",
+    ),
+    (BASE + "[replay]\nreal_fractions = 0.1\n", r"'real_fractions'.*Did you mean 'real_fraction'"),
     ("env = \n", "not valid TOML"),
 ]
 
@@ -236,6 +250,40 @@ final_episodes = 3
     assert len(scored["dream"]["returns"]) == 3
     with pytest.raises(ConfigError, match="only be scored in the dream it trained in"):
         agent_eval(model, "Pendulum-v1", dream="WorldFlux/Ensemble-Walker-v0")
+
+
+def test_mopo_style_sac_on_a_mixed_buffer_beats_random_on_the_real_pendulum(
+    pendulum_run: Path, tmp_path: Path
+) -> None:
+    """MBPO/MOPO: 10-step branches from dataset states, penalised reward, a quarter of every
+    batch from the dataset's own transitions."""
+    recipe = AgentRecipe(
+        name="pendulum-mopo",
+        env=str(pendulum_run),
+        algorithm="sac",
+        budget=8 * 4000,
+        n_envs=8,
+        seed=0,
+        backend="onnx",
+        normalize=False,
+        dream={"reset": "any", "horizon": 10, "penalty": 1.0},
+        hyperparameters={
+            "learning_rate": 1e-3,
+            "learning_starts": 400,
+            "batch_size": 128,
+            "policy_kwargs": {"net_arch": [64, 64]},
+        },
+        replay=ReplaySettings(real_fraction=0.25),
+        evaluation=Evaluation(env="Pendulum-v1", every=0, episodes=4, final_episodes=10),
+    )
+    summary = train_agent(recipe, tmp_path / "agent", progress=False)
+    final = summary["final"]
+    assert final["real"]["mean"] > final["random_real"]["mean"] + PENDULUM_MARGIN, final
+    assert summary["replay"] == {
+        "dataset": "test/pendulum/random-v0",
+        "transitions": 30_000,
+        "real_fraction": 0.25,
+    }
 
 
 def test_behaviour_warm_start_and_regularisation_run_in_training(

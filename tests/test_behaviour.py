@@ -63,7 +63,7 @@ def test_normaliser_starts_from_the_dataset() -> None:
 
     data = behaviour(1000, 0)
     norm = Norm()
-    seed_normaliser(norm, data)
+    seed_normaliser(norm, data.obs)
     np.testing.assert_allclose(norm.obs_rms.mean, data.obs.mean(0))
     np.testing.assert_allclose(norm.obs_rms.var, data.obs.var(0))
     assert norm.obs_rms.count == 1000

@@ -71,28 +71,44 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     results = offline_run(
         "test/pendulum/offline-v0",
         tmp_path / "out",
-        methods=("dream", "dream-pure", "bc", "td3bc"),
+        methods=("dream", "dream-pure", "mopo-sac", "bc", "td3bc"),
         seeds=(0,),
         model="ensemble:tiny",
         model_steps=200,
         agent_steps=1024,
-        baseline_steps=100,
+        gradient_steps=100,
         episodes=2,
+        checkpoints=1,
         behaviour=BehaviourSettings(clone_steps=50, regularise_steps=2),
         progress=False,
     )
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["env"] == "Pendulum-v1" and saved["reference"]["source"].startswith("random")
-    assert [r["method"] for r in saved["runs"]] == ["dream", "dream-pure", "bc", "td3bc"]
-    assert set(results["summary"]) == {"dream", "dream-pure", "bc", "td3bc"}
+    methods = ["dream", "dream-pure", "mopo-sac", "bc", "td3bc"]
+    assert [r["method"] for r in saved["runs"]] == methods and list(results["summary"]) == methods
     for row in saved["runs"]:
         assert np.isfinite(row["real_return"]) and np.isfinite(row["normalised"])
     assert "| td3bc | 1 |" in (tmp_path / "out" / "results.md").read_text()
     agent = json.loads((tmp_path / "out" / "dream-seed0" / "agent.json").read_text())
-    assert len(agent["evaluations"]) == 1  # every = 0: only the final evaluation
+    assert len(agent["evaluations"]) == 2  # one checkpoint, then the final evaluation
+    # offline policy selection: every scored policy of the dream agents, dream vs real
+    policies = saved["selection"]["policies"]
+    assert [p["method"] for p in policies] == [m for m in ("dream", "dream-pure", "mopo-sac")
+                                               for _ in range(2)]  # fmt: skip
+    assert all(a["step"] < b["step"] for a, b in zip(policies[::2], policies[1::2], strict=True))
+    assert [p["real"] for p in policies[1::2]] == [r["real_return"] for r in saved["runs"][:3]]
+    assert "Offline policy selection" in (tmp_path / "out" / "results.md").read_text()
     assert agent["recipe"]["behaviour"]["clone_steps"] == 50 and agent["behaviour"]["clone_loss"]
     pure = json.loads((tmp_path / "out" / "dream-pure-seed0" / "agent.json").read_text())
     assert pure["behaviour"] is None
+    mopo = json.loads((tmp_path / "out" / "mopo-sac-seed0" / "agent.json").read_text())
+    assert mopo["replay"] == {
+        "dataset": "test/pendulum/offline-v0",
+        "transitions": 3000,
+        "real_fraction": 0.05,
+    }
+    assert mopo["recipe"]["algorithm"] == "sac" and mopo["recipe"]["dream"]["reset"] == "any"
+    assert mopo["recipe"]["budget"] == 250 + 100 * 50  # learning starts + one update per step
     with pytest.raises(ConfigError, match="expected a world model of test/pendulum/other-v0"):
         offline_run("test/pendulum/other-v0", tmp_path / "y", model_run=tmp_path / "out" / "model")
     # the command line: flags reach the run
@@ -100,12 +116,12 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
 
     out = tmp_path / "cli"
     assert main(["offline", "test/pendulum/offline-v0", "--out", str(out), "--methods", "bc",
-                 "--seeds", "3", "4", "--baseline-steps", "20", "--episodes", "3",
+                 "--seeds", "3", "4", "--gradient-steps", "20", "--episodes", "3",
                  "--quiet"]) == 0  # fmt: skip
     cli = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["seed"]) for r in cli["runs"]] == [("bc", 3), ("bc", 4)]
     assert cli["summary"]["bc"]["seeds"] == 2
-    assert cli["settings"]["baseline_steps"] == 20 and cli["settings"]["episodes"] == 3
+    assert cli["settings"]["gradient_steps"] == 20 and cli["settings"]["episodes"] == 3
     with pytest.raises(ConfigError, match="offline method 'cql'"):
         offline_run("test/pendulum/offline-v0", tmp_path / "x", methods=("cql",))
 

@@ -451,8 +451,9 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         model_run=args.model_run,
         model_steps=args.model_steps,
         agent_steps=args.agent_steps,
-        baseline_steps=args.baseline_steps,
+        gradient_steps=args.gradient_steps,
         episodes=args.episodes,
+        checkpoints=args.checkpoints,
         progress=not args.quiet,
     )
     print(results_markdown(results))
@@ -696,26 +697,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     off = sub.add_parser(
         "offline",
-        help="offline RL on a dataset: dream-trained agent vs BC and TD3+BC, real-env scores",
-        description="Train a world model on DATASET_ID (or reuse --model-run), an agent in its "
-        "pessimistic dream, and the model-free baselines (behaviour cloning, TD3+BC) on the "
-        "same data; score all on the real environment (normalised with the dataset's reference "
-        "scores) and write results.json and results.md.",
+        help="offline RL on a dataset: dream-trained agents vs BC and TD3+BC, real-env scores",
+        description="Train a world model on DATASET_ID (or reuse --model-run), agents in its "
+        "pessimistic dream (regularised PPO; MOPO-style SAC/TD3 on a buffer that mixes dream "
+        "branches with the dataset), and the model-free baselines (behaviour cloning, TD3+BC) "
+        "on the same data; score all on the real environment (normalised with the dataset's "
+        "reference scores) and write results.json and results.md.",
     )
     off.add_argument("dataset_id", help="a local Minari dataset id")
     off.add_argument(
         "--methods",
         nargs="+",
-        help="any of dream, dream-pure (no behaviour regularisation), bc, td3bc "
-        "(default: dream bc td3bc)",
+        help="any of dream, dream-pure (no behaviour regularisation), mopo-sac, mopo-td3, bc, "
+        "td3bc (default: dream bc td3bc)",
     )
     off.add_argument("--seeds", nargs="+", type=int, default=[0])
     off.add_argument("--out", help="output folder (default runs/offline-DATASET)")
-    off.add_argument("--model-run", help="reuse this training run's world model for 'dream'")
+    off.add_argument(
+        "--model-run", help="reuse this training run's world model for the dream methods"
+    )
     off.add_argument("--model-steps", type=int, default=30_000, help="world-model training steps")
     off.add_argument("--agent-steps", type=int, default=300_000, help="PPO steps in the dream")
-    off.add_argument("--baseline-steps", type=int, default=100_000, help="BC/TD3+BC updates")
+    off.add_argument(
+        "--gradient-steps",
+        type=int,
+        default=100_000,
+        help="updates of the mopo-sac/mopo-td3 agents and of BC/TD3+BC (default 100,000)",
+    )
     off.add_argument("--episodes", type=int, default=10, help="real-env evaluation episodes")
+    off.add_argument(
+        "--checkpoints",
+        type=int,
+        default=0,
+        help="evaluations of each dream agent during training, in the dream and on the real env "
+        "(offline policy selection: how well the dream's prediction ranks them; default 0)",
+    )
     off.add_argument("--quiet", action="store_true", help="no progress output")
     off.set_defaults(func=_cmd_offline)
 

@@ -94,13 +94,14 @@ class BehaviourData:
         return len(self.obs)
 
 
-def seed_normaliser(venv: Any, data: BehaviourData) -> None:
-    """Start a ``VecNormalize``'s observation statistics from the dataset's (counted as N
-    samples, so the dream's observations refine rather than replace them)."""
+def seed_normaliser(venv: Any, obs: np.ndarray) -> None:
+    """Start a ``VecNormalize``'s observation statistics from a dataset's observations ``[N, D]``
+    (counted as N samples, so the dream's observations refine rather than replace them)."""
+    obs = np.asarray(obs, dtype=np.float64)
     rms = venv.obs_rms
-    rms.mean = data.obs.mean(0)
-    rms.var = data.obs.var(0)
-    rms.count = float(len(data))
+    rms.mean = obs.mean(0)
+    rms.var = obs.var(0)
+    rms.count = float(len(obs))
 
 
 class BehaviourCloner:

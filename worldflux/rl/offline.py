@@ -8,7 +8,12 @@ Methods, all on the same dataset and the same real-environment evaluation:
   started from behaviour cloning and regularised towards the dataset's actions after every rollout
   (:mod:`worldflux.rl.behaviour`);
 * ``dream-pure``: the same without the dataset's actions (the policy learns from the dream alone);
-* ``bc``: behaviour cloning; ``td3bc``: TD3+BC (:mod:`worldflux.rl.baselines`).
+* ``mopo-sac``, ``mopo-td3``: MOPO (Yu et al., 2020) on MBPO's branched rollouts (Janner et al.,
+  2019): SAC or TD3 collects 5-step branches from dataset states in a dream whose reward is
+  penalised by the ensemble's uncertainty, and every gradient step trains on batches of which 5%
+  are the dataset's own transitions (:mod:`worldflux.rl.replay`); ``gradient_steps`` updates;
+* ``bc``: behaviour cloning; ``td3bc``: TD3+BC (:mod:`worldflux.rl.baselines`); ``gradient_steps``
+  updates.
 
 Scores are returns on the real environment and normalised scores
 ``100 * (R - ref_min) / (ref_max - ref_min)`` with the dataset's Minari reference scores (without
@@ -18,6 +23,7 @@ them: a random policy's return and the dataset's mean episode return). Results g
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict
@@ -31,14 +37,16 @@ from ..data.collect import RandomPolicy
 from ..data.minari_io import load_minari_dataset
 from ..data.provider import MinariBatchProvider
 from ..dream.make import recorded_dataset
+from ..eval.fidelity import spearman
 from ..files import write_text_atomic
 from .baselines import Transitions, behaviour_cloning, td3_bc
 from .behaviour import BehaviourSettings
 from .evaluate import real_env_episodes
 from .recipes import AgentRecipe, Evaluation
+from .replay import ReplaySettings
 from .train import train_agent
 
-METHODS = ("dream", "dream-pure", "bc", "td3bc")
+METHODS = ("dream", "dream-pure", "mopo-sac", "mopo-td3", "bc", "td3bc")
 DEFAULT_METHODS = ("dream", "bc", "td3bc")
 #: defaults of the dream methods (see the module docstring); the budgets are overridable
 DREAM_SETTINGS = {"penalty": 1.0, "halt": "p99", "reset": "any", "horizon": 10}
@@ -49,6 +57,23 @@ REGULARISED_PPO_SETTINGS = {
     **PPO_SETTINGS,
     "learning_rate": 3e-5,
     "policy_kwargs": {"log_std_init": -1.0},
+}
+#: ``mopo-*``: MBPO/MOPO's branches (horizon 5, MOPO's walker/hopper setting) in a dream penalised
+#: by the uncertainty (no halt); ``MOPO_ENVS`` branches stepped together give that many new dream
+#: transitions per gradient step (MOPO: 250), kept for ``MOPO_RETAIN`` updates
+MOPO_HORIZON = 5
+MOPO_DREAM = {"reset": "any", "horizon": MOPO_HORIZON, "penalty": 1.0, "halt": None}
+MOPO_ENVS = 50
+MOPO_RETAIN = 5_000
+MOPO_REAL_FRACTION = 0.05
+OFF_POLICY_SETTINGS: dict[str, Any] = {
+    "learning_rate": 3e-4,
+    "batch_size": 256,
+    "buffer_size": MOPO_ENVS * MOPO_RETAIN,
+    "learning_starts": MOPO_ENVS * MOPO_HORIZON,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "policy_kwargs": {"net_arch": [256, 256]},
 }
 BEHAVIOUR = BehaviourSettings(clone_steps=20_000, regularise_steps=20, learning_rate=1e-4)
 MODEL_TRAINER = {
@@ -75,17 +100,24 @@ def offline_run(
     model: str = "ensemble:small",
     model_steps: int = 30_000,
     agent_steps: int = 300_000,
-    baseline_steps: int = 100_000,
+    gradient_steps: int = 100_000,
     episodes: int = 10,
+    checkpoints: int = 0,
     behaviour: BehaviourSettings = BEHAVIOUR,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run ``methods`` x ``seeds`` on ``dataset_id``; write and return the results.
-    ``behaviour`` is the ``dream`` method's use of the dataset's actions."""
+    ``agent_steps``: dream steps of the PPO methods (``dream``, ``dream-pure``);
+    ``gradient_steps``: updates of the ``mopo-*`` agents and of ``bc``/``td3bc``; ``checkpoints``:
+    evenly spaced evaluations of each dream agent during training (in the dream and on the real
+    env; the final one always runs) for offline policy selection; ``behaviour``: the ``dream``
+    method's use of the dataset's actions."""
+    if not isinstance(checkpoints, int) or isinstance(checkpoints, bool) or checkpoints < 0:
+        raise ConfigError(f"checkpoints: expected an integer >= 0, got {checkpoints!r}.")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(unknown_name_message("offline method", unknown[0], METHODS))
-    dreams = any(m.startswith("dream") for m in methods)
+    dreams = any(m.startswith(("dream", "mopo")) for m in methods)
     if dreams and model_run is not None:
         modelled = recorded_dataset(model_run)
         if modelled != dataset_id:
@@ -122,8 +154,9 @@ def offline_run(
             "model": model if model_run is None else None,
             "model_steps": model_steps,
             "agent_steps": agent_steps,
-            "baseline_steps": baseline_steps,
+            "gradient_steps": gradient_steps,
             "episodes": episodes,
+            "checkpoints": checkpoints,
             "behaviour": asdict(behaviour),
         },
         "random_return": random_ep.mean,
@@ -143,27 +176,27 @@ def offline_run(
                 progress=progress,
             )
     transitions = None
+    #: every scored dream-agent policy: its dream-predicted and real returns
+    selection: list[dict[str, Any]] = []
     for method in methods:
         for seed in seeds:
             started = time.time()
-            if method.startswith("dream"):
-                pure = method == "dream-pure"
-                recipe = AgentRecipe(
-                    name=f"offline-{method}-seed{seed}",
-                    env=str(model_run),
-                    algorithm="ppo",
-                    budget=agent_steps,
-                    seed=seed,
-                    backend="onnx",
-                    dream=dict(DREAM_SETTINGS),
-                    hyperparameters=dict(PPO_SETTINGS if pure else REGULARISED_PPO_SETTINGS),
-                    behaviour=BehaviourSettings() if pure else behaviour,
-                    evaluation=Evaluation(
-                        env=env_id, every=0, episodes=episodes, final_episodes=episodes
-                    ),
-                )
+            if method.startswith(("dream", "mopo")):
+                recipe = dream_recipe(
+                    method, seed, str(model_run), env_id, agent_steps, gradient_steps, episodes,
+                    behaviour,
+                )  # fmt: skip
+                if checkpoints:
+                    # + 1: the last checkpoint falls before the end, where the final one runs
+                    recipe.evaluation.every = _trained_steps(recipe) // (checkpoints + 1) + 1
                 summary = train_agent(recipe, folder / f"{method}-seed{seed}", progress=progress)
                 real = summary["final"]["real"]
+                *earlier, last = summary["evaluations"]  # last: the final evaluation
+                selection.extend(
+                    {"method": method, "seed": seed, "step": e["step"],
+                     "dream": e["dream"]["mean"], "real": e["real"]["mean"]}
+                    for e in [*(e for e in earlier if e["step"] < last["step"]), last]
+                )  # fmt: skip
             else:
                 if transitions is None:
                     transitions = Transitions.from_store(store, dataset.action_space)
@@ -171,7 +204,7 @@ def offline_run(
                 policy = train(
                     transitions,
                     dataset.action_space,
-                    steps=baseline_steps,
+                    steps=gradient_steps,
                     seed=seed,
                     progress=progress,
                 )
@@ -192,9 +225,70 @@ def offline_run(
                     flush=True,
                 )
     results["summary"] = _summary(results["runs"])
+    if selection:
+        results["selection"] = {
+            "policies": selection,
+            "spearman": spearman(
+                np.array([p["dream"] for p in selection]), np.array([p["real"] for p in selection])
+            ),
+        }
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(folder / "results.md", results_markdown(results))
     return results
+
+
+def _trained_steps(recipe: AgentRecipe) -> int:
+    """Dream steps the recipe's agent actually takes: PPO/A2C learn in whole rollouts of
+    ``n_steps x n_envs`` (SB3's defaults: 2048, 5), SAC/TD3 in vector steps of ``n_envs``."""
+    rollout = {"ppo": 2048, "a2c": 5}.get(recipe.algorithm)
+    if rollout is not None:
+        rollout = int(recipe.hyperparameters.get("n_steps", rollout))
+    chunk = recipe.n_envs * (rollout or 1)
+    return -(-recipe.budget // chunk) * chunk
+
+
+def dream_recipe(
+    method: str,
+    seed: int,
+    model_run: str,
+    env_id: str,
+    agent_steps: int,
+    gradient_steps: int,
+    episodes: int,
+    behaviour: BehaviourSettings,
+) -> AgentRecipe:
+    """The agent recipe of dream method ``method`` (see the module docstring): what
+    :func:`offline_run` trains for it, with the final evaluation on ``episodes`` episodes."""
+    evaluation = Evaluation(env=env_id, every=0, episodes=episodes, final_episodes=episodes)
+    name = f"offline-{method}-seed{seed}"
+    if method.startswith("mopo"):
+        starts = int(OFF_POLICY_SETTINGS["learning_starts"])
+        return AgentRecipe(
+            name=name,
+            env=model_run,
+            seed=seed,
+            algorithm=method.removeprefix("mopo-"),
+            budget=starts + gradient_steps * MOPO_ENVS,
+            n_envs=MOPO_ENVS,
+            backend="onnx",
+            dream=dict(MOPO_DREAM),
+            hyperparameters=copy.deepcopy(OFF_POLICY_SETTINGS),
+            replay=ReplaySettings(real_fraction=MOPO_REAL_FRACTION),
+            evaluation=evaluation,
+        )
+    pure = method == "dream-pure"
+    return AgentRecipe(
+        name=name,
+        env=model_run,
+        seed=seed,
+        algorithm="ppo",
+        budget=agent_steps,
+        backend="onnx",
+        dream=dict(DREAM_SETTINGS),
+        hyperparameters=copy.deepcopy(PPO_SETTINGS if pure else REGULARISED_PPO_SETTINGS),
+        behaviour=BehaviourSettings() if pure else behaviour,
+        evaluation=evaluation,
+    )
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -229,4 +323,20 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"| {method} | {int(s['seeds'])} | {s['return_mean']:.1f} ± {s['return_std']:.1f} "
             f"| {s['normalised_mean']:.1f} ± {s['normalised_std']:.1f} |"
         )
+    selection = results.get("selection")
+    if selection:
+        lines += [
+            "",
+            "Offline policy selection: the dream's predicted return against the real return of "
+            f"every scored dream-agent policy ({len(selection['policies'])} checkpoints and "
+            f"seeds): Spearman {selection['spearman']:.2f}.",
+            "",
+            "| method | seed | step | dream return | real return |",
+            "|---|---:|---:|---:|---:|",
+            *(
+                f"| {p['method']} | {p['seed']} | {p['step']:,} | {p['dream']:.1f} "
+                f"| {p['real']:.1f} |"
+                for p in selection["policies"]
+            ),
+        ]
     return "\n".join(lines) + "\n"

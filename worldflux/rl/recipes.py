@@ -18,6 +18,9 @@ Schema (every key but ``env`` and ``budget`` has a default)::
     regularise_steps = 0     # behaviour-cloning steps after every rollout
     dataset = "..."          # whose actions (default: the dream's dataset)
     learning_rate = 1e-4     # of the regularisation steps
+    [replay]             # MBPO/MOPO-style: dataset transitions in every batch (sac/td3 only)
+    real_fraction = 0.05     # share of each training batch drawn from the dataset
+    dataset = "..."          # whose transitions (default: the dream's dataset)
     [evaluation]
     env = "Walker2d-v5"  # real environment (default: the dream's source env)
     every = 50_000       # dream steps between evaluations (0: only at the end)
@@ -37,6 +40,7 @@ from ..core.errors import ConfigError, check_known_keys, unknown_name_message
 from ..dream.core import DreamSettings
 from ..dream.simulator import Backend
 from .behaviour import BehaviourSettings
+from .replay import OFF_POLICY, ReplaySettings
 
 ALGORITHMS = ("ppo", "sac", "td3", "a2c")
 _TOP = {
@@ -51,10 +55,12 @@ _TOP = {
     "dream",
     "hyperparameters",
     "behaviour",
+    "replay",
     "evaluation",
 }
 _EVALUATION = {"env", "every", "episodes", "final_episodes"}
 _BEHAVIOUR = {"clone_steps", "regularise_steps", "learning_rate", "dataset"}
+_REPLAY = {"real_fraction", "dataset"}
 _BACKENDS = ("onnx", "torch", "auto")
 
 
@@ -83,6 +89,7 @@ class AgentRecipe:
     dream: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     behaviour: BehaviourSettings = field(default_factory=BehaviourSettings)
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
     evaluation: Evaluation = field(default_factory=Evaluation)
     name: str = "agent"
 
@@ -107,7 +114,19 @@ class AgentRecipe:
         if isinstance(check.get("halt"), str):
             check["halt"] = 1.0
         DreamSettings.from_dict(check)
-        if self.behaviour.active and self.dream.get("observation") == "latent":
+        if self.replay.active and self.algorithm not in OFF_POLICY:
+            raise ConfigError(
+                f"agent recipe {self.name}: [replay] mixes dataset transitions into a replay "
+                f"buffer; expected algorithm one of {OFF_POLICY}, got {self.algorithm!r}."
+            )
+        latent = self.dream.get("observation") == "latent"
+        if self.replay.active and latent:
+            raise ConfigError(
+                f"agent recipe {self.name}: [replay] mixes the dataset's observations into the "
+                'batches and cannot feed a latent-observation policy; use observation = "decoded" '
+                "or drop [replay]."
+            )
+        if self.behaviour.active and latent:
             raise ConfigError(
                 f"agent recipe {self.name}: [behaviour] clones the dataset's observations and "
                 'cannot feed a latent-observation policy; use observation = "decoded" or '
@@ -131,7 +150,7 @@ def read_agent_recipe(path: str | Path) -> AgentRecipe:
     for key in ("env", "budget"):
         if key not in data:
             raise ConfigError(f"agent recipe {file.name}: missing key {key!r}.")
-    for table in ("dream", "hyperparameters", "behaviour", "evaluation"):
+    for table in ("dream", "hyperparameters", "behaviour", "replay", "evaluation"):
         value = data.get(table, {})
         if not isinstance(value, dict):
             raise ConfigError(
@@ -142,13 +161,17 @@ def read_agent_recipe(path: str | Path) -> AgentRecipe:
     check_known_keys(f"key of [evaluation] of {file.name}", evaluation, _EVALUATION)
     behaviour = dict(data.pop("behaviour", {}))
     check_known_keys(f"key of [behaviour] of {file.name}", behaviour, _BEHAVIOUR)
+    replay = dict(data.pop("replay", {}))
+    check_known_keys(f"key of [replay] of {file.name}", replay, _REPLAY)
     try:
         settings = BehaviourSettings(**behaviour)
+        mixing = ReplaySettings(**replay)
     except ConfigError as exc:
         raise ConfigError(f"agent recipe {file.name}: {exc}") from None
     return AgentRecipe(
         **data,
         behaviour=settings,
+        replay=mixing,
         evaluation=Evaluation(**evaluation),
         name=file.stem,
     )

@@ -27,6 +27,7 @@ from ..core.errors import ConfigError
 from ..core.serialization import replace_dir_atomically
 from ..data.collect import RandomPolicy, SB3Policy
 from ..data.sb3_policy import save_obs_norm, vecnormalize_obs_norm
+from ..dream.core import DreamCore, ResetStates
 from ..dream.latent import LatentObservation
 from ..dream.make import load_simulator, make_dream_env
 from ..dream.simulator import LearnedSimulator
@@ -135,7 +136,8 @@ def train_agent(
             backend=recipe.backend,
             **recipe.dream,
         )
-        backend_name = venv.core.backend_name
+        core = venv.core
+        backend_name = core.backend_name
         closers.append(venv)
         venv.seed(recipe.seed)
         venv = VecMonitor(venv)
@@ -152,6 +154,7 @@ def train_agent(
                 f"{recipe.algorithm.upper()}: {exc}"
             ) from None
         behaviour, regulariser = _behaviour(recipe, sim, model, venv)
+        replay = _replay(recipe, sim, model, venv, core, seed_norm=behaviour is None)
         logger = configure(str(staged / "logs"), ["csv", "tensorboard"])
         closers.append(logger)
         model.set_logger(logger)
@@ -208,7 +211,12 @@ def train_agent(
                 return True
 
         t0 = time.time()
-        model.learn(total_timesteps=recipe.budget, callback=Periodic(), progress_bar=progress)
+        model.learn(
+            total_timesteps=recipe.budget,
+            callback=Periodic(),
+            progress_bar=progress,
+            log_interval=_log_interval(recipe),
+        )
         train_s = time.time() - t0
 
         final_n = recipe.evaluation.final_episodes
@@ -239,6 +247,7 @@ def train_agent(
             "train_s": round(train_s, 1),
             "total_s": round(time.time() - started, 1),
             "behaviour": behaviour,
+            "replay": replay,
             "evaluations": scorer.history,
             "final": {
                 "dream": final["dream"],
@@ -260,6 +269,20 @@ def train_agent(
         raise
     summary["out"] = str(target)
     return summary
+
+
+#: off-policy agents dump SB3's logs about every this many vector steps
+LOG_EVERY_STEPS = 500
+
+
+def _log_interval(recipe: AgentRecipe) -> int:
+    """SB3's ``log_interval``: every rollout for PPO/A2C; for SAC/TD3 (counted in finished
+    episodes) about every ``LOG_EVERY_STEPS`` vector steps of episodes of the dream's horizon
+    (SB3's default of 4 episodes would dump the logs on nearly every step of short branches)."""
+    if recipe.algorithm in ("ppo", "a2c"):
+        return 1
+    horizon = recipe.dream.get("horizon") or 1000
+    return max(4, LOG_EVERY_STEPS * recipe.n_envs // int(horizon))
 
 
 @contextlib.contextmanager
@@ -304,7 +327,7 @@ def _behaviour(
     data = BehaviourData.from_store(MinariBatchProvider(dataset_id).store, sim.action_space)
     normalise: Any = _unchanged
     if isinstance(venv, VecNormalize):
-        seed_normaliser(venv, data)
+        seed_normaliser(venv, data.obs)
         normalise = venv.normalize_obs
     summary: dict[str, Any] = {"dataset": dataset_id, "transitions": len(data)}
     if settings.clone_steps:
@@ -319,6 +342,68 @@ def _behaviour(
             model.policy, data, normalise, recipe.seed + 1, settings.learning_rate
         )
     return summary, regulariser
+
+
+def _replay(
+    recipe: AgentRecipe,
+    sim: LearnedSimulator,
+    model: Any,
+    venv: Any,
+    core: DreamCore,
+    *,
+    seed_norm: bool,
+) -> dict[str, Any] | None:
+    """Apply ``[replay]``: give the off-policy ``model`` a replay buffer that mixes the dataset's
+    transitions into every batch; with ``reset = "any"``, start the dream's branches from every
+    state of that dataset (as MBPO/MOPO do; a simulator keeps only a sample of its dataset's
+    states); with ``seed_norm`` (when ``[behaviour]`` has not), seed the observation normaliser
+    with the dataset. Returns the summary for ``agent.json`` (or None)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    settings = recipe.replay
+    if not settings.active:
+        return None
+    from ..data.provider import MinariBatchProvider
+    from .baselines import Transitions
+    from .replay import DatasetMixReplayBuffer
+
+    dataset_id = settings.dataset or sim.info.get("dataset")
+    if not dataset_id:
+        raise ConfigError(
+            f"agent recipe {recipe.name}: [replay] needs a dataset: set [replay] dataset, or use "
+            f"a dream that records its own ({recipe.env} records none)."
+        )
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    if type(model.replay_buffer) is not ReplayBuffer:
+        raise ConfigError(
+            f"agent recipe {recipe.name}: [replay] replaces SB3's plain ReplayBuffer, but the "
+            f"[hyperparameters] asked for {type(model.replay_buffer).__name__} (n_steps or "
+            "replay_buffer_kwargs); drop those or drop [replay]."
+        )
+    data = Transitions.from_store(MinariBatchProvider(dataset_id).store, sim.action_space)
+    assert settings.real_fraction is not None  # active
+    model.replay_buffer = DatasetMixReplayBuffer(
+        model.buffer_size,
+        model.observation_space,
+        model.action_space,
+        data=data,
+        real_fraction=settings.real_fraction,
+        device=model.device,
+        n_envs=model.n_envs,
+        optimize_memory_usage=model.optimize_memory_usage,
+    )
+    if core.settings.reset == "any":
+        core.reset_states = ResetStates(
+            start=core.reset_states.start, any=core.obs_layout.convert(data.obs.numpy())
+        )
+    if seed_norm and isinstance(venv, VecNormalize):
+        seed_normaliser(venv, data.obs.numpy())
+    return {
+        "dataset": dataset_id,
+        "transitions": len(data),
+        "real_fraction": settings.real_fraction,
+    }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
