@@ -15,6 +15,7 @@ agent run. Tens of minutes per 100k updates on 2 CPU cores: not part of the test
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,10 @@ def main() -> None:
             args.gradient_steps, args.episodes, BEHAVIOUR,
         )  # fmt: skip
         recipe.dream["penalty"] = args.penalty
-        recipe.dream["halt"] = None if args.halt == "none" else args.halt
+        halt: float | str | None = None if args.halt == "none" else args.halt
+        with contextlib.suppress(ValueError):
+            halt = float(args.halt)
+        recipe.dream["halt"] = halt
         recipe.replay = ReplaySettings(real_fraction=args.real_fraction)
         recipe.evaluation.every = args.every * recipe.n_envs
         summary = train_agent(recipe, Path("runs") / f"mopo-curve-{args.name}", progress=True)

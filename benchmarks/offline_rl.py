@@ -71,7 +71,7 @@ def main() -> None:
             selection = results["selection"]
             notes.append(
                 f"- {dataset}: offline policy selection over {len(selection['policies'])} "
-                f"dream-agent checkpoints and seeds: Spearman {selection['spearman']:.2f} "
+                f"dream-agent checkpoints and seeds: Spearman {selection['spearman']} "
                 "(dream-predicted vs real return)"
             )
     lines = [

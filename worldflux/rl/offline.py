@@ -225,12 +225,13 @@ def offline_run(
                     flush=True,
                 )
     results["summary"] = _summary(results["runs"])
-    if selection:
+    if selection and checkpoints:
+        rho = spearman(
+            np.array([p["dream"] for p in selection]), np.array([p["real"] for p in selection])
+        )
         results["selection"] = {
             "policies": selection,
-            "spearman": spearman(
-                np.array([p["dream"] for p in selection]), np.array([p["real"] for p in selection])
-            ),
+            "spearman": rho if np.isfinite(rho) else None,  # None: under 3 policies or constant
         }
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(folder / "results.md", results_markdown(results))
@@ -306,6 +307,10 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     ref = results["reference"]
     lines = [
@@ -329,7 +334,7 @@ def results_markdown(results: dict[str, Any]) -> str:
             "",
             "Offline policy selection: the dream's predicted return against the real return of "
             f"every scored dream-agent policy ({len(selection['policies'])} checkpoints and "
-            f"seeds): Spearman {selection['spearman']:.2f}.",
+            f"seeds): Spearman {_number(selection['spearman'])}.",
             "",
             "| method | seed | step | dream return | real return |",
             "|---|---:|---:|---:|---:|",

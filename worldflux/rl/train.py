@@ -276,11 +276,13 @@ LOG_EVERY_STEPS = 500
 
 
 def _log_interval(recipe: AgentRecipe) -> int:
-    """SB3's ``log_interval``: every rollout for PPO/A2C; for SAC/TD3 (counted in finished
+    """SB3's ``log_interval``: SB3's defaults for PPO (every rollout) and A2C (every 100); for SAC/TD3 (counted in finished
     episodes) about every ``LOG_EVERY_STEPS`` vector steps of episodes of the dream's horizon
     (SB3's default of 4 episodes would dump the logs on nearly every step of short branches)."""
-    if recipe.algorithm in ("ppo", "a2c"):
+    if recipe.algorithm == "ppo":
         return 1
+    if recipe.algorithm == "a2c":
+        return 100  # SB3's default for A2C
     horizon = recipe.dream.get("horizon") or 1000
     return max(4, LOG_EVERY_STEPS * recipe.n_envs // int(horizon))
 
