@@ -116,12 +116,13 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
 
     out = tmp_path / "cli"
     assert main(["offline", "test/pendulum/offline-v0", "--out", str(out), "--methods", "bc",
-                 "--seeds", "3", "4", "--gradient-steps", "20", "--episodes", "3",
+                 "--seeds", "3", "4", "--gradient-steps", "20", "--episodes", "3", "--checkpoints", "2",
                  "--quiet"]) == 0  # fmt: skip
     cli = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["seed"]) for r in cli["runs"]] == [("bc", 3), ("bc", 4)]
     assert cli["summary"]["bc"]["seeds"] == 2
     assert cli["settings"]["gradient_steps"] == 20 and cli["settings"]["episodes"] == 3
+    assert cli["settings"]["checkpoints"] == 2 and "selection" not in cli  # no dream agents
     with pytest.raises(ConfigError, match="offline method 'cql'"):
         offline_run("test/pendulum/offline-v0", tmp_path / "x", methods=("cql",))
 
