@@ -54,10 +54,13 @@ def curve_table(summary: dict[str, Any], name: str) -> str:
         "| gradient updates | dream return | real return |",
         "|---:|---:|---:|",
     ]
+    hyper = recipe["hyperparameters"]
+    # SB3 updates once per vector step from the first vector step past learning_starts
+    idle = -(-int(hyper.get("learning_starts", 100)) // n_envs)
+    per_step = int(hyper.get("gradient_steps", 1))
     for r in rows:
-        lines.append(
-            f"| {r['step'] // n_envs:,} | {r['dream']['mean']:.1f} | {r['real']['mean']:.1f} |"
-        )
+        updates = max(0, r["step"] // n_envs - idle) * per_step
+        lines.append(f"| {updates:,} | {r['dream']['mean']:.1f} | {r['real']['mean']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

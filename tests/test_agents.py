@@ -286,6 +286,37 @@ def test_mopo_style_sac_on_a_mixed_buffer_beats_random_on_the_real_pendulum(
     }
 
 
+def test_replay_uses_the_named_dataset_and_refuses_custom_buffers(
+    pendulum_run: Path, tmp_path: Path
+) -> None:
+    def recipe(replay: ReplaySettings, **hyperparameters: Any) -> AgentRecipe:
+        return AgentRecipe(
+            name="pendulum-replay",
+            env=str(pendulum_run),
+            algorithm="sac",
+            budget=64,
+            n_envs=8,
+            backend="onnx",
+            normalize=False,
+            dream={"reset": "any", "horizon": 5},
+            hyperparameters={"learning_starts": 32, "batch_size": 16, **hyperparameters},
+            replay=replay,
+            evaluation=Evaluation(env="Pendulum-v1", every=0, episodes=1, final_episodes=1),
+        )
+
+    rollouts.write_random_dataset("test/pendulum/replay-other-v0", "Pendulum-v1", 500, n_envs=2)
+    other = ReplaySettings(real_fraction=0.5, dataset="test/pendulum/replay-other-v0")
+    summary = train_agent(recipe(other), tmp_path / "other", progress=False)
+    assert summary["replay"] == {
+        "dataset": "test/pendulum/replay-other-v0",
+        "transitions": 500,
+        "real_fraction": 0.5,
+    }
+    for key, value in (("optimize_memory_usage", True), ("replay_buffer_kwargs", {"a": 1})):
+        with pytest.raises(ConfigError, match=f"set {key}; expected none of"):
+            recipe(other, **{key: value})
+
+
 def test_behaviour_warm_start_and_regularisation_run_in_training(
     pendulum_run: Path, tmp_path: Path
 ) -> None:

@@ -202,11 +202,14 @@ def test_recipes_are_consistent() -> None:
     assert isinstance(medium, CollectSpec) and isinstance(replay, CollectSpec)
     assert medium.train is not None and medium.policy == medium.train.save_to
     assert replay.mode == "replay" and replay.train == medium.train
+    for env in ("walker2d", "hopper", "halfcheetah"):  # like D4RL's: the policy's own noise
+        spec = recipe_spec(f"{env}-medium")
+        assert isinstance(spec, CollectSpec) and spec.actions == "sampled"
     mixed = recipe_spec("walker2d-mixed")
     assert isinstance(mixed, MixSpec)
     assert [p.recipe for p in mixed.parts] == [
         "walker2d-medium-replay",
-        "walker2d-medium",
+        "walker2d-medium-deterministic",
         "walker2d-random",
     ]
     assert [p.steps for p in mixed.parts] == [None, 400_000, 100_000]
@@ -275,3 +278,77 @@ def test_rollout_episodes_gives_each_environment_its_share() -> None:
         progress=False,
     )
     assert len(eps) == 7 and all(not bool(ep["cut"]) for ep in eps)
+
+
+def test_sampled_actions_follow_the_policy_and_store_its_log_probabilities(
+    tmp_path: Path,
+) -> None:
+    from stable_baselines3 import SAC
+
+    env = gym.make("Pendulum-v1")
+    ppo = PPO("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": [16], "log_std_init": -0.5})
+    sampled = SB3Policy(ppo.policy, env.action_space, sample=True, seed=0)
+    obs = np.random.default_rng(1).normal(size=(20_000, 3)).astype(np.float32)
+    actions, info = sampled.act(obs)
+    assert actions.shape == (20_000, 1) and set(info) == {
+        "action_log_prob",
+        "action_mean",
+        "action_log_std",
+    }
+    assert np.all(np.abs(actions) <= 2.0)  # clipped to the action space, as SB3 acts
+    # inside the bounds the stored log-probability is the policy's own density of the action
+    inside = np.abs(actions[:, 0]) < 2.0
+    with torch.no_grad():
+        _, log_prob, _ = ppo.policy.evaluate_actions(
+            torch.as_tensor(obs[inside]), torch.as_tensor(actions[inside])
+        )
+    np.testing.assert_allclose(info["action_log_prob"][inside], log_prob.numpy(), atol=1e-4)
+    z = (actions[inside] - info["action_mean"][inside]) / np.exp(info["action_log_std"][inside])
+    assert abs(float(z.std()) - 1.0) < 0.05 and abs(float(z.mean())) < 0.05
+    # the same seed draws the same actions; deterministic policies cannot be sampled
+    again, _ = SB3Policy(ppo.policy, env.action_space, sample=True, seed=0).act(obs)
+    assert np.array_equal(actions, again)
+    with pytest.raises(ConfigError, match="expected action_noise=0 with sample=True"):
+        SB3Policy(ppo.policy, env.action_space, sample=True, action_noise=0.1)
+    with pytest.raises(ConfigError, match="needs a stochastic SB3 policy"):
+        SB3Policy(object(), env.action_space, sample=True)
+
+    # SAC: squashed Gaussian; the log-probability is SB3's density of the squashed action
+    sac = SAC("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": [16]})
+    actions, info = SB3Policy(sac.policy, env.action_space, sample=True, seed=0).act(obs[:512])
+    assert np.all(np.abs(actions) <= 2.0)
+    with torch.no_grad():
+        dist = sac.policy.actor.action_dist
+        mean, log_std, _ = sac.policy.actor.get_action_dist_params(torch.as_tensor(obs[:512]))
+        dist.proba_distribution(mean, log_std)
+        squashed = torch.as_tensor(sac.policy.scale_action(actions))
+        expected = dist.log_prob(squashed)
+    np.testing.assert_allclose(info["action_log_prob"], expected.numpy(), atol=2e-3, rtol=1e-3)
+
+    # the dataset stores them in Minari's infos, aligned with observations (last row NaN)
+    policy_file = tmp_path / "pendulum-ppo.zip"
+    ppo.save(policy_file)
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path / "data")
+    try:
+        spec = CollectSpec(
+            env_id="Pendulum-v1",
+            dataset_id="testest/pendulum/sampled-v0",
+            policy=str(policy_file),
+            actions="sampled",
+            steps=450,
+            n_envs=2,
+            score_episodes=2,
+        )
+        report = collect_dataset(spec, progress=False)
+        assert report.steps == 450
+        ds = minari.load_dataset("testest/pendulum/sampled-v0")
+        assert "sampled actions" in ds.storage.metadata["worldflux"]["behaviour_policy"]
+        for ep in ds.iterate_episodes():
+            log_prob = np.asarray(ep.infos["action_log_prob"])
+            assert log_prob.shape == (len(ep.actions) + 1,)
+            assert np.isfinite(log_prob[:-1]).all() and np.isnan(log_prob[-1])
+            assert np.asarray(ep.infos["action_mean"]).shape == (len(ep.actions) + 1, 1)
+    finally:
+        del os.environ["MINARI_DATASETS_PATH"]
+    with pytest.raises(ConfigError, match="needs a trained policy"):
+        CollectSpec(env_id="Pendulum-v1", dataset_id="a/b-v0", actions="sampled")

@@ -1,7 +1,7 @@
 """Slow: the probabilistic ensemble on the Walker2d-v5 medium dataset, judged by the fidelity
 report (the same targets as the RSSM families) and by how well its uncertainty ranks its errors.
 
-Needs the dataset (`worldflux collect --recipe walker2d-medium`); run with `make test-slow`.
+Needs the dataset (`worldflux collect --recipe walker2d-medium-deterministic`); run with `make test-slow`.
 Targets: 1-step obs nRMSE <= 0.05, 15-step <= 0.3, 1-step reward correlation >= 0.95; the
 epistemic uncertainty of one-step predictions on held-out transitions is rank-correlated with
 their error (Spearman > 0.3). Trains with the shipped `WorldFlux/Ensemble-Walker-v0` budget
@@ -29,7 +29,7 @@ DATASET = "worldflux/walker2d/medium-v0"
 def test_ensemble_walker2d_medium_fidelity(tmp_path: Path) -> None:
     if not (datasets_root() / DATASET / "data").exists():
         pytest.skip(
-            f"{DATASET} is not built here; run `worldflux collect --recipe walker2d-medium`"
+            f"{DATASET} is not built here; run `worldflux collect --recipe walker2d-medium-deterministic`"
         )
     from worldflux.data import MinariBatchProvider
     from worldflux.dream.cards import find_card

@@ -1,6 +1,6 @@
 """Slow: DreamerV3 on the Walker2d-v5 medium dataset, judged by the fidelity report.
 
-Needs the dataset (`worldflux collect --recipe walker2d-medium`); run with `make test-slow`.
+Needs the dataset (`worldflux collect --recipe walker2d-medium-deterministic`); run with `make test-slow`.
 Trains with the budget of the shipped ``WorldFlux/Dreamer-Walker-v0`` (envs/dreamer-walker.toml;
 about 25 minutes on the 2-core development machine). Targets: 15-step obs nRMSE <= 0.3 and 1-step
 reward correlation >= 0.95 (met: 0.14 and 0.994). The 1-step goal of 0.05 is not met yet (0.148;
@@ -24,7 +24,7 @@ DATASET = "worldflux/walker2d/medium-v0"
 def test_dreamerv3_walker2d_medium_fidelity(tmp_path: Path) -> None:
     if not (datasets_root() / DATASET / "data").exists():
         pytest.skip(
-            f"{DATASET} is not built here; run `worldflux collect --recipe walker2d-medium`"
+            f"{DATASET} is not built here; run `worldflux collect --recipe walker2d-medium-deterministic`"
         )
     from worldflux.dream.cards import find_card
     from worldflux.training.run import train_run

@@ -232,6 +232,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             mode=args.mode,
             steps=None if args.mode == "replay" else args.steps,
             action_noise=args.action_noise,
+            actions=args.actions,
             n_envs=args.n_envs,
             seed=args.seed,
             train=train,
@@ -546,6 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument(
         "--action-noise", type=float, default=0.0, help="Gaussian noise, x half the action range"
     )
+    col.add_argument(
+        "--actions",
+        choices=("deterministic", "sampled"),
+        default="deterministic",
+        help="SB3 policies: the mean action (plus --action-noise), or actions sampled from the "
+        "policy's distribution with its log-probabilities stored in the dataset's infos",
+    )
     col.add_argument("--n-envs", type=int, default=8, help="environments stepped together")
     col.add_argument("--seed", type=int, default=0)
     col.add_argument(
@@ -709,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         help="any of dream, dream-pure (no behaviour regularisation), mopo-sac, mopo-td3, bc, "
-        "td3bc (default: dream bc td3bc)",
+        "td3bc, iql (default: dream bc td3bc)",
     )
     off.add_argument("--seeds", nargs="+", type=int, default=[0])
     off.add_argument("--out", help="output folder (default runs/offline-DATASET)")

@@ -3,9 +3,11 @@
 Policies:
 
 * ``random`` - uniform over the action space (seeded);
-* an SB3 model file (loaded without unpickling, see :mod:`.sb3_policy`), deterministic, with
-  optional Gaussian action noise (``action_noise`` times half the action range; noisy actions are
-  clipped to the action space, as D4RL's noisy datasets were);
+* an SB3 model file (loaded without unpickling, see :mod:`.sb3_policy`), either deterministic
+  (optionally with Gaussian action noise: ``action_noise`` times half the action range, clipped
+  to the action space, as D4RL's noisy datasets were) or ``sampled`` from the policy's own action
+  distribution, as D4RL's medium datasets were; sampled episodes also store the behaviour
+  distribution in Minari's ``infos`` (see :class:`SB3Policy`);
 * train-then-collect: an SB3 agent trained on the real environment for a budget of steps; the
   dataset is either its training episodes ("replay", like D4RL's medium-replay) or episodes of the
   final policy ("final", like medium/expert).
@@ -31,6 +33,7 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .._version import __version__
@@ -62,8 +65,13 @@ class RandomPolicy:
 
 
 class SB3Policy:
-    """A stable-baselines3 policy acting deterministically, with optional observation
-    normalisation (from training) and Gaussian action noise."""
+    """A stable-baselines3 policy with optional observation normalisation (from training).
+
+    Actions are the policy's deterministic ones, optionally with Gaussian ``action_noise``, or,
+    with ``sample=True``, drawn from the policy's own distribution (PPO/A2C's diagonal Gaussian,
+    clipped to the action space as SB3 does when it acts; SAC's squashed Gaussian). Sampling also
+    yields the behaviour distribution per step (see :meth:`act`).
+    """
 
     def __init__(
         self,
@@ -72,6 +80,7 @@ class SB3Policy:
         *,
         obs_norm: dict[str, Any] | None = None,
         action_noise: float = 0.0,
+        sample: bool = False,
         seed: int = 0,
         name: str = "sb3",
     ) -> None:
@@ -79,11 +88,23 @@ class SB3Policy:
             raise ConfigError(f"action_noise: expected >= 0, got {action_noise}.")
         if action_noise > 0 and not isinstance(space, gym.spaces.Box):
             raise ConfigError(f"action_noise needs a Box action space, got {space}.")
+        if sample and action_noise > 0:
+            raise ConfigError(
+                "sampled actions already follow the policy's own noise: expected "
+                f"action_noise=0 with sample=True, got action_noise={action_noise}."
+            )
+        if sample and not _stochastic(policy):
+            raise ConfigError(
+                f"sample=True needs a stochastic SB3 policy (PPO, A2C or SAC), got "
+                f"{type(policy).__name__}, whose actions are deterministic."
+            )
         self.policy = policy
         self.space = space
         self.obs_norm = obs_norm
         self.action_noise = action_noise
+        self.sample = sample
         self.rng = np.random.default_rng(seed)
+        self.torch_rng = torch.Generator().manual_seed(seed)
         self.name = name
         #: (steps, mean return) evaluations made while training this policy, if any
         self.history: list[tuple[int, float]] = []
@@ -98,20 +119,75 @@ class SB3Policy:
             **kwargs,
         )
 
+    def _normalise(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_norm is None:
+            return obs
+        n = self.obs_norm
+        return np.clip(
+            (obs - n["mean"]) / np.sqrt(n["var"] + n["epsilon"]), -n["clip_obs"], n["clip_obs"]
+        ).astype(np.float32)
+
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        x = obs
-        if self.obs_norm is not None:
-            n = self.obs_norm
-            x = np.clip(
-                (obs - n["mean"]) / np.sqrt(n["var"] + n["epsilon"]), -n["clip_obs"], n["clip_obs"]
-            ).astype(np.float32)
+        return self.act(obs)[0]
+
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Actions for a batch ``obs`` [N, *obs_shape], and what is known of how they were drawn.
+
+        Returns:
+            ``(actions [N, *action_shape], info)``. With ``sample=True`` ``info`` holds the
+            behaviour distribution of each row: ``action_log_prob`` [N] (log-density of the
+            drawn action: before clipping for PPO/A2C, of the squashed action in [-1, 1] for
+            SAC), ``action_mean`` and ``action_log_std`` [N, A] (of the Gaussian before clipping
+            or squashing). Otherwise ``info`` is empty.
+        """
+        x = self._normalise(obs)
+        if self.sample:
+            return self._sample(x)
         actions, _ = self.policy.predict(x, deterministic=True)
         if self.action_noise > 0:
             assert isinstance(self.space, gym.spaces.Box)
             half = (self.space.high - self.space.low) / 2.0
             actions = actions + self.rng.normal(size=actions.shape) * self.action_noise * half
             actions = np.clip(actions, self.space.low, self.space.high).astype(self.space.dtype)
-        return np.asarray(actions)
+        return np.asarray(actions), {}
+
+    def _sample(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        dist: Any  # torch's Normal (Box) or Categorical (Discrete)
+        with torch.no_grad():
+            obs_t = torch.as_tensor(x, dtype=torch.float32)
+            if isinstance(self.policy, ActorCriticPolicy):
+                dist = self.policy.get_distribution(obs_t).distribution
+            else:  # SAC: the actor's Gaussian before tanh
+                mean, log_std, _ = self.policy.actor.get_action_dist_params(obs_t)
+                dist = torch.distributions.Normal(mean, log_std.exp())
+            mean, std = dist.mean, dist.stddev
+            if isinstance(dist, torch.distributions.Normal):
+                raw = mean + std * torch.randn(mean.shape, generator=self.torch_rng)
+                log_prob = dist.log_prob(raw).sum(-1)
+            else:  # a categorical policy (Discrete actions)
+                raw = dist.sample()
+                log_prob = dist.log_prob(raw)
+            if isinstance(self.policy, ActorCriticPolicy):
+                actions = raw.numpy()
+            else:  # squashed: the density of the tanh'd action (SAC's own correction)
+                actions = torch.tanh(raw).numpy()
+                log_prob = log_prob - torch.log1p(-(torch.tanh(raw) ** 2) + 1e-6).sum(-1)
+                actions = self.policy.unscale_action(actions)
+        info: dict[str, np.ndarray] = {"action_log_prob": log_prob.numpy().astype(np.float32)}
+        if isinstance(self.space, gym.spaces.Box):
+            actions = np.clip(actions, self.space.low, self.space.high).astype(self.space.dtype)
+            info["action_mean"] = mean.numpy().astype(np.float32)
+            info["action_log_std"] = std.log().numpy().astype(np.float32)
+        return actions, info
+
+
+def _stochastic(policy: Any) -> bool:
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.sac.policies import SACPolicy
+
+    return isinstance(policy, ActorCriticPolicy | SACPolicy)
 
 
 @dataclass
@@ -123,13 +199,20 @@ class EpisodeRecorder:
     rewards: list[float] = field(default_factory=list)
     terminations: list[bool] = field(default_factory=list)
     truncations: list[bool] = field(default_factory=list)
+    #: per-step facts about each action (e.g. the behaviour policy's log-probability), each a
+    #: list aligned with ``actions``
+    action_infos: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
-    def finish(self, *, cut: bool = False) -> dict[str, np.ndarray]:
-        """The episode as arrays; ``cut`` marks an unfinished episode truncated at its last step."""
+    def finish(self, *, cut: bool = False) -> dict[str, Any]:
+        """The episode as arrays; ``cut`` marks an unfinished episode truncated at its last step.
+
+        ``action_infos`` become Minari ``infos`` aligned with ``observations`` ([T+1, ...]): row
+        t describes the action taken from observation t; the last row (no action) is NaN.
+        """
         truncations = list(self.truncations)
         if cut:
             truncations[-1] = True
-        return {
+        episode: dict[str, Any] = {
             "observations": np.asarray(self.observations),
             "actions": np.asarray(self.actions),
             "rewards": np.asarray(self.rewards, dtype=np.float64),
@@ -137,6 +220,14 @@ class EpisodeRecorder:
             "truncations": np.asarray(truncations, dtype=bool),
             "cut": np.asarray(cut),  # not stored; tells returns of cut episodes apart
         }
+        if self.action_infos:
+            infos = {}
+            for key, rows in self.action_infos.items():
+                values = np.asarray(rows, dtype=np.float32)
+                last = np.full((1, *values.shape[1:]), np.nan, dtype=np.float32)
+                infos[key] = np.concatenate([values, last])
+            episode["infos"] = infos
+        return episode
 
 
 def rollout_episodes(
@@ -186,12 +277,15 @@ def rollout_episodes(
             active = [i for i in range(n_envs) if episodes is None or played[i] < quota[i]]
             if not active:
                 return done
-            actions = policy(obs)
+            act = getattr(policy, "act", None)
+            actions, info = act(obs) if act is not None else (policy(obs), {})
             for i in active:
                 env = envs[i]
                 nxt, reward, terminated, truncated, _ = env.step(actions[i])
                 rec = recorders[i]
                 rec.actions.append(actions[i])
+                for key, values in info.items():
+                    rec.action_infos.setdefault(key, []).append(values[i])
                 rec.rewards.append(float(reward))
                 rec.terminations.append(bool(terminated))
                 rec.truncations.append(bool(truncated))
@@ -260,6 +354,7 @@ def write_dataset(
             rewards=list(ep["rewards"]),
             terminations=list(ep["terminations"]),
             truncations=list(ep["truncations"]),
+            infos=ep.get("infos"),
         )
         for i, ep in enumerate(episodes)
     ]

@@ -80,6 +80,9 @@ class CollectSpec:
             ``"replay"`` (the episodes played during training).
         steps: transitions to collect (``final``/``random``/file policies).
         action_noise: Gaussian noise, in units of half the action range (file/trained policies).
+        actions: ``"deterministic"`` (the policy's mean action, plus ``action_noise``) or
+            ``"sampled"`` (drawn from the policy's own distribution, as D4RL's medium data; the
+            behaviour log-probabilities go into the dataset's ``infos``). File/trained policies.
         train: training settings when ``policy="train"`` (or when a ``train.save_to`` file
             does not exist yet for ``policy`` = that file).
         score_episodes: episodes used to measure random and behaviour returns.
@@ -92,6 +95,7 @@ class CollectSpec:
     mode: Literal["final", "replay"] = "final"
     steps: int | None = 100_000
     action_noise: float = 0.0
+    actions: Literal["deterministic", "sampled"] = "deterministic"
     n_envs: int = 8
     seed: int = 0
     train: TrainSpec | None = None
@@ -100,6 +104,17 @@ class CollectSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
+        if self.actions not in ("deterministic", "sampled"):
+            raise ConfigError(
+                f"actions: expected 'deterministic' or 'sampled', got {self.actions!r}."
+            )
+        if self.actions == "sampled" and self.policy == "random":
+            raise ConfigError("actions='sampled' needs a trained policy, got policy='random'.")
+        if self.actions == "sampled" and self.action_noise > 0:
+            raise ConfigError(
+                "actions='sampled' follows the policy's own noise: expected action_noise=0, "
+                f"got {self.action_noise}."
+            )
         if self.mode not in ("final", "replay"):
             raise ConfigError(f"mode: expected 'final' or 'replay', got {self.mode!r}.")
         if self.mode == "replay" and self.policy != "train":
@@ -320,6 +335,7 @@ def collect_dataset(
             probe.action_space,
             obs_norm=trained.obs_norm,
             action_noise=spec.action_noise,
+            sample=spec.actions == "sampled",
             seed=spec.seed,
             name=trained.name,
         )
@@ -332,8 +348,15 @@ def collect_dataset(
             # train the missing behaviour policy once; later runs reuse the saved file
             t = spec.train
             spec.train.run(spec.env_id, spec.seed, record=False, save=True, progress=progress)
-        policy = SB3Policy.from_file(path, probe, action_noise=spec.action_noise, seed=spec.seed)
+        policy = SB3Policy.from_file(
+            path,
+            probe,
+            action_noise=spec.action_noise,
+            sample=spec.actions == "sampled",
+            seed=spec.seed,
+        )
         name = f"sb3 {path.name}" + (f" + noise {spec.action_noise}" if spec.action_noise else "")
+        name += " (sampled actions)" if spec.actions == "sampled" else ""
 
     if spec.mode == "replay":
         episodes = recorded

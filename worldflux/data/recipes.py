@@ -18,6 +18,7 @@ _DATASET_KEYS = {
     "policy",
     "steps",
     "action_noise",
+    "actions",
     "n_envs",
     "seed",
     "score_episodes",

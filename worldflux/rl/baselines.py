@@ -1,7 +1,9 @@
 """Model-free offline baselines on a dataset's transitions, for comparison with agents trained in a
-dream: behaviour cloning and TD3+BC (Fujimoto & Gu, 2021, "A Minimalist Approach to Offline
-Reinforcement Learning"), written here on torch (d3rlpy pins an older gymnasium than WorldFlux
-needs). Both need a continuous (Box) action space and vector observations.
+dream: behaviour cloning, TD3+BC (Fujimoto & Gu, 2021, "A Minimalist Approach to Offline
+Reinforcement Learning") and IQL (Kostrikov, Nair & Levine, 2022, "Offline Reinforcement Learning
+with Implicit Q-Learning"), written here on torch (d3rlpy pins an older gymnasium than WorldFlux
+needs; ``benchmarks/validate_baselines.py`` compares them with it). All need a continuous (Box)
+action space and vector observations.
 
 Shapes: N = transitions, D = observation size, A = action size.
 """
@@ -9,6 +11,7 @@ Shapes: N = transitions, D = observation size, A = action size.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +55,13 @@ class Transitions:
     dones: torch.Tensor
 
     @classmethod
-    def from_store(cls, store: EpisodeStore, action_space: spaces.Space[Any]) -> Transitions:
-        before, after = decision_rows(store, action_space, "offline baselines need")
+    def from_store(
+        cls, store: EpisodeStore, action_space: spaces.Space[Any], who: str = "offline baselines"
+    ) -> Transitions:
+        """The store's transitions; ``who`` (e.g. "[replay]") names the user in errors."""
+        before, after = decision_rows(store, action_space, f"{who} need")
         assert isinstance(action_space, spaces.Box)
-        scale = ActionScale(action_space)
+        scale = ActionScale(action_space, who)
 
         def t(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -75,11 +81,11 @@ class Transitions:
 class ActionScale:
     """Maps a Box's actions to [-1, 1] and back."""
 
-    def __init__(self, space: spaces.Box) -> None:
+    def __init__(self, space: spaces.Box, who: str = "offline baselines") -> None:
         self.low = space.low.astype(np.float32)
         self.high = space.high.astype(np.float32)
         if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
-            raise ConfigError(f"offline baselines need a bounded action space, got {space}.")
+            raise ConfigError(f"{who} need a bounded action space, got {space}.")
 
     def to_unit(self, actions: np.ndarray) -> np.ndarray:
         return 2.0 * (actions - self.low) / (self.high - self.low) - 1.0
@@ -121,6 +127,28 @@ def _normaliser(data: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
     return data.obs.mean(0), data.obs.std(0) + 1e-3
 
 
+@dataclass
+class Checkpoints:
+    """Hands a copy of the policy being trained to ``call(updates_done, policy)`` every ``every``
+    updates before the last (the caller scores it, e.g. for a learning curve)."""
+
+    every: int
+    call: Callable[[int, OfflinePolicy], None]
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"checkpoints every: expected >= 1 update, got {self.every}.")
+
+    def after(
+        self, step: int, steps: int, actor: nn.Module, mean: torch.Tensor, std: torch.Tensor,
+        space: spaces.Box, name: str,
+    ) -> None:  # fmt: skip
+        """Call back after update ``step`` (0-based) of ``steps`` when one is due."""
+        done = step + 1
+        if done % self.every == 0 and done < steps:
+            self.call(done, OfflinePolicy(copy.deepcopy(actor), mean, std, space, name))
+
+
 def behaviour_cloning(
     data: Transitions,
     space: spaces.Box,
@@ -131,6 +159,7 @@ def behaviour_cloning(
     hidden: int = 256,
     seed: int = 0,
     progress: bool = True,
+    checkpoints: Checkpoints | None = None,
 ) -> OfflinePolicy:
     """Regress actions on observations (mean squared error in the [-1, 1] action scale)."""
     torch.manual_seed(seed)
@@ -139,12 +168,14 @@ def behaviour_cloning(
     obs = (data.obs - mean) / std
     actor = _mlp(obs.shape[1], data.actions.shape[1], hidden)
     opt = torch.optim.Adam(actor.parameters(), lr=lr)
-    for _ in tqdm(range(steps), desc="behaviour cloning", disable=not progress):
+    for step in tqdm(range(steps), desc="behaviour cloning", disable=not progress):
         idx = torch.from_numpy(rng.integers(len(data), size=batch_size))
         loss = F.mse_loss(torch.tanh(actor(obs[idx])), data.actions[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if checkpoints is not None:
+            checkpoints.after(step, steps, actor, mean, std, space, "bc")
     return OfflinePolicy(actor, mean, std, space, "bc")
 
 
@@ -164,6 +195,7 @@ def td3_bc(
     policy_every: int = 2,
     seed: int = 0,
     progress: bool = True,
+    checkpoints: Checkpoints | None = None,
 ) -> OfflinePolicy:
     """TD3 with a behaviour-cloning term in the actor loss,
     ``-lambda * Q(s, pi(s)) + (pi(s) - a)^2`` with ``lambda = alpha / mean|Q|`` (the paper's
@@ -205,4 +237,92 @@ def td3_bc(
                 for net, tgt in ((actor, actor_target), (critics, critics_target)):
                     for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
                         tp.mul_(1.0 - tau).add_(p, alpha=tau)
+        if checkpoints is not None:
+            checkpoints.after(step, steps, actor, mean, std, space, "td3bc")
     return OfflinePolicy(actor, mean, std, space, "td3bc")
+
+
+def iql(
+    data: Transitions,
+    space: spaces.Box,
+    *,
+    steps: int = 100_000,
+    batch_size: int = 256,
+    lr: float = 3e-4,
+    hidden: int = 256,
+    expectile: float = 0.7,
+    beta: float = 3.0,
+    max_weight: float = 100.0,
+    gamma: float = 0.99,
+    tau: float = 0.005,
+    reward_scale: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    checkpoints: Checkpoints | None = None,
+) -> OfflinePolicy:
+    """Implicit Q-learning: ``V`` fits an upper ``expectile`` of the target critics' ``Q(s, a)``
+    over the dataset's actions, the critics fit ``r + gamma V(s')`` (so no action outside the data
+    is ever queried), and the actor is advantage-weighted regression,
+    ``-min(exp(beta (Q - V)), max_weight) log pi(a | s)``, with a Gaussian policy whose mean is
+    ``tanh`` of the network and whose log-std is one learned vector; the actor's learning rate
+    decays to 0 on a cosine over ``steps``. The defaults are the paper's locomotion settings, where
+    rewards are scaled by ``1000 / (max - min episode return)``: pass that as ``reward_scale``
+    (see :func:`return_range_scale`). The returned policy acts with the mean."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    mean, std = _normaliser(data)
+    obs, next_obs = (data.obs - mean) / std, (data.next_obs - mean) / std
+    rewards = data.rewards * reward_scale
+    d, a = obs.shape[1], data.actions.shape[1]
+    actor = _mlp(d, a, hidden)
+    log_std = nn.Parameter(torch.zeros(a))
+    value = _mlp(d, 1, hidden)
+    critics = nn.ModuleList([_mlp(d + a, 1, hidden), _mlp(d + a, 1, hidden)])
+    critics_target = copy.deepcopy(critics)
+    actor_opt = torch.optim.Adam([*actor.parameters(), log_std], lr=lr)
+    actor_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(actor_opt, steps)
+    value_opt = torch.optim.Adam(value.parameters(), lr=lr)
+    critic_opt = torch.optim.Adam(critics.parameters(), lr=lr)
+    for step in tqdm(range(steps), desc="IQL", disable=not progress):
+        idx = torch.from_numpy(rng.integers(len(data), size=batch_size))
+        s, act, s2 = obs[idx], data.actions[idx], next_obs[idx]
+        r, done = rewards[idx], data.dones[idx]
+        sa = torch.cat([s, act], 1)
+        with torch.no_grad():
+            q_target = torch.min(critics_target[0](sa), critics_target[1](sa)).squeeze(1)
+        v = value(s).squeeze(1)
+        diff = q_target - v
+        weight = torch.where(diff > 0, expectile, 1.0 - expectile)
+        value_loss = (weight * diff.pow(2)).mean()
+        value_opt.zero_grad()
+        value_loss.backward()
+        value_opt.step()
+
+        advantage = (q_target - v.detach()).mul(beta).exp().clamp(max=max_weight)
+        dist = torch.distributions.Normal(torch.tanh(actor(s)), log_std.clamp(-5.0, 2.0).exp())
+        actor_loss = -(advantage * dist.log_prob(act).sum(1)).mean()
+        actor_opt.zero_grad()
+        actor_loss.backward()
+        actor_opt.step()
+        actor_schedule.step()
+
+        with torch.no_grad():
+            target = r + gamma * (1.0 - done) * value(s2).squeeze(1)
+        critic_loss = sum(F.mse_loss(c(sa).squeeze(1), target) for c in critics)
+        critic_opt.zero_grad()
+        critic_loss.backward()  # type: ignore[union-attr]
+        critic_opt.step()
+        with torch.no_grad():
+            for p, tp in zip(critics.parameters(), critics_target.parameters(), strict=True):
+                tp.mul_(1.0 - tau).add_(p, alpha=tau)
+        if checkpoints is not None:
+            checkpoints.after(step, steps, actor, mean, std, space, "iql")
+    return OfflinePolicy(actor, mean, std, space, "iql")
+
+
+def return_range_scale(store: EpisodeStore) -> float:
+    """IQL's locomotion reward scale, ``1000 / (max - min)`` over the store's episode returns
+    (1.0 when every episode returns the same)."""
+    returns = store.episode_returns()
+    spread = float(returns.max() - returns.min()) if len(returns) else 0.0
+    return 1000.0 / spread if spread > 0 else 1.0

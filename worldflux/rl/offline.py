@@ -12,8 +12,8 @@ Methods, all on the same dataset and the same real-environment evaluation:
   2019): SAC or TD3 collects 5-step branches from dataset states in a dream whose reward is
   penalised by the ensemble's uncertainty, and every gradient step trains on batches of which 5%
   are the dataset's own transitions (:mod:`worldflux.rl.replay`); ``gradient_steps`` updates;
-* ``bc``: behaviour cloning; ``td3bc``: TD3+BC (:mod:`worldflux.rl.baselines`); ``gradient_steps``
-  updates.
+* ``bc``: behaviour cloning; ``td3bc``: TD3+BC; ``iql``: implicit Q-learning
+  (:mod:`worldflux.rl.baselines`); ``gradient_steps`` updates.
 
 Scores are returns on the real environment and normalised scores
 ``100 * (R - ref_min) / (ref_max - ref_min)`` with the dataset's Minari reference scores (without
@@ -39,14 +39,14 @@ from ..data.provider import MinariBatchProvider
 from ..dream.make import recorded_dataset
 from ..eval.fidelity import spearman
 from ..files import write_text_atomic
-from .baselines import Transitions, behaviour_cloning, td3_bc
+from .baselines import Transitions, behaviour_cloning, iql, return_range_scale, td3_bc
 from .behaviour import BehaviourSettings
 from .evaluate import real_env_episodes
 from .recipes import AgentRecipe, Evaluation
 from .replay import ReplaySettings
 from .train import train_agent
 
-METHODS = ("dream", "dream-pure", "mopo-sac", "mopo-td3", "bc", "td3bc")
+METHODS = ("dream", "dream-pure", "mopo-sac", "mopo-td3", "bc", "td3bc", "iql")
 DEFAULT_METHODS = ("dream", "bc", "td3bc")
 #: defaults of the dream methods (see the module docstring); the budgets are overridable
 DREAM_SETTINGS = {"penalty": 1.0, "halt": "p99", "reset": "any", "horizon": 10}
@@ -200,14 +200,11 @@ def offline_run(
             else:
                 if transitions is None:
                     transitions = Transitions.from_store(store, dataset.action_space)
-                train = behaviour_cloning if method == "bc" else td3_bc
-                policy = train(
-                    transitions,
-                    dataset.action_space,
-                    steps=gradient_steps,
-                    seed=seed,
-                    progress=progress,
-                )
+                common: dict[str, Any] = {"steps": gradient_steps, "seed": seed}
+                if method == "iql":
+                    common["reward_scale"] = return_range_scale(store)
+                train = {"bc": behaviour_cloning, "td3bc": td3_bc, "iql": iql}[method]
+                policy = train(transitions, dataset.action_space, progress=progress, **common)
                 real = real_env_episodes(env_id, policy, episodes, 20_000 + seed).to_dict()
             row = {
                 "method": method,

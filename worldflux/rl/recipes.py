@@ -119,6 +119,21 @@ class AgentRecipe:
                 f"agent recipe {self.name}: [replay] mixes dataset transitions into a replay "
                 f"buffer; expected algorithm one of {OFF_POLICY}, got {self.algorithm!r}."
             )
+        buffer_keys = {
+            "replay_buffer_class": lambda v: v is not None,
+            "replay_buffer_kwargs": bool,
+            "optimize_memory_usage": bool,
+            "n_steps": lambda v: v != 1,
+        }
+        custom = [k for k, used in buffer_keys.items() if k in self.hyperparameters and used(
+            self.hyperparameters[k])]  # fmt: skip
+        if self.replay.active and custom:
+            raise ConfigError(
+                f"agent recipe {self.name}: [replay] replaces SB3's plain ReplayBuffer, but "
+                f"[hyperparameters] set {', '.join(custom)}; expected none of "
+                "replay_buffer_class, replay_buffer_kwargs, optimize_memory_usage or n_steps > 1: "
+                "drop those or drop [replay]."
+            )
         latent = self.dream.get("observation") == "latent"
         if self.replay.active and latent:
             raise ConfigError(

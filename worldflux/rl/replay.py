@@ -135,14 +135,12 @@ class DatasetMixReplayBuffer(ReplayBuffer):
             self.data_dones[idx].reshape(-1, 1),
             self._normalize_reward(self.data_rewards[idx].reshape(-1, 1), env),
         )
-        real_part = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in real]
-        dream: list[torch.Tensor] = []
+        parts = [
+            torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device) for x in real
+        ]
         if n_real < batch_size:
             sampled = super().sample(batch_size - n_real, env=env)
-            dream = [sampled.observations, sampled.actions, sampled.next_observations]
-            dream += [sampled.dones, sampled.rewards]
-        parts = [
-            torch.cat([r, d.to(r.device, torch.float32)]) if dream else r
-            for r, d in zip(real_part, dream or real_part, strict=True)
-        ]
-        return ReplayBufferSamples(*(p.to(self.device) for p in parts))
+            dream = (sampled.observations, sampled.actions, sampled.next_observations,
+                     sampled.dones, sampled.rewards)  # fmt: skip
+            parts = [torch.cat([r, d.to(torch.float32)]) for r, d in zip(parts, dream, strict=True)]
+        return ReplayBufferSamples(*parts)

@@ -377,13 +377,13 @@ def _replay(
         )
     from stable_baselines3.common.buffers import ReplayBuffer
 
-    if type(model.replay_buffer) is not ReplayBuffer:
+    if type(model.replay_buffer) is not ReplayBuffer:  # the recipe refuses the known ways
         raise ConfigError(
-            f"agent recipe {recipe.name}: [replay] replaces SB3's plain ReplayBuffer, but the "
-            f"[hyperparameters] asked for {type(model.replay_buffer).__name__} (n_steps or "
-            "replay_buffer_kwargs); drop those or drop [replay]."
+            f"agent recipe {recipe.name}: [replay] replaces SB3's plain ReplayBuffer, got "
+            f"{type(model.replay_buffer).__name__}."
         )
-    data = Transitions.from_store(MinariBatchProvider(dataset_id).store, sim.action_space)
+    store = MinariBatchProvider(dataset_id).store
+    data = Transitions.from_store(store, sim.action_space, who="[replay]")
     assert settings.real_fraction is not None  # active
     model.replay_buffer = DatasetMixReplayBuffer(
         model.buffer_size,
@@ -393,7 +393,6 @@ def _replay(
         real_fraction=settings.real_fraction,
         device=model.device,
         n_envs=model.n_envs,
-        optimize_memory_usage=model.optimize_memory_usage,
     )
     if core.settings.reset == "any":
         core.reset_states = ResetStates(
