@@ -93,6 +93,12 @@ class OnnxLayout:
                 f"ONNX layout_version {version!r} is not supported (this library reads up to "
                 f"{LAYOUT_VERSION}); upgrade worldflux."
             )
+        files = data.get("files", ONNX_FILES)
+        if files != ONNX_FILES:
+            raise SerializationError(
+                f"ONNX files: expected {ONNX_FILES} (the only layout this library reads), "
+                f"got {files!r}."
+            )
         try:
             return cls(
                 state={k: tuple(int(d) for d in v) for k, v in data["state"].items()},
@@ -132,6 +138,124 @@ class OnnxGraphs:
                 "with `worldflux export`."
             )
         return cls(layout, *(str(paths[name]) for name in ("encode", "step", "replace")))
+
+
+#: ONNX Runtime's names of the element types the graphs use
+_ORT_TYPES = {
+    "float32": "tensor(float)",
+    "float64": "tensor(double)",
+    "float16": "tensor(float16)",
+    "uint8": "tensor(uint8)",
+    "int8": "tensor(int8)",
+    "int32": "tensor(int32)",
+    "int64": "tensor(int64)",
+}
+#: a tensor's element type and per-row shape (the first, batch axis takes any size)
+TensorSpec = tuple[str, tuple[int, ...]]
+
+
+def graph_signature(
+    layout: OnnxLayout, graph: str
+) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
+    """The inputs and outputs (``{name: (element type, per-row shape)}``) that ``layout`` says
+    graph ``graph`` (``"encode"``, ``"step"`` or ``"replace"``) has; see the module docstring."""
+    f32 = _ORT_TYPES["float32"]
+    obs = (_ORT_TYPES.get(layout.obs_dtype, layout.obs_dtype), layout.obs_shape)
+    states = {k: (f32, shape) for k, shape in layout.state.items()}
+
+    def named(prefix: str) -> dict[str, TensorSpec]:
+        return {f"{prefix}.{k}": spec for k, spec in states.items()}
+
+    if graph == "encode":
+        return {"obs": obs}, named("state")
+    if graph == "step":
+        inputs = {**named("state"), "action": (f32, (layout.action_dim,))}
+        inputs.update({f"noise.{k}": (f32, s.shape) for k, s in layout.noise.items()})
+        outputs = {**named("next"), "obs": (f32, layout.obs_shape)}
+        outputs.update({"reward": (f32, ()), "continue": (f32, ())})
+        if layout.uncertainty:
+            outputs["uncertainty"] = (f32, ())
+        return inputs, outputs
+    if graph == "replace":
+        return {**named("state"), **named("new"), "index": (_ORT_TYPES["int64"], ())}, named("out")
+    raise ConfigError(f"graph: expected one of {list(ONNX_FILES)}, got {graph!r}.")
+
+
+def _spec_text(spec: TensorSpec) -> str:
+    return f"{spec[0]} [{', '.join(['batch', *(str(d) for d in spec[1])])}]"
+
+
+def _fits(expected: TensorSpec, found_type: str, found_shape: Any) -> bool:
+    """Whether a graph tensor fits ``expected``; symbolic or unknown dimensions fit any size."""
+    if found_type != expected[0] or not isinstance(found_shape, list | tuple):
+        return False
+    rows = list(found_shape)[1:]
+    return len(found_shape) == len(expected[1]) + 1 and all(
+        not isinstance(d, int) or d == e for d, e in zip(rows, expected[1], strict=True)
+    )
+
+
+def _mismatches(kind: str, expected: dict[str, TensorSpec], found: list[Any]) -> list[str]:
+    """What differs between the expected tensors and ONNX Runtime's ``NodeArg`` list: the names,
+    or else each tensor whose element type or shape differs."""
+    by_name = {arg.name: arg for arg in found}
+    if set(by_name) != set(expected):
+        return [f"{kind}s: expected {sorted(expected)}, found {sorted(by_name)}"]
+    problems = []
+    for name, spec in expected.items():
+        arg = by_name[name]
+        if not _fits(spec, arg.type, arg.shape):
+            shape = ", ".join(str(d) for d in (arg.shape or []))
+            problems.append(
+                f"{kind} {name!r}: expected {_spec_text(spec)}, found {arg.type} [{shape}]"
+            )
+    return problems
+
+
+def check_graph_file(path: Path, layout: OnnxLayout, graph: str) -> None:
+    """Raise :class:`SerializationError` naming ``path`` unless ONNX Runtime reads it and its
+    inputs and outputs are those ``layout`` gives graph ``graph`` (names, element types, per-row
+    shapes): a truncated file or another graph under this name fails here, at load time, rather
+    than at the first reset."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # the failure is reported below, with the file's name
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own (pybind) types; all mean "unreadable"
+        lines = str(exc).strip().splitlines()
+        raise SerializationError(
+            f"{path}: ONNX Runtime cannot read it ({type(exc).__name__}: "
+            f"{lines[0] if lines else ''}); expected the {graph!r} graph of the manifest's ONNX "
+            "layout. Restore the file, or export the artifact again from its training run "
+            "(`worldflux export RUN --out FOLDER`)."
+        ) from None
+    expected_in, expected_out = graph_signature(layout, graph)
+    problems = _mismatches("input", expected_in, session.get_inputs())
+    problems += _mismatches("output", expected_out, session.get_outputs())
+    if problems:
+        raise SerializationError(
+            f"{path}: does not fit the manifest's ONNX layout for the {graph!r} graph: "
+            + "; ".join(problems)
+            + ". Another graph may have been put in its place; restore the file, or export the "
+            "artifact again from its training run (`worldflux export RUN --out FOLDER`)."
+        )
+
+
+def check_graph_files(folder: Path, layout: OnnxLayout) -> None:
+    """:func:`check_graph_file` for the three graphs of an artifact folder."""
+    for graph, file in ONNX_FILES.items():
+        path = folder / file
+        if not path.is_file():
+            raise SerializationError(
+                f"{path}: missing; the manifest lists ONNX graphs. Restore it, or export the "
+                "artifact again from its training run (`worldflux export RUN --out FOLDER`)."
+            )
+        check_graph_file(path, layout, graph)
 
 
 def _device_id(device: str) -> int:

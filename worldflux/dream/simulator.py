@@ -5,15 +5,20 @@ from a self-contained artifact folder.
 Artifact layout (``exports/<name>/``, written atomically)::
 
     manifest.json        format, family, spaces, source env, default dream settings, card,
-                         calibration, and the ONNX layout ("onnx")
+                         calibration, the ONNX layout ("onnx") and "integrity": the sha256 and
+                         size of every other file and of the manifest's own content, checked on
+                         load (worldflux.dream.manifest)
     model/               the world model (config.json, model.safetensors, metadata.json)
     encode.onnx, step.onnx, replace.onnx
                          the same model as ONNX graphs (worldflux.dream.onnx_backend)
     reset_states.npz     "start" [M, *O] and "any" [K, *O] observations (no pickles)
-    fidelity.{md,json,png}  the model's fidelity report, when the run has one
+    fidelity.{md,json,png}, shifted.{md,json,png}
+                         the model's fidelity reports, when the run has them
 
 Loading an artifact needs no torch: the torch model is read only when the torch backend (or a
-re-export) asks for it, and the ONNX backend runs on numpy + onnxruntime.
+re-export) asks for it, and the ONNX backend runs on numpy + onnxruntime. Loading checks the
+manifest's structure, every file's hash, the reset states and the graphs' inputs and outputs, and
+raises :class:`~worldflux.core.errors.SerializationError` naming the file at fault.
 """
 
 from __future__ import annotations
@@ -32,18 +37,26 @@ from gymnasium import spaces
 from .._optional import torch_available, torch_missing
 from ..core.errors import ConfigError, SerializationError
 from ..files import refuse_foreign_folder
-from .backend import DreamBackend
+from .backend import DreamBackend, check_device
 from .core import DreamCore, DreamSettings, ResetStates
-from .onnx_backend import OnFallback, OnnxBackend, OnnxGraphs, OnnxLayout
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    RESET_STATES,
+    load_reset_states,
+    manifest_text,
+    read_manifest,
+    sealed,
+    short_repr,
+    verify_integrity,
+)
+from .onnx_backend import OnFallback, OnnxBackend, OnnxGraphs, OnnxLayout, check_graph_files
 
 if TYPE_CHECKING:
     from ..core.model import WorldModel
 
 Backend = Literal["torch", "onnx", "auto"]
 
-MANIFEST = "manifest.json"
-RESET_STATES = "reset_states.npz"
-FORMAT_VERSION = 1
 #: at most this many "any"-state observations are kept in an artifact
 MAX_ANY_STATES = 5_000
 #: held-out transitions used to calibrate the uncertainty percentiles
@@ -105,6 +118,50 @@ def space_from_json(data: dict[str, Any]) -> spaces.Space[Any]:
         high = np.array([float(v) for v in data["high"]]).reshape(shape).astype(dtype)
         return spaces.Box(low, high, shape, dtype)
     raise SerializationError(f"unknown space type {kind!r}: expected 'Box' or 'Discrete'.")
+
+
+def _manifest_space(manifest: dict[str, Any], key: str, file: Path) -> spaces.Space[Any]:
+    """The space under ``key`` of a manifest, or a :class:`SerializationError` naming ``file``."""
+    try:
+        return space_from_json(manifest[key])
+    except (KeyError, TypeError, ValueError, SerializationError) as exc:
+        raise SerializationError(
+            f"{file}: {key}: expected {{'type': 'Box', 'shape', 'dtype', 'low', 'high'}} or "
+            f"{{'type': 'Discrete', 'n'}}, got {short_repr(manifest[key])} "
+            f"({type(exc).__name__}: {exc})."
+        ) from None
+
+
+def _model_obs_shape(space: spaces.Space[Any], file: Path) -> tuple[int, ...]:
+    """The model-layout observation shape of ``space`` (CHW for images)."""
+    from ..data.spaces import UnsupportedSpaceError, observation_layout
+
+    try:
+        return observation_layout(space).shape
+    except UnsupportedSpaceError as exc:
+        raise SerializationError(f"{file}: observation_space: {exc}") from None
+
+
+def _manifest_layout(
+    manifest: dict[str, Any], file: Path, obs_shape: tuple[int, ...], action: spaces.Space[Any]
+) -> OnnxLayout | None:
+    """The manifest's ONNX layout (None without one), checked against its spaces."""
+    from ..data.spaces import UnsupportedSpaceError, action_layout
+
+    if "onnx" not in manifest:
+        return None
+    try:
+        layout = OnnxLayout.from_json(manifest["onnx"])
+        action_dim = action_layout(action).dim
+    except (SerializationError, UnsupportedSpaceError) as exc:
+        raise SerializationError(f"{file}: onnx: {exc}") from None
+    if layout.obs_shape != obs_shape or layout.action_dim != action_dim:
+        raise SerializationError(
+            f"{file}: onnx: the graphs take observations {list(layout.obs_shape)} and actions "
+            f"[{layout.action_dim}], but the spaces give observations {list(obs_shape)} and "
+            f"actions [{action_dim}]."
+        )
+    return layout
 
 
 @dataclass(kw_only=True)
@@ -175,31 +232,44 @@ class LearnedSimulator:
 
     @classmethod
     def from_artifact(cls, directory: str | Path) -> LearnedSimulator:
-        """From an artifact folder written by :meth:`save_artifact`."""
+        """From an artifact folder written by :meth:`save_artifact`, checked on the way: the
+        manifest's structure, the hashes of the artifact's files (an artifact written without
+        them loads with an :class:`~worldflux.dream.manifest.UnverifiedArtifactWarning`), the
+        reset states and the ONNX graphs' inputs and outputs (:mod:`worldflux.dream.manifest`).
+
+        Raises:
+            ConfigError: ``directory`` has no ``manifest.json``.
+            SerializationError: a file is missing, corrupt, or does not fit the manifest (the
+                message names the file, what was expected and what was found).
+        """
         folder = Path(directory)
-        manifest_file = folder / MANIFEST
-        if not manifest_file.is_file():
-            raise ConfigError(f"{folder} is not a learned-simulator artifact: no {MANIFEST}.")
-        manifest = json.loads(manifest_file.read_text())
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise SerializationError(
-                f"{manifest_file}: format_version {version!r} is not supported (this library "
-                f"reads up to {FORMAT_VERSION}); upgrade worldflux."
-            )
-        with np.load(folder / RESET_STATES, allow_pickle=False) as states:
-            reset_states = ResetStates(start=states["start"], any=states["any"])
-        layout = manifest.get("onnx")
+        manifest = read_manifest(folder)
+        verify_integrity(folder, manifest)
+        return cls.from_manifest(folder, manifest)
+
+    @classmethod
+    def from_manifest(cls, folder: Path, manifest: dict[str, Any]) -> LearnedSimulator:
+        """From the checked manifest (:func:`~worldflux.dream.manifest.read_manifest`) of the
+        artifact in ``folder``: reads and checks its spaces, ONNX layout, reset states and graphs,
+        but not the files' hashes (:meth:`from_artifact` verifies those first)."""
+        file = folder / MANIFEST
+        observation_space = _manifest_space(manifest, "observation_space", file)
+        action_space = _manifest_space(manifest, "action_space", file)
+        obs_shape = _model_obs_shape(observation_space, file)
+        layout = _manifest_layout(manifest, file, obs_shape, action_space)
+        reset_states = load_reset_states(folder / RESET_STATES, obs_shape)
+        if layout is not None:
+            check_graph_files(folder, layout)
         return cls(
-            observation_space=space_from_json(manifest["observation_space"]),
-            action_space=space_from_json(manifest["action_space"]),
+            observation_space=observation_space,
+            action_space=action_space,
             reset_states=reset_states,
             defaults=dict(manifest.get("defaults", {})),
             source_env=manifest.get("source_env"),
             info=dict(manifest.get("info", {})),
             calibration={k: float(v) for k, v in manifest.get("calibration", {}).items()},
             folder=folder,
-            onnx=None if layout is None else OnnxLayout.from_json(layout),
+            onnx=layout,
         )
 
     def torch_model(self) -> WorldModel:
@@ -266,9 +336,10 @@ class LearnedSimulator:
 
                 write_graphs(graphs, staged)
                 manifest["onnx"] = graphs.layout.to_json()
-            (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             for path in extra_files:
                 shutil.copy2(path, staged / Path(path).name)
+            # written last: its integrity section hashes every other file of the folder
+            (staged / MANIFEST).write_text(manifest_text(sealed(staged, manifest)))
             from ..core.serialization import replace_dir_atomically
 
             replace_dir_atomically(staged, target)
@@ -304,6 +375,7 @@ class LearnedSimulator:
     ) -> DreamBackend:
         """The model on one backend: ``"torch"`` (``bf16`` opt-in) or ``"onnx"`` (ONNX Runtime;
         ``threads`` and ``on_fallback`` as in :class:`~worldflux.dream.onnx_backend.OnnxBackend`)."""
+        check_device(device)
         if backend == "torch":
             if threads is not None:
                 raise ConfigError(

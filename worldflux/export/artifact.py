@@ -1,20 +1,41 @@
 """`worldflux export SOURCE`: a training run, an artifact or an env card -> a self-contained
-artifact folder with ONNX graphs (see :mod:`worldflux.dream.simulator` for the layout)."""
+artifact folder with ONNX graphs (see :mod:`worldflux.dream.simulator` for the layout), and the
+re-hashing of an artifact's files (:func:`rehash_artifact`)::
+
+    python -m worldflux.export rehash FOLDER...   # record the hashes of the files now there
+    python -m worldflux.export verify FOLDER...   # load and check, as gym.make would
+"""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
 from ..dream.cards import find_card
 from ..dream.make import load_simulator
-from ..dream.simulator import MANIFEST
+from ..dream.manifest import (
+    INTEGRITY,
+    UnverifiedArtifactWarning,
+    manifest_text,
+    read_manifest,
+    sealed,
+)
+from ..dream.simulator import MANIFEST, LearnedSimulator
+from ..files import write_text_atomic
 
 #: report files carried from the source folder into the artifact
-REPORT_FILES = ("fidelity.md", "fidelity.json", "fidelity.png")
+REPORT_FILES = (
+    "fidelity.md",
+    "fidelity.json",
+    "fidelity.png",
+    "shifted.md",
+    "shifted.json",
+    "shifted.png",
+)
 
 
 def _source_folder(source: str | Path) -> tuple[Path, Path]:
@@ -51,3 +72,28 @@ def export_artifact(source: str | Path, out: str | Path | None = None) -> dict[s
         "artifact": str(written),
         "files": {str(p.relative_to(written)): p.stat().st_size for p in files},
     }
+
+
+def rehash_artifact(folder: str | Path) -> dict[str, Any]:
+    """Record in ``folder``'s manifest the sha256 and size of every file now in the folder and
+    of the manifest's content (its ``"integrity"`` section), replacing the manifest atomically.
+
+    For artifacts written before hashes were recorded, or after an intended change to a file.
+    The files are trusted as they are, so the artifact is first checked in every other way (the
+    manifest's structure, the reset states, the graphs' inputs and outputs); if that fails,
+    nothing is written. Returns the new integrity section.
+    """
+    root = Path(folder)
+    manifest = sealed(root, read_manifest(root))
+    LearnedSimulator.from_manifest(root, manifest)
+    write_text_atomic(root / MANIFEST, manifest_text(manifest))
+    section: dict[str, Any] = manifest[INTEGRITY]
+    return section
+
+
+def verify_artifact(folder: str | Path) -> LearnedSimulator:
+    """Load ``folder`` as :func:`~worldflux.dream.make.make_dream_env` does, with a missing
+    integrity section an error rather than a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnverifiedArtifactWarning)
+        return LearnedSimulator.from_artifact(folder)
