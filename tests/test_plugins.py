@@ -429,7 +429,7 @@ INCOMPATIBLE: dict[str, tuple[Any, bool]] = {
     "not-mapping": ([PLUGIN_API_VERSION, ">=0.1"], True),
     "none-manifest": (None, False),
     "bad-range": ({**COMPATIBLE, "worldflux_version_range": "newest please"}, True),
-    "str-api": ({**COMPATIBLE, "plugin_api_version": "1"}, True),
+    "str-api": ({**COMPATIBLE, "plugin_api_version": "latest"}, True),  # "1" is accepted
     "bool-api": ({**COMPATIBLE, "plugin_api_version": True}, True),
     "str-caps": ({**COMPATIBLE, "capabilities": "world_model"}, True),
 }

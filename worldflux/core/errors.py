@@ -17,6 +17,16 @@ class ConfigError(WorldFluxError, ValueError):
     """A configuration value or field is invalid or unknown."""
 
 
+class UnexpectedKeywordError(ConfigError, TypeError):
+    """A function got a keyword argument it does not take.
+
+    Both a :class:`ConfigError` and a ``TypeError`` whose message contains Python's own wording
+    ``unexpected keyword argument 'name'``, so callers that probe optional keywords and retry
+    without them on that ``TypeError`` (``gymnasium.make`` callers such as torchrl's ``GymEnv``
+    with ``frameskip``) work.
+    """
+
+
 class RegistryError(WorldFluxError, KeyError):
     """An unknown or conflicting registry name (family, preset, alias, component)."""
 

@@ -6,10 +6,13 @@ payloads: see :mod:`worldflux.core.payloads`.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from os import PathLike
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 from torch import nn
@@ -124,13 +127,27 @@ class WorldModel(nn.Module, ABC):
                 come from a file, see ``from_pretrained``).
         """
         super().__init__()
+        self.config = self._checked_config(config)
+        self._build_components(config, component_overrides, trust_imports)
+
+    def _checked_config(self, config: WorldModelConfig) -> WorldModelConfig:
+        """``config`` if it is this family's config class with ``obs_shape`` and ``action_dim``."""
         if not isinstance(config, self.config_class):
             raise ConfigError(
                 f"{type(self).__name__}: expected a {self.config_class.__name__}, "
                 f"got {type(config).__name__}."
             )
         config.require_io()
-        self.config = config
+        return config
+
+    def _build_components(
+        self,
+        config: WorldModelConfig,
+        component_overrides: Mapping[str, ComponentSpec] | None,
+        trust_imports: bool,
+    ) -> None:
+        """Build every layer of ``component_defaults`` (and the rollout executor), overridden
+        where ``component_overrides`` says, as attributes named by their roles."""
         #: ``{role: saveable spec}`` of the overridden layers (saved by ``save_pretrained``).
         self.component_specs: dict[str, str] = {}
         defaults: dict[str, ComponentFactory] = dict(self.component_defaults)
@@ -330,3 +347,213 @@ class WorldModel(nn.Module, ABC):
             expected_cls=None if cls is WorldModel else cls,
         )
         return model  # type: ignore[return-value]
+
+
+# -- families written as plain nn.Modules --------------------------------------------------------
+#: Methods a family written as a plain ``nn.Module`` must define itself.
+REQUIRED_METHODS = ("encode", "transition", "update", "decode", "loss")
+#: Methods such a family may define; :class:`ModuleWorldModel` supplies them otherwise.
+DEFAULTED_METHODS = ("rollout", "initial_state", "state_spec", "noise_spec", "latent_keys")
+#: Optional arguments of the contract that a family's method may leave out.
+OPTIONAL_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "transition": ("conditions", "deterministic", "noise"),
+    "rollout": ("conditions", "deterministic", "noise"),
+}
+_ADAPTED: dict[type, type[WorldModel]] = {}
+
+
+class ModuleWorldModel(WorldModel):
+    """What a family written as a plain ``nn.Module`` gets from :func:`adapt_module`.
+
+    The family class defines ``__init__(self, config)`` (calling ``super().__init__()``) and
+    the methods of :data:`REQUIRED_METHODS`; the adapted class derives from it and from this
+    class, so it is a :class:`WorldModel` with ``save_pretrained`` / ``from_pretrained``, the
+    config checks, the training hooks and these defaults:
+
+    * ``rollout``: the autoregressive rollout (``transition`` then ``decode`` per action);
+    * ``state_spec``: the per-sample shapes of the state ``encode`` returns for a batch of zero
+      observations (computed once, in eval mode, without gradients);
+    * ``initial_state``: zeros of those shapes; ``noise_spec``: none (deterministic).
+
+    A ``transition`` or ``rollout`` without the contract's ``conditions`` / ``deterministic`` /
+    ``noise`` parameters is called without them: ``deterministic`` is dropped, while
+    ``conditions`` or a non-empty ``noise`` raise :class:`ContractError` (they carry data the
+    method would ignore).
+    """
+
+    #: The family's own class (the one that was registered).
+    adapted_from: ClassVar[type[nn.Module]] = nn.Module
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Reached through the family's own ``super().__init__()``: set up the ``nn.Module``."""
+        nn.Module.__init__(self, *args, **kwargs)
+
+    def _adapted_init(
+        self,
+        config: WorldModelConfig,
+        component_overrides: Mapping[str, ComponentSpec] | None = None,
+        *,
+        trust_imports: bool = True,
+    ) -> None:
+        """``__init__`` of an adapted class: the WorldModel signature around the family's own
+        ``__init__(config)``."""
+        config = self._checked_config(config)
+        family_init = self.adapted_from.__init__
+        if family_init is nn.Module.__init__:
+            nn.Module.__init__(self)
+        else:
+            family_init(self, config)
+        if "_modules" not in self.__dict__:
+            raise ContractError(
+                f"{type(self).__name__}.__init__ must call super().__init__() first (as every "
+                "nn.Module does); it did not."
+            )
+        if "config" not in self.__dict__:
+            self.config = config
+        self._build_components(config, component_overrides, trust_imports)
+
+    def state_spec(self) -> dict[str, tuple[DimSpec, ...]]:
+        """Default: per-sample shapes of ``encode``'s state for zero observations (cached)."""
+        spec: dict[str, tuple[DimSpec, ...]] | None = self.__dict__.get("_inferred_state_spec")
+        if spec is None:
+            spec = self._infer_state_spec()
+            self.__dict__["_inferred_state_spec"] = spec
+        return dict(spec)
+
+    def _infer_state_spec(self) -> dict[str, tuple[DimSpec, ...]]:
+        obs = torch.zeros(2, *self.config.obs_shape, device=self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                state = self.encode(obs)
+        finally:
+            self.train(was_training)
+        if not isinstance(state, State):
+            raise ContractError(
+                f"{type(self).__name__}.encode: expected a State, got {type(state).__name__}."
+            )
+        return {key: tuple(value.shape[1:]) for key, value in state.tensors.items()}
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Default: zeros of the :meth:`state_spec` shapes."""
+        sizes = {k: v for k, v in self.state_spec().items() if all(isinstance(d, int) for d in v)}
+        symbolic = {k: v for k, v in self.state_spec().items() if k not in sizes}
+        if symbolic:
+            raise ContractError(
+                f"{type(self).__name__}.initial_state: the default needs a state_spec of "
+                f"integer sizes, got {symbolic}; define initial_state(batch_size, device=None)."
+            )
+        where = self.device if device is None else device
+        return State(
+            {k: torch.zeros(batch_size, *map(int, v), device=where) for k, v in sizes.items()}
+        )
+
+
+def contract_problems(module_cls: type) -> list[str]:
+    """Why ``module_cls`` cannot be used as a world-model family written as a plain
+    ``nn.Module`` (empty when it can)."""
+    if not (isinstance(module_cls, type) and issubclass(module_cls, nn.Module)):
+        return [f"it is not an nn.Module subclass (got {module_cls!r})"]
+    problems = []
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(module_cls, m, None))]
+    if missing:
+        problems.append(f"it does not define {', '.join(missing)}")
+    if module_cls.__init__ is not nn.Module.__init__:
+        signature = inspect.signature(module_cls.__init__)
+        try:
+            signature.bind(None, None)
+        except TypeError:
+            problems.append(f"its __init__ must take the config alone, got __init__{signature}")
+    return problems
+
+
+def adapt_module(module_cls: type[nn.Module]) -> type[WorldModel]:
+    """A :class:`WorldModel` subclass of ``module_cls`` (a family written as a plain
+    ``nn.Module``; see :class:`ModuleWorldModel` for what it gains). Adapting the same class twice
+    returns the same adapted class.
+
+    Raises:
+        ContractError: ``module_cls`` lacks methods of :data:`REQUIRED_METHODS` or its
+            ``__init__`` does not take the config alone.
+    """
+    cached = _ADAPTED.get(module_cls)
+    if cached is not None:
+        return cached
+    problems = contract_problems(module_cls)
+    if problems:
+        raise ContractError(
+            f"{getattr(module_cls, '__name__', module_cls)!r} does not implement the WorldModel "
+            f"contract: {'; '.join(problems)}. Expected methods {list(REQUIRED_METHODS)} "
+            f"(optional: {list(DEFAULTED_METHODS)})."
+        )
+    namespace: dict[str, Any] = {
+        "__module__": module_cls.__module__,
+        "__qualname__": module_cls.__qualname__,
+        "__doc__": module_cls.__doc__,
+        "__init__": ModuleWorldModel._adapted_init,
+        "adapted_from": module_cls,
+    }
+    for name in OPTIONAL_KEYWORDS:
+        wrapper = _keyword_adapter(module_cls, name)
+        if wrapper is not None:
+            namespace[name] = wrapper
+    adapted = cast(
+        "type[WorldModel]",
+        types.new_class(
+            module_cls.__name__,
+            (module_cls, ModuleWorldModel),
+            exec_body=lambda ns: ns.update(namespace),
+        ),
+    )
+    _ADAPTED[module_cls] = adapted
+    return adapted
+
+
+def _keyword_adapter(module_cls: type, name: str) -> Callable[..., Any] | None:
+    """A wrapper calling ``module_cls.<name>`` without the contract's optional keywords it does
+    not take (None when it takes them all, or ``**kwargs``, or does not define the method)."""
+    method = getattr(module_cls, name, None)
+    if method is None:
+        return None
+    params = inspect.signature(method).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    dropped = [k for k in OPTIONAL_KEYWORDS[name] if k not in params]
+    if not dropped:
+        return None
+    contract = inspect.signature(getattr(WorldModel, name))
+    required = [
+        p.name
+        for p in list(contract.parameters.values())[1:]
+        if p.default is inspect.Parameter.empty
+    ]
+
+    @functools.wraps(method)
+    def adapted(self: WorldModel, *args: Any, **kwargs: Any) -> Any:
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in contract.parameters}
+        values = dict(contract.bind(self, *args, **kwargs).arguments)
+        del values["self"]
+        for key in dropped:
+            value = values.pop(key, None)
+            if key != "deterministic" and value is not None and not _empty_mapping(value):
+                raise ContractError(
+                    f"{type(self).__name__}.{name} takes no {key!r} argument, got {key}="
+                    f"{_describe(value)}; add the parameter to use it."
+                )
+        positional = [values.pop(p) for p in required]
+        return method(self, *positional, **values, **extra)
+
+    adapted.__signature__ = contract  # type: ignore[attr-defined]  # what it accepts
+    return adapted
+
+
+def _empty_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and not value
+
+
+def _describe(value: Any) -> str:
+    """A short description of an argument (keys, not tensors)."""
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {sorted(value)}"
+    return f"a {type(value).__name__}"

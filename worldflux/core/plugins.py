@@ -12,15 +12,29 @@ returns a manifest::
     {"plugin_api_version": 1, "worldflux_version_range": ">=0.1,<0.2",
      "capabilities": ["world_model"]}
 
+Accepted manifests:
+
+* a :class:`PluginManifest`, a mapping with those keys, or any object with those attributes (e.g.
+  another library's manifest dataclass); ``capabilities`` (strings) and ``experimental`` (a
+  bool) are optional, other keys and attributes are ignored;
+* ``plugin_api_version``: an int (``1``) or a version string whose leading number is the
+  interface version: ``"1"``, ``"1.0"``, ``"1.x"``, ``"1-experimental"``. Only that number is
+  compared with :data:`PLUGIN_API_VERSION`; the rest is informational. So ``"0.x-experimental"``
+  declares interface 0 and is skipped as incompatible (its warning names what was declared and
+  what is supported); a string without a leading number (``"latest"``) or a bool is malformed;
+* ``worldflux_version_range``: a PEP 440 specifier (``">=0.1,<0.2"``) this worldflux must satisfy.
+
 Registrations are staged while the plugin loads and published only when the manifest is
 compatible. An incompatible plugin is skipped with a :class:`PluginWarning` naming both versions;
-a plugin that raises is skipped with a warning too, and ``import worldflux`` still works.
+a plugin that raises or returns a malformed manifest is skipped with a warning too, and
+``import worldflux`` still works.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
@@ -42,36 +56,53 @@ class PluginWarning(UserWarning):
     """A plugin was skipped (incompatible, broken, or in conflict with a registered name)."""
 
 
+#: Accepted ``plugin_api_version`` strings: the interface number, then optional ``.N`` / ``.x``
+#: parts and a ``-tag`` (``"1"``, ``"1.0"``, ``"1.x"``, ``"0.x-experimental"``).
+_API_VERSION_TEXT = re.compile(r"(\d+)(?:\.(?:\d+|x|X|\*))*(?:[-+][0-9A-Za-z][0-9A-Za-z.-]*)?")
+_REQUIRED_FIELDS = ("plugin_api_version", "worldflux_version_range")
+
+
+def parse_api_version(version: object) -> int:
+    """The interface number a ``plugin_api_version`` declares (see the module docstring).
+
+    Raises:
+        PluginError: a bool, a negative int, or a string without a leading number.
+    """
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 0:
+        return version
+    if isinstance(version, str):
+        match = _API_VERSION_TEXT.fullmatch(version.strip())
+        if match is not None:
+            return int(match.group(1))
+    raise PluginError(
+        f"manifest plugin_api_version: expected an int or a version string starting with the "
+        f"interface number, such as {PLUGIN_API_VERSION}, '{PLUGIN_API_VERSION}', "
+        f"'{PLUGIN_API_VERSION}.x' or '{PLUGIN_API_VERSION}-experimental' (this worldflux "
+        f"supports interface {PLUGIN_API_VERSION}), got {version!r}."
+    )
+
+
 @dataclass(frozen=True)
 class PluginManifest:
-    """What a plugin declares about itself.
+    """What a plugin declares about itself (checked on construction).
 
     Attributes:
-        plugin_api_version: the plugin interface it was written for (must equal
-            :data:`PLUGIN_API_VERSION`).
+        plugin_api_version: the plugin interface it was written for: an int or a version string
+            whose leading number is the interface (``1``, ``"1"``, ``"1.x"``); that number must
+            equal :data:`PLUGIN_API_VERSION`.
         worldflux_version_range: PEP 440 specifier of the worldflux versions it supports.
         capabilities: free-form tags, e.g. ``["world_model", "image_obs"]``.
+        experimental: the plugin calls itself experimental (informational).
     """
 
-    plugin_api_version: int
+    plugin_api_version: int | str
     worldflux_version_range: str
     capabilities: tuple[str, ...] = ()
+    experimental: bool = False
 
-    @classmethod
-    def parse(cls, obj: Any) -> PluginManifest:
-        if isinstance(obj, PluginManifest):
-            return obj
-        if not isinstance(obj, Mapping):
-            raise PluginError(
-                f"expected the plugin to return a manifest mapping, got {type(obj).__name__}."
-            )
-        missing = [k for k in ("plugin_api_version", "worldflux_version_range") if k not in obj]
-        if missing:
-            raise PluginError(f"manifest is missing {missing}; it has {sorted(obj)}.")
-        api = obj["plugin_api_version"]
-        if not isinstance(api, int) or isinstance(api, bool):
-            raise PluginError(f"manifest plugin_api_version: expected an int, got {api!r}.")
-        spec = obj["worldflux_version_range"]
+    def __post_init__(self) -> None:
+        parse_api_version(self.plugin_api_version)
+        spec = self.worldflux_version_range
         try:
             SpecifierSet(spec)
         except (InvalidSpecifier, TypeError):
@@ -79,16 +110,41 @@ class PluginManifest:
                 f"manifest worldflux_version_range: expected a PEP 440 specifier such as "
                 f"'>=0.1,<0.2', got {spec!r}."
             ) from None
-        caps = obj.get("capabilities", ())
-        if isinstance(caps, str) or not all(isinstance(c, str) for c in caps):
+        caps = self.capabilities
+        items = tuple(caps) if isinstance(caps, Iterable) and not isinstance(caps, str) else None
+        if items is None or not all(isinstance(c, str) for c in items):
             raise PluginError(f"manifest capabilities: expected a list of strings, got {caps!r}.")
-        return cls(api, spec, tuple(caps))
+        object.__setattr__(self, "capabilities", items)
+        if not isinstance(self.experimental, bool):
+            raise PluginError(f"manifest experimental: expected a bool, got {self.experimental!r}.")
+
+    @property
+    def api_interface(self) -> int:
+        """The interface number :attr:`plugin_api_version` declares."""
+        return parse_api_version(self.plugin_api_version)
+
+    @classmethod
+    def parse(cls, obj: Any) -> PluginManifest:
+        """A manifest from what a plugin's hook returned: a :class:`PluginManifest`, a mapping,
+        or an object with the manifest attributes."""
+        if isinstance(obj, PluginManifest):
+            return obj
+        fields = _manifest_fields(obj)
+        missing = [k for k in _REQUIRED_FIELDS if k not in fields]
+        if missing:
+            has = sorted(obj) if isinstance(obj, Mapping) else sorted(fields)
+            raise PluginError(f"manifest is missing {missing}; it has {has}.")
+        return cls(**fields)
 
     def incompatibility(self) -> str | None:
         """Why this plugin cannot run with this worldflux, or None."""
-        if self.plugin_api_version != PLUGIN_API_VERSION:
+        interface = self.api_interface
+        if interface != PLUGIN_API_VERSION:
+            declared = f"{self.plugin_api_version!r}"
+            if isinstance(self.plugin_api_version, str):
+                declared += f" (interface {interface})"
             return (
-                f"it targets plugin API version {self.plugin_api_version}, "
+                f"it targets plugin API version {declared}, "
                 f"this worldflux {__version__} provides plugin API version {PLUGIN_API_VERSION}"
             )
         if Version(__version__) not in SpecifierSet(self.worldflux_version_range):
@@ -97,6 +153,19 @@ class PluginManifest:
                 f"this is worldflux {__version__}"
             )
         return None
+
+
+def _manifest_fields(obj: Any) -> dict[str, Any]:
+    """The manifest fields found in a mapping or as attributes of an object."""
+    names = ("plugin_api_version", "worldflux_version_range", "capabilities", "experimental")
+    if isinstance(obj, Mapping):
+        return {k: obj[k] for k in names if k in obj}
+    if any(hasattr(obj, k) for k in _REQUIRED_FIELDS):
+        return {k: getattr(obj, k) for k in names if hasattr(obj, k)}
+    raise PluginError(
+        f"expected the plugin to return a PluginManifest, an object with the attributes "
+        f"{list(_REQUIRED_FIELDS)}, or a manifest mapping, got {type(obj).__name__}."
+    )
 
 
 @dataclass

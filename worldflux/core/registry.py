@@ -7,6 +7,12 @@
 
 A spec is ``"family"`` (the family's default preset), ``"family:preset"``, or the path of a
 directory written by ``save_pretrained``.
+
+A family may also be written as a plain ``nn.Module`` that defines ``__init__(self, config)`` and
+the contract's methods (``encode``, ``transition``, ``update``, ``decode``, ``loss``; optionally
+``rollout``, ``initial_state``, ``state_spec``); registration then returns a :class:`WorldModel`
+subclass of it (see :class:`~worldflux.core.model.ModuleWorldModel`), so it builds, trains, saves
+and loads like any family.
 """
 
 from __future__ import annotations
@@ -16,16 +22,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
+from torch import nn
 
 from .components import ComponentSpec
 from .config import WorldModelConfig
 from .errors import ConfigError, RegistryError, unknown_name_message
-from .model import WorldModel
+from .model import DEFAULTED_METHODS, REQUIRED_METHODS, WorldModel, adapt_module, contract_problems
 
-W = TypeVar("W", bound=type[WorldModel])
+W = TypeVar("W", bound=type[nn.Module])
 
 
 @dataclass(frozen=True)
@@ -65,36 +72,60 @@ class WorldModelRegistry:
         *,
         aliases: tuple[str, ...] | list[str] = (),
     ) -> Callable[[W], W]:
-        """Class decorator registering a :class:`WorldModel` family under ``name``."""
-        if not issubclass(config_cls, WorldModelConfig):
+        """Class decorator registering a world-model family under ``name``.
+
+        The class is a :class:`WorldModel` subclass, or a plain ``nn.Module`` implementing the
+        contract (see the module docstring), which is adapted: the decorator then returns the
+        adapted :class:`WorldModel` subclass of it.
+
+        Raises:
+            RegistryError: ``config_cls`` is not a :class:`WorldModelConfig`, the class is neither
+                kind (the message names the missing methods), or a name is taken.
+        """
+        if not (isinstance(config_cls, type) and issubclass(config_cls, WorldModelConfig)):
             raise RegistryError(
                 f"register({name!r}): config class must derive from WorldModelConfig, "
                 f"got {config_cls!r}."
             )
 
         def decorator(model_cls: W) -> W:
-            if not (isinstance(model_cls, type) and issubclass(model_cls, WorldModel)):
-                raise RegistryError(
-                    f"register({name!r}): expected a WorldModel subclass, got {model_cls!r}."
-                )
+            family_cls = cls._family_class(name, model_cls)
             staged = cls._staging
             for taken in (name, *aliases):
                 owner = cls._owner(taken, staged)
-                if owner is not None and owner.model_cls is not model_cls:
+                if owner is not None and owner.model_cls is not family_cls:
                     raise RegistryError(
                         f"register({name!r}): name {taken!r} is already used by family "
                         f"{owner.name!r} ({owner.source})."
                     )
-            source = staged.source if staged is not None else model_cls.__module__
-            entry = FamilyEntry(name, model_cls, config_cls, tuple(aliases), source)
+            source = staged.source if staged is not None else family_cls.__module__
+            entry = FamilyEntry(name, family_cls, config_cls, tuple(aliases), source)
             if staged is not None:  # published (and the classes tagged) only on commit
                 staged.families[name] = entry
                 staged.aliases.update({alias: name for alias in aliases})
             else:
                 cls._publish({name: entry}, {alias: name for alias in aliases})
-            return model_cls
+            return cast(W, family_cls)
 
         return decorator
+
+    @staticmethod
+    def _family_class(name: str, model_cls: Any) -> type[WorldModel]:
+        """``model_cls`` itself when it is a :class:`WorldModel` subclass, its adapted class when
+        it is a plain ``nn.Module`` implementing the contract; otherwise a RegistryError that
+        says what is missing."""
+        if isinstance(model_cls, type) and issubclass(model_cls, WorldModel):
+            return model_cls
+        problems = contract_problems(model_cls)
+        if problems:
+            shown = model_cls.__name__ if isinstance(model_cls, type) else repr(model_cls)
+            raise RegistryError(
+                f"register({name!r}): expected a WorldModel subclass, or an nn.Module subclass "
+                f"implementing the WorldModel contract (methods {list(REQUIRED_METHODS)}; "
+                f"optional {list(DEFAULTED_METHODS)}; __init__(self, config)), got {shown}: "
+                f"{'; '.join(problems)}."
+            )
+        return adapt_module(model_cls)
 
     @classmethod
     def _owner(cls, name: str, staged: _Staging | None = None) -> FamilyEntry | None:
