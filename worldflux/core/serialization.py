@@ -11,6 +11,9 @@ Nothing is unpickled: configs are JSON and weights are safetensors. Component ov
 ``"pkg.mod:Class"`` import paths are imported only with ``trust_imports=True``; registered
 component names always resolve.
 
+Saving is deterministic: the same model gives the same bytes in every process (the safetensors
+header is rewritten in one canonical order, :func:`canonicalise_safetensors_header`).
+
 Writes are atomic: files go to a temporary sibling directory that is renamed into place, so a
 crash never leaves a half-written model under the target name.
 """
@@ -79,6 +82,44 @@ def _plain_state_dict(model: WorldModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def _canonical_header(raw: bytes) -> bytes:
+    """The safetensors header ``raw`` (JSON) written one fixed way: tensors in the order of their
+    data, ``__metadata__`` first with sorted keys, no spaces, padded with spaces to a multiple of
+    8 bytes (where safetensors aligns the data)."""
+    header: dict[str, Any] = json.loads(raw)
+    metadata = header.pop("__metadata__", None)
+    tensors = sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0]))
+    ordered: dict[str, Any] = (
+        {} if metadata is None else {"__metadata__": dict(sorted(metadata.items()))}
+    )
+    ordered.update(tensors)
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return text + b" " * (-len(text) % 8)
+
+
+def canonicalise_safetensors_header(path: Path) -> None:
+    """Rewrite the header of the safetensors file ``path`` canonically (see
+    :func:`_canonical_header`), so the same tensors always give the same bytes.
+
+    safetensors keeps the metadata in a Rust ``HashMap``, whose iteration order changes from one
+    process to the next; the tensor data itself is laid out deterministically and is untouched.
+    """
+    with path.open("r+b") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(size)
+        header = _canonical_header(raw)
+        if len(header) == size:  # the usual case: same keys, same length, rewrite in place
+            fh.seek(8)
+            fh.write(header)
+            return
+    rewritten = path.with_name(f".{path.name}.header-tmp")
+    with path.open("rb") as src, rewritten.open("wb") as dst:
+        src.seek(8 + size)
+        dst.write(len(header).to_bytes(8, "little") + header)
+        shutil.copyfileobj(src, dst, 1 << 20)
+    rewritten.replace(path)
+
+
 def ordinary_mode(bits: int = 0o777) -> int:
     """``bits`` under the current umask: the mode ``mkdir`` (0o777) or ``open`` (0o666) gives a
     new directory or file; for things made private by ``tempfile`` before they are published."""
@@ -139,6 +180,7 @@ def save_pretrained(model: WorldModel, directory: str | os.PathLike[str]) -> Pat
             str(weights),
             metadata={"format": "pt", "worldflux_model_type": model.model_type},
         )
+        canonicalise_safetensors_header(weights)
         os.chmod(weights, ordinary_mode(0o666))  # safetensors writes it private (0o600)
         _fsync(weights)
         _write_json(
@@ -159,6 +201,42 @@ def save_pretrained(model: WorldModel, directory: str | os.PathLike[str]) -> Pat
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return target
+
+
+def import_paths(value: Any) -> list[str]:
+    """Every string in ``value`` (nested dicts, lists and tuples) that a loader could import:
+    one with a non-empty part before a ``:``, as in ``"package.module:attr"``, in order."""
+    if isinstance(value, str):
+        module, sep, _ = value.partition(":")
+        return [value] if sep and module.strip() else []
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in import_paths(key) + import_paths(item)]
+    if isinstance(value, list | tuple):
+        return [p for item in value for p in import_paths(item)]
+    return []
+
+
+def is_library_import(path: str) -> bool:
+    """Whether ``"package.module:attr"`` names an object WorldFlux itself defines: the module is
+    part of the ``worldflux`` package and the object was defined there (a module WorldFlux
+    imports, say ``os``, reached through one of its modules does not count). Importing a module
+    of this library runs nothing a user did not install with it."""
+    module = path.partition(":")[0]
+    if module.split(".")[0] != "worldflux":
+        return False
+    from .components import import_object
+
+    try:
+        obj = import_object(path)
+    except ConfigError:
+        return False
+    return str(getattr(obj, "__module__", "")).split(".")[0] == "worldflux"
+
+
+def untrusted_imports(value: Any) -> list[str]:
+    """The import paths in ``value`` (see :func:`import_paths`) that are not the library's own:
+    the ones that need ``trust_imports`` when ``value`` comes from a file."""
+    return [p for p in import_paths(value) if not is_library_import(p)]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

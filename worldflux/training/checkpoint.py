@@ -5,7 +5,9 @@
 Python), callback states and the trainer config. ``trainer_state.pt`` is read with
 ``torch.load(weights_only=True)`` (tensors and plain containers only; nothing is unpickled).
 ``<run>/checkpoints/latest`` names the newest complete checkpoint. Each checkpoint is written to a
-temporary folder and renamed into place; ``latest`` is replaced atomically after it.
+temporary folder and renamed into place; ``latest`` is replaced atomically after it. A
+write killed half-way leaves its ``.step-*.tmp-*`` folder, which the next start or resume of the
+run removes (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,19 @@ def write_checkpoint(
     for old in done[: max(len(done) - keep, 0)]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the ``checkpoints/.step-*.tmp-*`` folders a killed checkpoint write left behind;
+    return them. Call it only when no checkpoint of this run is being written (at the start or
+    resume of a run): each write stages in such a folder until it is renamed into place."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    stale = sorted(p for p in root.glob(".step-*.tmp-*") if p.is_dir() and not p.is_symlink())
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

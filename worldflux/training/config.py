@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -53,30 +55,21 @@ class TrainerConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "seq_len", "log_every", "eval_batches")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"TrainerConfig.{name}: expected >= 1, got {getattr(self, name)}."
-                )
-        nonneg = (
-            "weight_decay",
-            "grad_clip",
-            "warmup_steps",
-            "eval_every",
-            "checkpoint_every",
-            "early_stopping_patience",
-        )
-        for name in nonneg:
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"TrainerConfig.{name}: expected >= 0, got {getattr(self, name)}."
-                )
-        if self.lr <= 0:
-            raise ConfigError(f"TrainerConfig.lr: expected > 0, got {self.lr}.")
+        """Check every setting: types, ranges, and no NaN or infinity anywhere."""
+        for name, minimum in _INT_FIELDS.items():
+            setattr(self, name, _check_int(name, getattr(self, name), minimum))
+        for name, (bound, inclusive) in _FLOAT_FIELDS.items():
+            setattr(self, name, _check_float(name, getattr(self, name), bound, inclusive))
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(
                 f"TrainerConfig.lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}."
+            )
+        if not isinstance(self.bf16, bool):
+            raise ConfigError(f"TrainerConfig.bf16: expected true or false, got {self.bf16!r}.")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(
+                f"TrainerConfig.device: expected a torch device name such as 'cpu' or 'cuda', "
+                f"got {self.device!r}."
             )
 
     @classmethod
@@ -92,8 +85,6 @@ class TrainerConfig:
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of ``lr`` at optimiser step ``step`` (0-based)."""
-        import math
-
         if self.warmup_steps and step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         if self.lr_schedule == "cosine":
@@ -101,3 +92,48 @@ class TrainerConfig:
             progress = min(max(step - self.warmup_steps, 0) / span, 1.0)
             return 0.5 * (1.0 + math.cos(math.pi * progress))
         return 1.0
+
+
+#: Integer settings with their smallest allowed value (None: any integer).
+_INT_FIELDS: dict[str, int | None] = {
+    "steps": 1,
+    "batch_size": 1,
+    "seq_len": 1,
+    "warmup_steps": 0,
+    "seed": None,
+    "log_every": 1,
+    "eval_every": 0,
+    "eval_batches": 1,
+    "checkpoint_every": 0,
+    "early_stopping_patience": 0,
+}
+#: Floating-point settings: (bound, whether the bound itself is allowed).
+_FLOAT_FIELDS: dict[str, tuple[float, bool]] = {
+    "lr": (0.0, False),
+    "weight_decay": (0.0, True),
+    "adam_eps": (0.0, False),
+    "grad_clip": (0.0, True),
+}
+
+
+def _check_int(name: str, value: Any, minimum: int | None) -> int:
+    """``value`` as an ``int``; :class:`ConfigError` unless it is an integer (numpy's too, not a
+    bool) of at least ``minimum``."""
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if is_int and (minimum is None or value >= minimum):
+        return int(value)
+    expected = "an integer" + ("" if minimum is None else f" >= {minimum}")
+    raise ConfigError(f"TrainerConfig.{name}: expected {expected}, got {value!r}.")
+
+
+def _check_float(name: str, value: Any, bound: float, inclusive: bool) -> float:
+    """``value`` as a ``float``; :class:`ConfigError` unless it is a finite number above
+    ``bound`` (or equal to it when ``inclusive``). NaN and infinities never pass: ``nan < 0`` is
+    False, so a plain comparison would let NaN through and, e.g., silently turn gradient clipping
+    off."""
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    finite = is_number and math.isfinite(value)
+    if finite and (value > bound or (inclusive and value == bound)):
+        return float(value)
+    expected = f"a finite number {'>=' if inclusive else '>'} {bound:g}"
+    raise ConfigError(f"TrainerConfig.{name}: expected {expected}, got {value!r}.")

@@ -15,6 +15,37 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from ..core.errors import ConfigError
+
+
+def check_device(requested: str) -> torch.device:
+    """``torch.device(requested)`` after checking this machine has it: a clear
+    :class:`ConfigError` (what was asked for, what there is) instead of a failure deep inside
+    training."""
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"TrainerConfig.device: expected a torch device such as 'cpu', 'cuda' or 'cuda:1', "
+            f"got {requested!r}."
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            have = (
+                f"{count} CUDA device(s)" if count else "no CUDA device (or no CUDA build of torch)"
+            )
+            raise ConfigError(
+                f"TrainerConfig.device: {requested!r} is not available; this machine has {have}. "
+                "Use device 'cpu' (--device cpu) or one this machine has."
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"TrainerConfig.device: {requested!r} is not available on this machine; use device "
+            "'cpu' (--device cpu)."
+        )
+    return device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -43,10 +74,11 @@ class DistContext:
         return self.rank == 0
 
     def device(self, requested: str) -> torch.device:
-        """The device for this rank (``cuda`` becomes ``cuda:<local rank>`` under torchrun)."""
-        device = torch.device(requested)
+        """The device for this rank (``cuda`` becomes ``cuda:<local rank>`` under torchrun);
+        :class:`ConfigError` when this machine has no such device."""
+        device = check_device(requested)
         if device.type == "cuda" and self.world_size > 1:
-            return torch.device("cuda", self.local_rank)
+            return check_device(f"cuda:{self.local_rank}")
         return device
 
     def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:

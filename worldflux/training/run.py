@@ -14,28 +14,179 @@ Run folder::
 from __future__ import annotations
 
 import json
+import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..core.errors import ConfigError
-from ..core.registry import create_world_model
+from ..core.errors import ConfigError, SerializationError
+from ..core.model import WorldModel
+from ..core.serialization import import_paths, is_library_import
 from ..data.provider import MinariBatchProvider
 from ..eval.fidelity import without_nan
+from ..files import write_text_atomic
 from .config import TrainerConfig
 from .distributed import DistContext
 from .trainer import Trainer, seed_everything
 
 RUN_FILE = "run.json"
+#: Fields of ``run.json`` a resume needs, with their JSON types.
+_SPEC_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model": str,
+    "dataset": str,
+    "model_overrides": dict,
+    "trainer": dict,
+    "validation_fraction": (int, float),
+}
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+# -- checks made before any work or write --------------------------------------------------------
+def check_run_dir(run: Path) -> None:
+    """Raise :class:`ConfigError` unless ``run`` can become a run folder: it is a folder or can be
+    made one (no file at it or above it) and the nearest existing folder is writable."""
+    for folder in (run, *run.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            where = "is" if folder == run else f"is under {folder}, which is"
+            raise ConfigError(
+                f"run folder {run}: expected a folder (or a new path), but it {where} a file."
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"run folder {run}: {folder} is not writable.")
+        return
+
+
+def _refuse_foreign_folder(run: Path) -> None:
+    """A new run goes only into a missing or empty folder: training into someone's folder would
+    overwrite files such as ``metrics.csv`` and leave a folder that is neither theirs nor a run."""
+    if run.is_dir() and any(run.iterdir()):
+        raise ConfigError(
+            f"run folder {run}: expected a new or empty folder, but it holds files and no "
+            f"{RUN_FILE} (it is not a WorldFlux training run); refusing to train into it. "
+            "Choose another folder."
+        )
+
+
+def _check_fraction(value: Any) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not 0.0 <= value < 1.0:
+        raise ConfigError(f"validation_fraction: expected a number in [0, 1), got {value!r}.")
+
+
+def _read_run_spec(spec_file: Path) -> dict[str, Any]:
+    """``run.json`` of a run being resumed, with the fields a resume needs checked."""
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SerializationError(f"{spec_file}: not valid JSON ({exc}).") from None
+    if not isinstance(spec, dict):
+        raise SerializationError(f"{spec_file}: expected a JSON object, got {type(spec).__name__}.")
+    for key, kind in _SPEC_FIELDS.items():
+        if not isinstance(spec.get(key), kind) or isinstance(spec.get(key), bool):
+            raise SerializationError(
+                f"{spec_file}: field {key!r} expected {getattr(kind, '__name__', 'a number')}, "
+                f"got {spec.get(key)!r}."
+            )
+    return spec
+
+
+def _resumed_spec(run: Path, model: str | None, dataset: str | None) -> dict[str, Any]:
+    spec_file = run / RUN_FILE
+    if not spec_file.is_file():
+        raise ConfigError(f"--resume: {spec_file} does not exist; start the run without --resume.")
+    spec = _read_run_spec(spec_file)
+    for key, given in (("model", model), ("dataset", dataset)):
+        if given is not None and given != spec[key]:
+            raise ConfigError(
+                f"--resume: the run was started with {key} {spec[key]!r}, got {given!r}."
+            )
+    return spec
+
+
+def _new_spec(
+    run: Path,
+    model: str | None,
+    dataset: str | None,
+    model_overrides: dict[str, Any] | None,
+    trainer: dict[str, Any] | None,
+    validation_fraction: float,
+) -> dict[str, Any]:
+    if model is None or dataset is None:
+        raise ConfigError("a new run needs a model spec and a dataset id.")
+    if (run / RUN_FILE).exists():
+        raise ConfigError(
+            f"{run} already holds a run; pass --resume to continue it or pick another folder."
+        )
+    _refuse_foreign_folder(run)
+    return {
+        "model": model,
+        "dataset": dataset,
+        "model_overrides": dict(model_overrides or {}),
+        "trainer": TrainerConfig.from_dict(dict(trainer or {})).to_dict(),
+        "validation_fraction": validation_fraction,
+    }
+
+
+def imports_allowed(spec: dict[str, Any], where: Path, trust_imports: bool) -> bool:
+    """Whether building the model of a saved run ``spec`` may import the code its model overrides
+    name (``"package.module:attr"``: component overrides, ``termination_fn``, ...).
+
+    The rule of ``from_pretrained``: code named in a file is imported only with
+    ``trust_imports``; names registered with the library always resolve. Import paths of objects
+    WorldFlux itself defines are allowed too (:func:`~worldflux.core.serialization.is_library_import`).
+    Anything else raises :class:`ConfigError` naming the import and how to opt in.
+    """
+    found = import_paths(spec["model_overrides"])
+    if not found or trust_imports:
+        return bool(found)
+    foreign = [path for path in found if not is_library_import(path)]
+    if foreign:
+        raise ConfigError(
+            f"{where} names code to import in its model overrides: "
+            f"{', '.join(repr(p) for p in foreign)}; resuming would run it. If you trust where "
+            "this run folder came from, resume with trust_imports=True "
+            "(`worldflux train --resume --trust-imports`); otherwise start a new run."
+        )
+    return True
+
+
+def _build_model(
+    spec: dict[str, Any], data: MinariBatchProvider, trust_imports: bool
+) -> WorldModel:
+    """The model ``spec`` describes, sized for ``data`` (``create_world_model`` with the trust
+    rule of ``from_pretrained``)."""
+    from ..core.registry import build_config, parse_spec
+
+    overrides = dict(spec["model_overrides"])
+    for key in ("obs_shape", "action_dim"):
+        if key in overrides:
+            raise ConfigError(
+                f"model override {key!r}: expected none (it is taken from the dataset), "
+                f"got {overrides[key]!r}."
+            )
+    components = overrides.pop("component_overrides", None)
+    entry, preset = parse_spec(spec["model"])
+    config = build_config(
+        entry,
+        preset,
+        {
+            "obs_shape": data.store.obs_layout.shape,
+            "action_dim": data.store.action_layout.dim,
+            **overrides,
+        },
+    )
+    return entry.model_cls(config, component_overrides=components, trust_imports=trust_imports)
+
+
+# -- the run ---------------------------------------------------------------------------------------
 def train_run(
     run_dir: str | Path,
     *,
@@ -47,42 +198,32 @@ def train_run(
     resume: bool = False,
     progress: bool = True,
     fidelity: bool = True,
+    trust_imports: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` (``"family[:preset]"``) on Minari ``dataset`` into ``run_dir``.
 
     With ``resume``, the run's ``run.json`` supplies everything and training continues from the
-    latest checkpoint; giving a different model or dataset then is an error.
+    latest checkpoint (from step 0 when the run stopped before its first one); giving a different
+    model or dataset then is an error, and code that ``run.json`` names for import (component
+    overrides, ``termination_fn`` given as ``"package.module:attr"``) is imported only with
+    ``trust_imports`` (see :func:`imports_allowed`). A new run's overrides come from the caller
+    and are trusted.
+
+    Every setting, the folder, the device, the dataset and the model are checked before anything
+    is written: a refused run leaves no folder behind, and a new run never goes into a folder
+    that holds files and is not a run.
     """
     run = Path(run_dir)
-    dist = DistContext.from_env()
-    spec_file = run / RUN_FILE
+    check_run_dir(run)
     if resume:
-        if not spec_file.is_file():
-            raise ConfigError(
-                f"--resume: {spec_file} does not exist; start the run without --resume."
-            )
-        saved = json.loads(spec_file.read_text())
-        for key, given in (("model", model), ("dataset", dataset)):
-            if given is not None and given != saved[key]:
-                raise ConfigError(
-                    f"--resume: the run was started with {key} {saved[key]!r}, got {given!r}."
-                )
-        spec = saved
+        spec = _resumed_spec(run, model, dataset)
+        allow_imports = imports_allowed(spec, run / RUN_FILE, trust_imports)
     else:
-        if model is None or dataset is None:
-            raise ConfigError("a new run needs a model spec and a dataset id.")
-        if spec_file.exists():
-            raise ConfigError(
-                f"{run} already holds a run; pass --resume to continue it or pick another folder."
-            )
-        spec = {
-            "model": model,
-            "dataset": dataset,
-            "model_overrides": dict(model_overrides or {}),
-            "trainer": TrainerConfig.from_dict(dict(trainer or {})).to_dict(),
-            "validation_fraction": validation_fraction,
-        }
+        spec = _new_spec(run, model, dataset, model_overrides, trainer, validation_fraction)
+        allow_imports = True
     config = TrainerConfig.from_dict(spec["trainer"])
+    _check_fraction(spec["validation_fraction"])
+    dist = DistContext.from_env()
     data = MinariBatchProvider(
         spec["dataset"],
         validation_fraction=spec["validation_fraction"],
@@ -90,20 +231,19 @@ def train_run(
         device=str(dist.device(config.device)),
     )
     seed_everything(config.seed)
-    net = create_world_model(
-        spec["model"],
-        obs_shape=data.store.obs_layout.shape,
-        action_dim=data.store.action_layout.dim,
-        **spec["model_overrides"],
-    )
+    net = _build_model(spec, data, allow_imports)
+    t = Trainer(net, data, config, run_dir=run, progress=progress, dist=dist)
+    if resume and not t.resume():
+        warnings.warn(
+            f"{run} has no checkpoint yet (it stopped before its first one); training it from "
+            "step 0 with its saved settings.",
+            stacklevel=2,
+        )
     if dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
         spec["model_config"] = net.config.to_dict()
         spec["num_parameters"] = net.num_parameters()
-        _write_json(spec_file, spec)
-    t = Trainer(net, data, config, run_dir=run, progress=progress, dist=dist)
-    if resume and not t.resume():
-        raise ConfigError(f"--resume: {run} has no checkpoint yet.")
+        _write_json(run / RUN_FILE, spec)
     result = t.fit()
     if fidelity and dist.is_main:
         from ..eval.fidelity import fidelity_report
@@ -151,4 +291,4 @@ def evaluate_run(
     return report
 
 
-__all__ = ["RUN_FILE", "evaluate_run", "train_run"]
+__all__ = ["RUN_FILE", "check_run_dir", "evaluate_run", "imports_allowed", "train_run"]

@@ -30,7 +30,12 @@ from ..core.errors import ConfigError, ContractError, WorldFluxError
 from ..core.model import WorldModel
 from ..core.payloads import Batch
 from .callbacks import BestModel, Callback, CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
-from .checkpoint import latest_checkpoint, read_state, write_checkpoint
+from .checkpoint import (
+    latest_checkpoint,
+    read_state,
+    remove_stale_temporaries,
+    write_checkpoint,
+)
 from .config import TrainerConfig
 from .distributed import DistContext
 
@@ -69,7 +74,8 @@ class Trainer:
             :class:`~worldflux.data.MinariBatchProvider`); its ``state_dict()`` /
             ``load_state_dict()`` are checkpointed when it has them.
         config: :class:`TrainerConfig`.
-        run_dir: where logs, checkpoints and the final model go (None: nothing is written).
+        run_dir: where logs, checkpoints and the final model go (None: nothing is written);
+            temporary folders a killed checkpoint write left there are removed.
         callbacks: extra callbacks (run after the built-in ones).
         progress: show a progress bar.
         dist: the distributed context (default: from torchrun's environment, else single process).
@@ -113,6 +119,8 @@ class Trainer:
         self.callbacks: list[Callback] = self._default_callbacks(progress) + list(callbacks)
         self._evaluated_at = -1
         self._checkpointed_at = -1
+        if self.run_dir is not None and self.dist.is_main:  # after every check above
+            remove_stale_temporaries(self.run_dir)  # left by a checkpoint write that was killed
 
     # -- set-up -------------------------------------------------------------------------------
     def _probe_validation(self) -> bool:
