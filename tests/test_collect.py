@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import minari
@@ -154,6 +156,7 @@ def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> No
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["steps"] >= 256
+    assert "train_steps=256 runs 4,096 steps" in res.stderr  # PPO: 2 envs x n_steps 2048
     assert (tmp_path / "policy" / "cp.zip").is_file()
     again = _run("--recipe", "pendulum-random", "--quiet", root=tmp_path)
     assert again.returncode != 0 and "already exists" in again.stderr
@@ -178,6 +181,9 @@ def test_collect_cli_bad_arguments(tmp_path: Path) -> None:
     assert res.returncode != 0 and "--dataset-id" in res.stderr
     res = _run("CartPole-v1", "--dataset-id", "t/x-v0", root=tmp_path)
     assert res.returncode != 0 and "not a valid Minari id" in res.stderr
+    res = _run("CartPole-v1", "--dataset-id", "a/b-v0", "--train-steps", "64", "--mode",
+               "replay", "--steps", "10", root=tmp_path)  # fmt: skip
+    assert res.returncode != 0 and "expected no --steps, got --steps 10" in res.stderr
     res = _run("--recipe", "walker-medium", root=tmp_path)
     assert res.returncode != 0 and "Did you mean 'walker2d-medium'" in res.stderr
 
@@ -352,3 +358,36 @@ def test_sampled_actions_follow_the_policy_and_store_its_log_probabilities(
         del os.environ["MINARI_DATASETS_PATH"]
     with pytest.raises(ConfigError, match="needs a trained policy"):
         CollectSpec(env_id="Pendulum-v1", dataset_id="a/b-v0", actions="sampled")
+
+
+def test_malicious_policy_zips_get_one_clear_refusal(ppo_file: Path, tmp_path: Path) -> None:
+    """Nothing in a policy zip is executed; what cannot be read safely is refused with a message
+    that says what was found (never torch's hint to unpickle it)."""
+    import pickle
+
+    def rewrite(name: str, **parts: bytes) -> Path:
+        out = tmp_path / name
+        with zipfile.ZipFile(ppo_file) as src, zipfile.ZipFile(out, "w") as dst:
+            for item in src.namelist():
+                dst.writestr(item, parts.get(item.replace(".", "_"), src.read(item)))
+        return out
+
+    class Runs:  # unpickling this would run `touch` on a marker file
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    data = json.loads(zipfile.ZipFile(ppo_file).read("data"))
+    data["policy_kwargs"] = {"net_arch": [16, 16], "activation_fn": {"module": "os"}}
+    buffer = io.BytesIO()
+    torch.save({"weights": [1, 2]}, buffer)
+    env = gym.make("CartPole-v1")
+    cases = {
+        "kwargs.zip": ({"data": json.dumps(data).encode()}, "policy_kwargs .* do not build"),
+        "pickle.zip": ({"policy_pth": pickle.dumps(Runs())}, "holds more than tensors"),
+        "notensors.zip": ({"policy_pth": buffer.getvalue()}, "expected a state dict of named"),
+    }
+    for name, (parts, message) in cases.items():
+        with pytest.raises(UnsafePolicyFileError, match=message) as info:
+            load_sb3_policy(rewrite(name, **parts), env)
+        assert "weights_only" not in str(info.value)
+    assert not (tmp_path / "ran").exists()

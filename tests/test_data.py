@@ -228,6 +228,28 @@ def test_download_without_network_fails_fast(
     assert time.time() - start < 10
 
 
+def test_missing_datasets_try_the_remote_and_say_how_to_build_or_place_them(
+    datasets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worldflux.data import minari_io
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(DatasetNotFoundError) as info:
+        MinariBatchProvider("mujoco/walker2d/medium-v0")  # no download= : tried by default
+    msg = str(info.value)
+    assert "downloading it failed" in msg and "cannot be reached" in msg
+    assert f"place a Minari dataset folder at {datasets / 'mujoco/walker2d/medium-v0'}" in msg
+
+    def no_network() -> None:
+        raise AssertionError("the project's own datasets are never downloaded")
+
+    monkeypatch.setattr(minari_io, "_check_remote_reachable", no_network)
+    with pytest.raises(DatasetNotFoundError, match="worldflux collect --recipe hopper-medium"):
+        MinariBatchProvider("worldflux/hopper/medium-v1")
+    with pytest.raises(DatasetNotFoundError, match="Did you mean 'test/linear/random-v0'"):
+        MinariBatchProvider("test/linear/randon-v0", download=False)
+
+
 def test_seq_len_longer_than_every_episode_is_an_error(datasets: Path) -> None:
     p = MinariBatchProvider(LINEAR)
     longest = int(p.store.lengths[p.episodes["train"]].max())

@@ -335,9 +335,10 @@ def test_artifact_round_trip_reproduces_trajectories(sim: LearnedSimulator, tmp_
     actions = np.random.default_rng(0).uniform(-1, 1, (20, ACT_DIM)).astype(np.float32)
 
     def run(s: LearnedSimulator, backend: str) -> np.ndarray:
-        env = make_dream_env(s, backend=backend)
+        # a vector env of one: episodes that end restart, so every action is stepped
+        env = make_dream_env(s, backend=backend, num_envs=1)
         env.reset(seed=9)
-        return np.stack([env.step(a)[0] for a in actions])
+        return np.stack([env.step(np.asarray(a)[None])[0][0] for a in actions])
 
     # the torch model round-trips bit for bit; the artifact's ONNX graphs agree closely
     np.testing.assert_array_equal(run(sim, "torch"), run(loaded, "torch"))
@@ -453,9 +454,9 @@ def test_continue_threshold_and_bf16_are_used() -> None:
     actions = np.random.default_rng(0).uniform(-1, 1, (5, ACT_DIM))
 
     def run(bf16: bool) -> np.ndarray:
-        env = make_dream_env(vector_sim(), bf16=bf16, termination="threshold")
+        env = make_dream_env(vector_sim(), bf16=bf16, termination="threshold", num_envs=1)
         env.reset(seed=4)
-        return np.stack([env.step(a)[0] for a in actions])
+        return np.stack([env.step(a[None])[0][0] for a in actions])
 
     fp32, bf16 = run(False), run(True)
     assert not np.array_equal(fp32, bf16)  # bf16 really runs the model in bfloat16

@@ -60,6 +60,18 @@ def test_bar_frames_for_other_vector_envs(walker_sim: LearnedSimulator) -> None:
     assert frame.shape == (256, 256, 3) and (frame != 255).any()
 
 
+def test_mujoco_envs_with_other_observations_fall_back_to_bars() -> None:
+    """InvertedDoublePendulum's 9 observations are not qpos[1:] + qvel: a bar plot, no error."""
+    from worldflux.dream.render import make_frames
+
+    real = gym.make("InvertedDoublePendulum-v5")
+    starts = np.stack([real.reset(seed=s)[0] for s in range(4)])
+    frames = make_frames("InvertedDoublePendulum-v5", real.observation_space, starts)
+    assert isinstance(frames, BarFrames)
+    frames.observe(starts[0], reset=True)
+    assert frames.frame().shape == (256, 256, 3)
+
+
 def test_image_observations_render_themselves() -> None:
     torch.manual_seed(0)
     pool = np.random.default_rng(0).integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)

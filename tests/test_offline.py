@@ -125,6 +125,7 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     )
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["env"] == "Pendulum-v1" and saved["reference"]["source"].startswith("random")
+    assert saved["random_return_source"] == "measured (20 episodes)"  # none recorded
     methods = ["dream", "dream-pure", "mopo-sac", "bc", "td3bc", "iql"]
     assert [r["method"] for r in saved["runs"]] == methods and list(results["summary"]) == methods
     for row in saved["runs"]:
@@ -185,3 +186,11 @@ def test_offline_cli_defaults_to_the_default_methods(monkeypatch: pytest.MonkeyP
     with pytest.raises(Stop):
         main(["offline", "some/dataset-v0"])
     assert seen["methods"] == offline.DEFAULT_METHODS == ("dream", "bc", "td3bc")
+
+
+def test_the_random_reference_is_the_datasets_recorded_one() -> None:
+    from worldflux.rl.offline import _random_reference
+
+    meta = {"worldflux": {"random_return": {"mean": 49.3, "std": 5.0, "episodes": 20}}}
+    space = gym.spaces.Box(-1.0, 1.0, (1,))
+    assert _random_reference("Pendulum-v1", space, meta) == (49.3, "dataset (20 episodes)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -526,6 +527,16 @@ def train_behaviour_policy(
     model = getattr(sb3, algo.upper())(
         "MlpPolicy", venv, seed=seed, verbose=0, **(hyperparams or {})
     )
+    rollout = getattr(model, "n_steps", 1) * n_envs  # on-policy agents learn in whole rollouts
+    if algo in ("ppo", "a2c") and train_steps % rollout:
+        runs = -(-train_steps // rollout) * rollout
+        print(
+            f"note: {algo.upper()} learns in whole rollouts of n_steps x n_envs = {rollout:,} "
+            f"steps, so train_steps={train_steps:,} runs {runs:,} steps"
+            + (" (or fewer: training stops at target_return)" if target_return else "")
+            + ".",
+            file=sys.stderr,
+        )
     eval_env = gym.make(env_id)
 
     def current_policy() -> SB3Policy:

@@ -48,34 +48,51 @@ def _check_remote_reachable(timeout: float = 3.0) -> None:
             pass
     except OSError as exc:
         raise DatasetNotFoundError(
-            f"download=True, but the Minari remote {remote} ({host}:{port}) cannot be reached "
-            f"({exc}). Build the dataset locally instead (`worldflux collect ...`)."
+            f"the Minari remote {remote} ({host}:{port}) cannot be reached ({exc})"
         ) from None
 
 
-def load_minari_dataset(dataset_id: str, *, download: bool = False) -> Any:
-    """Open a local Minari dataset; with ``download=True`` fetch a missing one first.
+def _recipe_hint(dataset_id: str) -> str:
+    """How to make ``dataset_id`` here: its recipe, when one of the project's recipes builds it."""
+    from .recipes import load_recipes
+
+    for name, table in load_recipes()["dataset"].items():
+        if table.get("dataset_id") == dataset_id:
+            return f"build it with `worldflux collect --recipe {name}`"
+    return "build one with `worldflux collect`"
+
+
+def load_minari_dataset(dataset_id: str, *, download: bool | None = None) -> Any:
+    """Open a local Minari dataset, fetching a missing one from Minari's remote first.
+
+    ``download``: None (default) tries the remote for a missing id unless it is one of the
+    project's own (``worldflux/...``, never hosted); True always tries; False never does.
 
     Raises:
-        DatasetNotFoundError: the id is not local (listing the local ids and the folder
-            searched), or the download remote cannot be reached (checked before any download).
+        DatasetNotFoundError: the id is not local and could not be downloaded; the message lists
+            the local ids, the folder searched, why the download failed (the remote's
+            reachability is checked first, in seconds) and how to build or place the dataset.
     """
     import minari
 
     root = datasets_root()
-    local = local_dataset_ids()
-    if not (root / dataset_id / "data").exists():
-        if not download:
-            raise DatasetNotFoundError(
-                unknown_name_message("Minari dataset", dataset_id, local)
-                + f" Searched {root} (set MINARI_DATASETS_PATH to use another folder); "
-                "build one with `worldflux collect`."
-            )
+    if (root / dataset_id / "data").exists():
+        return minari.load_dataset(dataset_id)
+    try_remote = download if download is not None else not dataset_id.startswith("worldflux/")
+    missing = (
+        unknown_name_message("Minari dataset", dataset_id, local_dataset_ids())
+        + f" Searched {root} (set MINARI_DATASETS_PATH to use another folder)"
+    )
+    how = f"{_recipe_hint(dataset_id)}, or place a Minari dataset folder at {root / dataset_id}."
+    if not try_remote:
+        raise DatasetNotFoundError(f"{missing}; {how}")
+    try:
         _check_remote_reachable()
-        try:
-            return minari.load_dataset(dataset_id, download=True)
-        except ImportError as exc:
-            raise DatasetNotFoundError(
-                f"download=True needs Minari's remote support, which is not installed: {exc}"
-            ) from None
-    return minari.load_dataset(dataset_id)
+        return minari.load_dataset(dataset_id, download=True)
+    except DatasetNotFoundError as exc:
+        reason = str(exc)
+    except ImportError as exc:
+        reason = f"Minari's remote support is not installed ({exc})"
+    except Exception as exc:  # the remote's own errors: unknown id, HTTP errors, ...
+        reason = f"Minari's download failed ({type(exc).__name__}: {exc})"
+    raise DatasetNotFoundError(f"{missing}; downloading it failed: {reason}. Instead, {how}")

@@ -79,7 +79,8 @@ class MinariBatchProvider:
         split_seed: seed of the episode split (keep it fixed to compare runs).
         seed: seed of batch sampling (reproducible sequences of batches).
         device: default device of the batch tensors.
-        download: fetch a missing dataset from Minari's remote (fails fast without network).
+        download: fetch a missing dataset from Minari's remote (fails fast without network);
+            None: try for ids outside the project's own ``worldflux/`` namespace.
         cache: keep the decoded arrays in ``$WORLDFLUX_CACHE`` (see :mod:`.cache`) so the next
             load skips HDF5 decoding.
     """
@@ -92,7 +93,7 @@ class MinariBatchProvider:
         split_seed: int = 0,
         seed: int = 0,
         device: str = "cpu",
-        download: bool = False,
+        download: bool | None = None,
         cache: bool = True,
     ) -> None:
         dataset = load_minari_dataset(dataset_id, download=download)

@@ -95,10 +95,18 @@ def load_sb3_policy(path: str | Path, env: gym.Env[Any, Any]) -> Any:
             )
     if data.get("use_sde"):
         kwargs["use_sde"] = True
-    policy = classes[match.group(1)](
-        env.observation_space, env.action_space, lambda _: 0.0, **kwargs
-    )
-    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    try:
+        policy = classes[match.group(1)](
+            env.observation_space, env.action_space, lambda _: 0.0, **kwargs
+        )
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as exc:
+        # e.g. a JSON table where SB3 expects a class (activation_fn = {...}), or unknown keys
+        raise UnsafePolicyFileError(
+            f"{path}: its policy_kwargs {json.dumps(kwargs)[:300]} do not build the "
+            f"{match.group(1)} ({type(exc).__name__}: {exc}); expected plain values such as "
+            "net_arch = [64, 64] (classes cannot be stored safely, so none are loaded)."
+        ) from None
+    state = _read_weights(path, weights)
     try:
         policy.load_state_dict(state)
     except RuntimeError as exc:
@@ -107,6 +115,29 @@ def load_sb3_policy(path: str | Path, env: gym.Env[Any, Any]) -> Any:
         ) from None
     policy.set_training_mode(False)
     return policy
+
+
+def _read_weights(path: Path, weights: bytes) -> dict[str, torch.Tensor]:
+    """``policy.pth`` of an SB3 zip as a state dict of tensors, read with torch's tensors-only
+    loader; anything else in it (pickled objects) is refused, never executed."""
+    try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for foreign data
+        # torch's own message suggests weights_only=False, i.e. running the file: not quoted
+        raise UnsafePolicyFileError(
+            f"{path}: policy.pth holds more than tensors and plain containers (torch's "
+            f"tensors-only reader refused it: {type(exc).__name__}). It is not loaded: reading "
+            "it would mean unpickling, which can execute code stored in the file. Expected "
+            "weights saved by stable-baselines3's model.save()."
+        ) from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise UnsafePolicyFileError(
+            f"{path}: policy.pth: expected a state dict of named tensors, got "
+            f"{type(state).__name__}."
+        )
+    return state
 
 
 def save_obs_norm(

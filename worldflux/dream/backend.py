@@ -8,13 +8,22 @@ Shapes: N = environments, ``*O`` = observation shape as the model sees it, A = a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from ..core.errors import ConfigError
 from ..core.noise import NoiseSpec
+
+
+def check_device(device: Any) -> str:
+    """``device`` if it is ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; else :class:`ConfigError`."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
+    return device
 
 
 @dataclass

@@ -86,6 +86,18 @@ class DreamSettings:
                 raise ConfigError(
                     f"dream setting {name}: expected one of {allowed}, got {getattr(self, name)!r}."
                 )
+        for name in ("continue_threshold", "penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ConfigError(f"dream setting {name}: expected a number, got {value!r}.")
+            if not np.isfinite(float(value)):
+                raise ConfigError(f"dream setting {name}: expected a finite number, got {value}.")
+        if self.horizon is not None and (
+            isinstance(self.horizon, bool) or not isinstance(self.horizon, int | np.integer)
+        ):
+            raise ConfigError(
+                f"dream setting horizon: expected an integer >= 1 or None, got {self.horizon!r}."
+            )
         if not 0.0 < self.continue_threshold < 1.0:
             raise ConfigError(
                 f"dream setting continue_threshold: expected in (0, 1), got {self.continue_threshold}."
@@ -103,8 +115,10 @@ class DreamSettings:
             )
         if self.halt is not None:
             self.halt = float(self.halt)
-        if self.halt is not None and self.halt <= 0:
-            raise ConfigError(f"dream setting halt: expected > 0 or None, got {self.halt}.")
+        if self.halt is not None and not (np.isfinite(float(self.halt)) and self.halt > 0):
+            raise ConfigError(
+                f"dream setting halt: expected a finite number > 0 or None, got {self.halt}."
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DreamSettings:
@@ -146,8 +160,8 @@ class DreamCore:
         settings: DreamSettings,
         num_envs: int,
     ) -> None:
-        if num_envs < 1:
-            raise ConfigError(f"num_envs: expected >= 1, got {num_envs}.")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ConfigError(f"num_envs: expected an integer >= 1, got {num_envs!r}.")
         self.backend = backend
         #: which backend runs the model ("torch", "onnx"; set by whoever made the core)
         self.backend_name = type(backend).__name__
@@ -182,8 +196,9 @@ class DreamCore:
                 "none. Set penalty=0 and halt=None."
             )
         self.reset_states = reset_states
+        self._seen_low, self._seen_high = _seen_band(reset_states)
         self.settings = settings
-        self.num_envs = num_envs
+        self.num_envs = int(num_envs)
         self.has_uncertainty = has_uncertainty
         self.latent = settings.observation == "latent"
         if self.latent:
@@ -227,9 +242,22 @@ class DreamCore:
             raise ConfigError(
                 f"{what}: expected observations of shape [K, *{space_shape}], got {obs.shape}."
             )
+        if obs.dtype.kind not in "fiu":
+            raise ConfigError(f"{what}: expected real numbers, got dtype {obs.dtype}.")
         if np.issubdtype(obs.dtype, np.floating) and not np.isfinite(obs).all():
             raise ConfigError(f"{what}: observations contain NaN or inf.")
-        return self.obs_layout.convert(obs)
+        converted = self.obs_layout.convert(obs)
+        if self.obs_layout.kind == "vector":
+            outside = (converted < self._seen_low) | (converted > self._seen_high)
+            if outside.any():
+                dims = np.flatnonzero(outside.any(0))[:5].tolist()
+                raise ConfigError(
+                    f"{what}: observation dimensions {dims} lie far outside anything the model "
+                    f"learned from: expected values in [{self._seen_low[dims].tolist()}, "
+                    f"{self._seen_high[dims].tolist()}] (the dataset's range widened by its "
+                    f"width on each side), got {converted[:, dims].tolist()[:3]}."
+                )
+        return converted
 
     # -- actions ---------------------------------------------------------------------------------
     def check_actions(self, actions: Any) -> np.ndarray:
@@ -258,18 +286,22 @@ class DreamCore:
         dim = self.act_layout.dim
         if arr.shape != (n, dim):
             raise DreamActionError(f"expected actions of shape ({n}, {dim}), got {arr.shape}.")
-        arr = arr.astype(np.float32)
-        if not np.isfinite(arr).all():
+        if arr.dtype.kind not in "fiu":  # bool, complex, object, strings: not an action value
+            raise DreamActionError(
+                f"expected real-valued actions (a float or integer dtype), got dtype {arr.dtype}."
+            )
+        wide = arr.astype(np.float64)  # checked before float32 could overflow to inf
+        if not np.isfinite(wide).all():
             raise DreamActionError("actions contain NaN or inf.")
-        outside = (arr < self._low) | (arr > self._high)
+        outside = (wide < self._low) | (wide > self._high)
         if outside.any():
             if self.settings.out_of_bounds == "error":
                 raise DreamActionError(
                     f"actions outside the action space [{self._low.min()}, {self._high.max()}]: "
-                    f"got values in [{arr.min()}, {arr.max()}]."
+                    f"got values in [{wide.min()}, {wide.max()}]."
                 )
-            arr = np.clip(arr, self._low, self._high)
-        return arr
+            wide = np.clip(wide, self._low, self._high)
+        return wide.astype(np.float32)
 
     # -- reset and step ---------------------------------------------------------------------------
     def reset(self, index: np.ndarray, obs: np.ndarray | None = None) -> np.ndarray:
@@ -317,6 +349,8 @@ class DreamCore:
         state, res = self.backend.step(self.state, model_actions, noise)
         finite = np.isfinite(res.obs.reshape(self.num_envs, -1)).all(1)
         finite &= np.isfinite(res.reward) & np.isfinite(res.continue_prob)
+        if res.uncertainty is not None:
+            finite &= np.isfinite(res.uncertainty)
         if not finite.all():
             bad = np.flatnonzero(~finite)[:5].tolist()
             raise DreamStateError(
@@ -347,4 +381,21 @@ class DreamCore:
             self.elapsed >= s.horizon if s.horizon is not None else np.zeros(self.num_envs, bool)
         )
         obs = self.backend.latent(state) if self.latent else self.to_space(res.obs)
-        return obs, raw - penalty, terminated, truncated, info
+        reward = raw - penalty
+        if not np.isfinite(reward).all():  # e.g. a huge but finite uncertainty times the penalty
+            bad = np.flatnonzero(~np.isfinite(reward))[:5].tolist()
+            raise DreamStateError(
+                f"the penalised reward is not finite in environments {bad} (raw reward "
+                f"{raw[bad].tolist()}, penalty {penalty[bad].tolist()}); the dream cannot continue."
+            )
+        return obs, reward, terminated, truncated, info
+
+
+def _seen_band(reset_states: ResetStates) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension bounds ``[*O]`` of observations a reset may start from: the range of the
+    dataset's states (``start`` and ``any``) widened by its width on each side (at least 0.01).
+    Only meaningful for vector observations; images are bounded by their dtype."""
+    seen = np.concatenate([reset_states.start, reset_states.any]).astype(np.float64)
+    low, high = seen.min(0), seen.max(0)
+    width = np.maximum(high - low, 1e-2)
+    return low - width, high + width

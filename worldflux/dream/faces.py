@@ -19,7 +19,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, ContractError
 from .core import DreamCore
 from .render import FrameRenderer
 
@@ -27,7 +27,21 @@ _RESET_OPTIONS = ("obs",)
 _VECTOR_RESET_OPTIONS = ("obs", "reset_mask")
 
 
-def _check_options(options: dict[str, Any] | None, allowed: tuple[str, ...]) -> dict[str, Any]:
+def check_seed(seed: Any) -> None:
+    """Raise :class:`ConfigError` unless ``seed`` is None or an integer >= 0 (numpy's seeding
+    takes no negative seeds)."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed: expected None or an integer >= 0, got {seed!r}.")
+
+
+def _check_options(options: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(
+            f"reset options: expected a dict (keys {list(allowed)}) or None, got "
+            f"{type(options).__name__}."
+        )
     options = dict(options or {})
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -59,12 +73,14 @@ class DreamEnv(gym.Env[np.ndarray, Any]):
         self.frames = frames if render_mode is not None else None
         self.observation_space = core.observation_space
         self.action_space = core.action_space
+        self._ended = False
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+        check_seed(seed)
         opts = _check_options(options, _RESET_OPTIONS)
+        super().reset(seed=seed)
         self.core.rngs[0] = self.np_random
         given = opts.get("obs")
         obs = self.core.reset(
@@ -72,10 +88,16 @@ class DreamEnv(gym.Env[np.ndarray, Any]):
         )
         if self.frames is not None:
             self.frames.observe(obs[0], reset=True)
+        self._ended = False
         return obs[0], {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._ended:
+            raise ContractError(
+                "step() after the episode ended (terminated or truncated): call reset() first."
+            )
         obs, reward, terminated, truncated, info = self.core.step(np.asarray(action)[None])
+        self._ended = bool(terminated[0] or truncated[0])
         if self.frames is not None:
             self.frames.observe(obs[0], reset=False)
         return (
@@ -95,10 +117,13 @@ def _seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
     if seed is None:
         return [None] * n
     if isinstance(seed, (int, np.integer)):
+        check_seed(seed)
         return [int(seed) + i for i in range(n)]
     seeds = list(seed)
     if len(seeds) != n:
         raise ConfigError(f"reset seeds: expected {n} (one per environment), got {len(seeds)}.")
+    for s in seeds:
+        check_seed(s)
     return seeds
 
 
@@ -130,7 +155,8 @@ class DreamVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self.action_space = batch_space(core.action_space, self.num_envs)
         self.metadata = {"autoreset_mode": mode, "render_modes": []}
         self.autoreset_mode = mode
-        self._pending = np.zeros(self.num_envs, bool)  # ended last step (NextStep mode)
+        #: ended last step and not reset yet (NextStep resets them next step; Disabled refuses)
+        self._pending = np.zeros(self.num_envs, bool)
         self._last_obs: np.ndarray | None = None
 
     def reset(
@@ -169,6 +195,11 @@ class DreamVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     def step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self.autoreset_mode == AutoresetMode.DISABLED and self._pending.any():
+            raise ContractError(
+                f"step() with environments {np.flatnonzero(self._pending).tolist()} ended and "
+                "not reset (autoreset_mode='Disabled'): reset them first (reset_mask)."
+            )
         obs, reward, terminated, truncated, info = self.core.step(actions)
         everyone = np.ones(self.num_envs, bool)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._pending.any():
@@ -183,7 +214,7 @@ class DreamVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         else:
             out_info = _vector_info(info, everyone)
             done = terminated | truncated
-            if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            if self.autoreset_mode != AutoresetMode.SAME_STEP:
                 self._pending = done
             elif self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
                 index = np.flatnonzero(done)

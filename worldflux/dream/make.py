@@ -4,16 +4,23 @@ gymnasium registration of every card (``entry_point``, ``vector_entry_point``,
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
+import numpy as np
 
 from .._optional import torch_available
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, SerializationError, UnexpectedKeywordError, did_you_mean
+from .backend import check_device
 from .cards import EnvCard, find_card, load_cards
+from .core import DreamSettings
 from .faces import DreamEnv, DreamVectorEnv
+from .manifest import read_manifest
 from .onnx_backend import OnFallback
 from .render import make_frames
 from .simulator import MANIFEST, Backend, LearnedSimulator
@@ -53,7 +60,17 @@ def recorded_dataset(source: str | Path) -> str | None:
     path = Path(source)
     for name, key in (("run.json", ("dataset",)), (MANIFEST, ("info", "dataset"))):
         if path.is_dir() and (path / name).is_file():
-            value: Any = json.loads((path / name).read_text(encoding="utf-8"))
+            value: Any
+            if name == MANIFEST:
+                value = read_manifest(path)  # checked: a clear error for a corrupt one
+            else:
+                try:
+                    value = json.loads((path / name).read_text(encoding="utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise SerializationError(
+                        f"{path / name}: not valid JSON ({exc}); expected a training run's "
+                        "record. Restore it or choose another run."
+                    ) from None
             for part in key:
                 value = value.get(part) if isinstance(value, dict) else None
             return None if value is None else str(value)
@@ -87,9 +104,19 @@ def make_dream_env(
     ``num_envs`` and keeps the faster). None: onnx where the simulator has exported graphs
     (every built artifact) or torch is missing, else torch; torch too where onnx cannot serve the
     request (``bf16``, or ``device="cuda"`` without ONNX Runtime's CUDA provider).
+
+    Raises:
+        UnexpectedKeywordError: a keyword that is neither an argument nor a dream setting (a
+            ``ConfigError`` and a ``TypeError``, raised before anything is loaded).
     """
+    check_keywords(settings)
     if vectorization not in ("gymnasium", "sb3"):
         raise ConfigError(f"vectorization: expected 'gymnasium' or 'sb3', got {vectorization!r}.")
+    check_device(device)
+    if num_envs is not None and (
+        isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1
+    ):
+        raise ConfigError(f"num_envs: expected None or an integer >= 1, got {num_envs!r}.")
     sim = source if isinstance(source, LearnedSimulator) else load_simulator(source)
     if backend is None:
         backend = default_backend(sim, device=device, bf16=bf16)
@@ -121,6 +148,32 @@ def make_dream_env(
 
         return DreamSB3VecEnv(core)
     return DreamVectorEnv(core, autoreset_mode=autoreset_mode)
+
+
+def check_keywords(settings: Mapping[str, Any]) -> None:
+    """Refuse the keywords of ``make_dream_env(**settings)`` that are neither dream settings nor
+    ``make_core`` arguments with :class:`UnexpectedKeywordError`, whose message has Python's
+    ``unexpected keyword argument 'name'`` wording (torchrl's ``GymEnv`` passes ``frameskip`` to
+    ``gym.make`` and drops it only on that ``TypeError``) and the closest known name."""
+    dream_settings = {f.name for f in dataclasses.fields(DreamSettings)}
+    core_arguments = _keyword_names(LearnedSimulator.make_core)
+    unknown = sorted(set(settings) - dream_settings - core_arguments)
+    if not unknown:
+        return
+    arguments = _keyword_names(make_dream_env) | core_arguments
+    name = unknown[0]
+    raise UnexpectedKeywordError(
+        f"make_dream_env() got an unexpected keyword argument {name!r} (unknown dream settings "
+        f"{unknown}).{did_you_mean(name, dream_settings | arguments)} Dream settings: "
+        f"{sorted(dream_settings)}; other arguments: {sorted(arguments)}."
+    )
+
+
+def _keyword_names(function: Any) -> set[str]:
+    """Names of the arguments of ``function`` that can be given by keyword (not ``**kwargs``)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(function).parameters.values()
+    return {p.name for p in params if p.kind in kinds} - {"self", "source"}
 
 
 def default_backend(sim: LearnedSimulator, *, device: str, bf16: bool) -> Backend:

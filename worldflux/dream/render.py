@@ -115,13 +115,17 @@ class BarFrames:
 def make_frames(
     source_env: str | None, observation_space: gym.Space[Any], reset_obs: np.ndarray
 ) -> FrameRenderer:
-    """The best renderer for a dream env: MuJoCo when the source env is a MuJoCo locomotion env,
-    the image itself for image observations, else a bar plot."""
+    """The best renderer for a dream env: MuJoCo when the source env is a MuJoCo locomotion env
+    whose observations are ``qpos[1:] + qvel``, the image itself for image observations, else a
+    bar plot (also for MuJoCo envs with other observations, e.g. InvertedDoublePendulum's)."""
     if len(observation_space.shape or ()) == 3:
         return ImageFrames()
     if source_env is not None and source_env in gym.registry:
         spec = gym.registry[source_env]
         if "mujoco" in str(spec.entry_point):
-            return MujocoFrames(source_env)
+            try:
+                return MujocoFrames(source_env)
+            except ConfigError:  # observations that do not map to a MuJoCo state
+                pass
     flat = reset_obs.reshape(len(reset_obs), -1).astype(np.float64)
     return BarFrames(flat.mean(0), flat.std(0))

@@ -3,7 +3,7 @@ expects. Works under ``VecNormalize`` and ``VecMonitor``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from ..core.errors import ConfigError
 from .core import DreamCore
+from .faces import check_seed
 
 
 class DreamSB3VecEnv(VecEnv):
@@ -24,6 +25,12 @@ class DreamSB3VecEnv(VecEnv):
         self.core = core
         super().__init__(core.num_envs, core.observation_space, core.action_space)
         self._actions: np.ndarray | None = None
+
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        """SB3's ``seed``: checked now (gymnasium takes no negative seeds), used at the next
+        reset (environment ``i`` gets ``seed + i``)."""
+        check_seed(seed)
+        return super().seed(seed)
 
     def reset(self) -> np.ndarray:
         for i, s in enumerate(self._seeds):

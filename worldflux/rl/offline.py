@@ -86,6 +86,23 @@ MODEL_TRAINER = {
 }
 
 
+#: episodes of a random policy measured for the reference when the dataset records none
+RANDOM_REFERENCE_EPISODES = 20
+
+
+def _random_reference(env_id: str, space: Any, meta: dict[str, Any]) -> tuple[float, str]:
+    """A random policy's mean return and where it comes from: the one the dataset recorded when it
+    was collected (``worldflux collect`` measures it on 20 episodes), else measured here on
+    ``RANDOM_REFERENCE_EPISODES`` episodes, never on the few scoring episodes (a noisy
+    reference would move every normalised score)."""
+    recorded = (meta.get("worldflux") or {}).get("random_return") or {}
+    if isinstance(recorded.get("mean"), int | float):
+        return float(recorded["mean"]), f"dataset ({recorded.get('episodes', '?')} episodes)"
+    policy = RandomPolicy(space, 0)
+    measured = real_env_episodes(env_id, policy, RANDOM_REFERENCE_EPISODES, 50_000)
+    return measured.mean, f"measured ({RANDOM_REFERENCE_EPISODES} episodes)"
+
+
 def normalised(score: float, low: float, high: float) -> float:
     return 100.0 * (score - low) / (high - low)
 
@@ -135,9 +152,9 @@ def offline_run(
     data = MinariBatchProvider(dataset_id)
     store = data.store
     meta = dataset.storage.metadata
-    random_ep = real_env_episodes(env_id, RandomPolicy(dataset.action_space, 0), episodes, 50_000)
+    random_return, random_source = _random_reference(env_id, dataset.action_space, meta)
     behaviour_return = float(store.episode_returns().mean())
-    low = float(meta.get("ref_min_score", random_ep.mean))
+    low = float(meta.get("ref_min_score", random_return))
     high = float(meta.get("ref_max_score", behaviour_return))
     results: dict[str, Any] = {
         "dataset": dataset_id,
@@ -159,7 +176,8 @@ def offline_run(
             "checkpoints": checkpoints,
             "behaviour": asdict(behaviour),
         },
-        "random_return": random_ep.mean,
+        "random_return": random_return,
+        "random_return_source": random_source,
         "dataset_mean_return": behaviour_return,
         "runs": [],
     }
