@@ -44,3 +44,15 @@ def test_info_lists_registered_families(capsys) -> None:  # type: ignore[no-unty
 def test_no_command_prints_help() -> None:
     res = run()
     assert res.returncode == 2 and "usage: worldflux" in res.stdout
+
+
+def test_every_command_help_shows_its_defaults() -> None:
+    from worldflux.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    train, offline, collect = (commands[c].format_help() for c in ("train", "offline", "collect"))
+    assert "TrainerConfig.seq_len (default: 64)" in train
+    assert "(default: 0.1)" in train  # --validation-fraction
+    assert "real-env evaluation episodes (default: 10)" in offline
+    assert "episodes for reference returns (default: 20)" in collect
+    assert "(default: None)" not in train + offline + collect

@@ -10,6 +10,7 @@ torch-only names then raise :class:`worldflux.core.errors.TorchMissingError`.
 
 from typing import Any
 
+from . import _threads  # noqa: F401  (first: OpenMP's wait policy is read when torch loads)
 from ._optional import missing_attribute, torch_available
 from ._version import __version__
 from .core.errors import WorldFluxError

@@ -34,6 +34,30 @@ _PACKAGES = (
 )
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already names its default
+    or there is none to show (None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = default not in (None, False, argparse.SUPPRESS) and default != []
+        if shown and "default" not in text and (action.option_strings or action.nargs == "?"):
+            text += " (default: %(default)s)"
+        return text.strip()
+
+
+def _trainer_defaults() -> dict[str, Any]:
+    """``TrainerConfig``'s defaults for ``train --help`` (none without torch)."""
+    try:
+        from dataclasses import fields
+
+        from .training.config import TrainerConfig
+    except ImportError:
+        return {}
+    return {f.name: f.default for f in fields(TrainerConfig)}
+
+
 def _dist_version(name: str) -> str | None:
     try:
         return metadata.version(name)
@@ -225,12 +249,18 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             )
         elif args.mode == "replay":
             raise SystemExit("worldflux collect: --mode replay needs --train-steps.")
+        if args.mode == "replay" and args.steps is not None:
+            raise SystemExit(
+                "worldflux collect: --mode replay keeps every episode played in training, so its "
+                "size is set by --train-steps; expected no --steps, got --steps "
+                f"{args.steps}."
+            )
         spec = CollectSpec(
             env_id=args.env_id,
             dataset_id=args.dataset_id,
             policy=policy,
             mode=args.mode,
-            steps=None if args.mode == "replay" else args.steps,
+            steps=None if args.mode == "replay" else (args.steps or 100_000),
             action_noise=args.action_noise,
             actions=args.actions,
             n_envs=args.n_envs,
@@ -291,6 +321,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "worldflux train --resume continues with the run's saved settings; drop "
             f"{sorted([*trainer, *(['--model-arg'] if args.model_arg else [])])}."
         )
+    if args.trust_imports and not args.resume:
+        raise SystemExit(
+            "worldflux train: --trust-imports applies to --resume (code a run folder's run.json "
+            "names); a new run's --model-arg values are yours and need no opt-in."
+        )
     result = train_run(
         args.run_dir,
         model=args.model,
@@ -301,6 +336,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         fidelity=not args.no_fidelity,
+        trust_imports=args.trust_imports,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
@@ -543,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --train-steps: episodes of the final policy, or the training episodes",
     )
     col.add_argument("--save-policy", help="with --train-steps: save the trained agent here (.zip)")
-    col.add_argument("--steps", type=int, default=100_000, help="transitions to collect")
+    col.add_argument(
+        "--steps", type=int, help="transitions to collect (default 100000; not with --mode replay)"
+    )
     col.add_argument(
         "--action-noise", type=float, default=0.0, help="Gaussian noise, x half the action range"
     )
@@ -578,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run-dir", required=True, help="folder for the run")
     tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     tr.add_argument(
+        "--trust-imports",
+        action="store_true",
+        help="with --resume: import the code the run's run.json names (component overrides, "
+        "termination_fn as 'package.module:attr'); only for run folders you trust",
+    )
+    tr.add_argument(
         "--model-arg",
         action="append",
         default=[],
@@ -585,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a model config field (repeatable)",
     )
     tr.add_argument("--validation-fraction", type=float, default=0.1)
+    trainer_defaults = _trainer_defaults()
     for flag in _TRAINER_FLAGS:
         if flag == "bf16":
             tr.add_argument(
@@ -607,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
             dest=flag,
             type=kind,
             default=None,
-            help="TrainerConfig." + flag,
+            help=f"TrainerConfig.{flag}"
+            + (f" (default: {trainer_defaults[flag]})" if flag in trainer_defaults else ""),
         )
     tr.add_argument("--no-fidelity", action="store_true", help="skip the final fidelity report")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -780,6 +826,11 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--seed", type=int, default=0)
     vid.add_argument("--policy", help="SB3 model zip acting on the real observations")
     vid.set_defaults(func=_cmd_dream_video)
+    for command in sub.choices.values():  # every command's --help shows its defaults
+        command.formatter_class = DefaultsHelpFormatter
+        for action in command._actions:
+            if action.help is None and action.default not in (None, False, []):
+                action.help = "(default: %(default)s)"
     return parser
 
 
