@@ -133,12 +133,14 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert "| td3bc | 1 |" in (tmp_path / "out" / "results.md").read_text()
     agent = json.loads((tmp_path / "out" / "dream-seed0" / "agent.json").read_text())
     assert len(agent["evaluations"]) == 2  # one checkpoint, then the final evaluation
-    # offline policy selection: every scored policy of the dream agents, dream vs real
+    # offline policy selection: every scored policy of every method (baselines' checkpoints
+    # scored in the same dream), dream vs real
     policies = saved["selection"]["policies"]
-    assert [p["method"] for p in policies] == [m for m in ("dream", "dream-pure", "mopo-sac")
-                                               for _ in range(2)]  # fmt: skip
+    assert [p["method"] for p in policies] == [m for m in methods for _ in range(2)]
     assert all(a["step"] < b["step"] for a, b in zip(policies[::2], policies[1::2], strict=True))
-    assert [p["real"] for p in policies[1::2]] == [r["real_return"] for r in saved["runs"][:3]]
+    assert [p["step"] for p in policies[6:8]] == [51, 100]  # bc: gradient updates
+    assert [p["real"] for p in policies[1::2]] == [r["real_return"] for r in saved["runs"]]
+    assert all(np.isfinite(p["dream"]) for p in policies)
     assert "Offline policy selection" in (tmp_path / "out" / "results.md").read_text()
     assert agent["recipe"]["behaviour"]["clone_steps"] == 50 and agent["behaviour"]["clone_loss"]
     pure = json.loads((tmp_path / "out" / "dream-pure-seed0" / "agent.json").read_text())
@@ -164,7 +166,7 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert [(r["method"], r["seed"]) for r in cli["runs"]] == [("bc", 3), ("bc", 4)]
     assert cli["summary"]["bc"]["seeds"] == 2
     assert cli["settings"]["gradient_steps"] == 20 and cli["settings"]["episodes"] == 3
-    assert cli["settings"]["checkpoints"] == 2 and "selection" not in cli  # no dream agents
+    assert cli["settings"]["checkpoints"] == 2 and "selection" not in cli  # no world model
     with pytest.raises(ConfigError, match="offline method 'cql'"):
         offline_run("test/pendulum/offline-v0", tmp_path / "x", methods=("cql",))
 

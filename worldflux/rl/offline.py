@@ -17,8 +17,13 @@ Methods, all on the same dataset and the same real-environment evaluation:
 
 Scores are returns on the real environment and normalised scores
 ``100 * (R - ref_min) / (ref_max - ref_min)`` with the dataset's Minari reference scores (without
-them: a random policy's return and the dataset's mean episode return). Results go to
-``results.json`` and ``results.md`` in the output folder.
+them: the random return the dataset recorded, and the dataset's mean episode return). Results go
+to ``results.json`` and ``results.md`` in the output folder.
+
+Offline policy selection (``checkpoints``): every method's policy is scored ``checkpoints`` times
+during training and at the end, on the real environment and in the world model's dream (the
+baselines too, whenever a world model is there); ``results["selection"]`` holds every pair and
+the Spearman correlation of dream-predicted with real returns over all of them.
 """
 
 from __future__ import annotations
@@ -39,12 +44,19 @@ from ..data.provider import MinariBatchProvider
 from ..dream.make import recorded_dataset
 from ..eval.fidelity import spearman
 from ..files import write_text_atomic
-from .baselines import Transitions, behaviour_cloning, iql, return_range_scale, td3_bc
+from .baselines import (
+    Checkpoints,
+    Transitions,
+    behaviour_cloning,
+    iql,
+    return_range_scale,
+    td3_bc,
+)
 from .behaviour import BehaviourSettings
-from .evaluate import real_env_episodes
+from .evaluate import first_episodes, real_env_episodes
 from .recipes import AgentRecipe, Evaluation
 from .replay import ReplaySettings
-from .train import train_agent
+from .train import EVAL_SEED, FINAL_SEED, train_agent
 
 METHODS = ("dream", "dream-pure", "mopo-sac", "mopo-td3", "bc", "td3bc", "iql")
 DEFAULT_METHODS = ("dream", "bc", "td3bc")
@@ -101,6 +113,46 @@ def _random_reference(env_id: str, space: Any, meta: dict[str, Any]) -> tuple[fl
     policy = RandomPolicy(space, 0)
     measured = real_env_episodes(env_id, policy, RANDOM_REFERENCE_EPISODES, 50_000)
     return measured.mean, f"measured ({RANDOM_REFERENCE_EPISODES} episodes)"
+
+
+class _DreamJudge:
+    """Scores baseline policies in the world model's dream the way the dream agents' evaluations
+    do (from the dataset's episode starts, up to the real time limit, raw rewards, no halt), so
+    offline policy selection ranks every method's checkpoints together. ``step`` of a baseline's
+    entry counts gradient updates (a dream agent's counts environment steps)."""
+
+    def __init__(self, model_run: str | Path, env_id: str, episodes: int) -> None:
+        import gymnasium as gym
+
+        from ..dream.make import make_dream_env
+
+        limit = gym.spec(env_id).max_episode_steps
+        self.env_id, self.episodes = env_id, episodes
+        self.venv = make_dream_env(
+            str(model_run), num_envs=episodes, reset="start", penalty=0.0, halt=None,
+            horizon=limit if limit is not None else 1000,
+        )  # fmt: skip
+
+    def score(
+        self, method: str, seed: int, step: int, policy: Any, offset: int, real: float | None = None
+    ) -> dict[str, Any]:
+        """The selection entry of ``policy``: dream return, and the real one (measured unless
+        given), both on seeds ``offset + seed`` onwards."""
+        dream = first_episodes(self.venv, policy, offset + seed).mean
+        if real is None:
+            real = real_env_episodes(self.env_id, policy, self.episodes, offset + seed).mean
+        return {"method": method, "seed": seed, "step": step, "dream": dream, "real": real}
+
+    def checkpoints(
+        self, every: int, method: str, seed: int, sink: list[dict[str, Any]]
+    ) -> Checkpoints:
+        return Checkpoints(
+            every,
+            lambda done, policy: sink.append(self.score(method, seed, done, policy, EVAL_SEED)),
+        )
+
+    def close(self) -> None:
+        self.venv.close()
 
 
 def normalised(score: float, low: float, high: float) -> float:
@@ -194,8 +246,10 @@ def offline_run(
                 progress=progress,
             )
     transitions = None
-    #: every scored dream-agent policy: its dream-predicted and real returns
+    #: every scored policy (dream agents; baselines too where a world model exists): its
+    #: dream-predicted and real returns
     selection: list[dict[str, Any]] = []
+    judge = _DreamJudge(model_run, env_id, episodes) if checkpoints and model_run else None
     for method in methods:
         for seed in seeds:
             started = time.time()
@@ -222,8 +276,15 @@ def offline_run(
                 if method == "iql":
                     common["reward_scale"] = return_range_scale(store)
                 train = {"bc": behaviour_cloning, "td3bc": td3_bc, "iql": iql}[method]
+                if judge is not None:  # the same checkpoints as the dream agents'
+                    every = gradient_steps // (checkpoints + 1) + 1
+                    common["checkpoints"] = judge.checkpoints(every, method, seed, selection)
                 policy = train(transitions, dataset.action_space, progress=progress, **common)
-                real = real_env_episodes(env_id, policy, episodes, 20_000 + seed).to_dict()
+                real = real_env_episodes(env_id, policy, episodes, FINAL_SEED + seed).to_dict()
+                if judge is not None:
+                    selection.append(
+                        judge.score(method, seed, gradient_steps, policy, FINAL_SEED, real["mean"])
+                    )
             row = {
                 "method": method,
                 "seed": seed,
@@ -239,6 +300,8 @@ def offline_run(
                     f"(normalised {row['normalised']:.1f})",
                     flush=True,
                 )
+    if judge is not None:
+        judge.close()
     results["summary"] = _summary(results["runs"])
     if selection and checkpoints:
         rho = spearman(
