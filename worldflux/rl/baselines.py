@@ -127,6 +127,13 @@ def _normaliser(data: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
     return data.obs.mean(0), data.obs.std(0) + 1e-3
 
 
+@torch.no_grad()
+def _soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """Polyak averaging: ``target <- (1 - tau) target + tau net``, parameter by parameter."""
+    for p, tp in zip(net.parameters(), target.parameters(), strict=True):
+        tp.mul_(1.0 - tau).add_(p, alpha=tau)
+
+
 @dataclass
 class Checkpoints:
     """Hands a copy of the policy being trained to ``call(updates_done, policy)`` every ``every``
@@ -233,10 +240,8 @@ def td3_bc(
             actor_opt.zero_grad()
             actor_loss.backward()
             actor_opt.step()
-            with torch.no_grad():
-                for net, tgt in ((actor, actor_target), (critics, critics_target)):
-                    for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
-                        tp.mul_(1.0 - tau).add_(p, alpha=tau)
+            _soft_update(actor, actor_target, tau)
+            _soft_update(critics, critics_target, tau)
         if checkpoints is not None:
             checkpoints.after(step, steps, actor, mean, std, space, "td3bc")
     return OfflinePolicy(actor, mean, std, space, "td3bc")
@@ -312,9 +317,7 @@ def iql(
         critic_opt.zero_grad()
         critic_loss.backward()  # type: ignore[union-attr]
         critic_opt.step()
-        with torch.no_grad():
-            for p, tp in zip(critics.parameters(), critics_target.parameters(), strict=True):
-                tp.mul_(1.0 - tau).add_(p, alpha=tau)
+        _soft_update(critics, critics_target, tau)
         if checkpoints is not None:
             checkpoints.after(step, steps, actor, mean, std, space, "iql")
     return OfflinePolicy(actor, mean, std, space, "iql")
