@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +34,24 @@ def refuse_foreign_folder(target: Path, marker: str, what: str) -> None:
             f"{target}: exists, is not empty and is not a {what} (no {marker}); refusing to "
             "replace it. Choose another folder."
         )
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of the file at ``path`` (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; :class:`SerializationError` naming the file when it is not
+    valid JSON or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SerializationError(f"{path}: not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise SerializationError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data

@@ -20,7 +20,6 @@ crash never leaves a half-written model under the target name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
-from ..files import refuse_foreign_folder
+from ..files import read_json_object, refuse_foreign_folder, sha256_file
 from .errors import ConfigError, RegistryError, SerializationError, unknown_name_message
 from .model import CONTRACT_VERSION, WorldModel
 
@@ -42,14 +41,6 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -192,7 +183,7 @@ def save_pretrained(model: WorldModel, directory: str | os.PathLike[str]) -> Pat
                 "model_type": model.model_type,
                 "weights_file": WEIGHTS_FILE,
                 "weights_bytes": weights.stat().st_size,
-                "weights_sha256": _sha256(weights),
+                "weights_sha256": sha256_file(weights),
                 "torch_version": torch.__version__,
             },
         )
@@ -244,13 +235,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise SerializationError(
             f"{path.parent}: missing {path.name}; not a saved WorldFlux model."
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SerializationError(f"{path}: not valid JSON ({exc}).") from None
-    if not isinstance(data, dict):
-        raise SerializationError(f"{path}: expected a JSON object, got {type(data).__name__}.")
-    return data
+    return read_json_object(path)
 
 
 def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
@@ -299,7 +284,7 @@ def _load_weights(path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
             f"{weights}: expected {expected_bytes} bytes, found {size} (truncated or replaced)."
         )
     expected_sha = _field(meta, "weights_sha256", str, path / METADATA_FILE)
-    if _sha256(weights) != expected_sha:
+    if sha256_file(weights) != expected_sha:
         raise SerializationError(f"{weights}: checksum mismatch; the file is corrupt.")
     try:
         return load_file(str(weights), device="cpu")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +14,8 @@ import gymnasium as gym
 import numpy as np
 
 from .._optional import torch_available
-from ..core.errors import ConfigError, SerializationError, UnexpectedKeywordError, did_you_mean
+from ..core.errors import ConfigError, UnexpectedKeywordError, did_you_mean
+from ..files import read_json_object
 from .backend import check_device
 from .cards import EnvCard, find_card, load_cards
 from .core import DreamSettings
@@ -60,17 +60,8 @@ def recorded_dataset(source: str | Path) -> str | None:
     path = Path(source)
     for name, key in (("run.json", ("dataset",)), (MANIFEST, ("info", "dataset"))):
         if path.is_dir() and (path / name).is_file():
-            value: Any
-            if name == MANIFEST:
-                value = read_manifest(path)  # checked: a clear error for a corrupt one
-            else:
-                try:
-                    value = json.loads((path / name).read_text(encoding="utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise SerializationError(
-                        f"{path / name}: not valid JSON ({exc}); expected a training run's "
-                        "record. Restore it or choose another run."
-                    ) from None
+            # both checked: a corrupt file is a clear error naming it
+            value: Any = read_manifest(path) if name == MANIFEST else read_json_object(path / name)
             for part in key:
                 value = value.get(part) if isinstance(value, dict) else None
             return None if value is None else str(value)

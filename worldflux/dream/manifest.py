@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError, SerializationError, unknown_name_message
+from ..files import sha256_file
 from .core import DreamSettings, ResetStates
 from .onnx_backend import ONNX_FILES
 
@@ -227,15 +228,6 @@ def _check_file_record(name: str, record: Any, where: str) -> None:
 
 
 # -- hashes ----------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def manifest_digest(manifest: Mapping[str, Any]) -> str:
     """Hex sha256 of the manifest's content without its integrity section, as canonical JSON
     (sorted keys, no whitespace): independent of the file's formatting."""

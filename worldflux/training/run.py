@@ -27,7 +27,7 @@ from ..core.model import WorldModel
 from ..core.serialization import import_paths, is_library_import
 from ..data.provider import MinariBatchProvider
 from ..eval.fidelity import without_nan
-from ..files import write_text_atomic
+from ..files import read_json_object, write_text_atomic
 from .config import TrainerConfig
 from .distributed import DistContext
 from .trainer import Trainer, seed_everything
@@ -83,12 +83,7 @@ def _check_fraction(value: Any) -> None:
 
 def _read_run_spec(spec_file: Path) -> dict[str, Any]:
     """``run.json`` of a run being resumed, with the fields a resume needs checked."""
-    try:
-        spec = json.loads(spec_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SerializationError(f"{spec_file}: not valid JSON ({exc}).") from None
-    if not isinstance(spec, dict):
-        raise SerializationError(f"{spec_file}: expected a JSON object, got {type(spec).__name__}.")
+    spec = read_json_object(spec_file)
     for key, kind in _SPEC_FIELDS.items():
         if not isinstance(spec.get(key), kind) or isinstance(spec.get(key), bool):
             raise SerializationError(
