@@ -391,3 +391,19 @@ def test_malicious_policy_zips_get_one_clear_refusal(ppo_file: Path, tmp_path: P
             load_sb3_policy(rewrite(name, **parts), env)
         assert "weights_only" not in str(info.value)
     assert not (tmp_path / "ran").exists()
+
+
+def test_collect_cli_actions_flag_reaches_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worldflux.cli as cli
+
+    seen: list[CollectSpec] = []
+
+    def fake(spec: CollectSpec, **kwargs: Any) -> Any:
+        seen.append(spec)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("worldflux.data.pipeline.collect_dataset", fake)
+    with pytest.raises(SystemExit):
+        cli.main(["collect", "CartPole-v1", "--dataset-id", "a/b-v0", "--policy", "p.zip",
+                  "--actions", "sampled"])  # fmt: skip
+    assert seen and seen[0].actions == "sampled"
