@@ -184,15 +184,16 @@ import json, warnings
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import worldflux
+    import_loaded_plugins = "worldflux.core.plugins" in __import__("sys").modules
+    families = worldflux.WorldModelRegistry.families()  # the first lookup loads the plugins
 from worldflux.core.plugins import PLUGIN_API_VERSION, plugin_records
 
 result = {
     "warnings": [
         {"category": w.category.__name__, "message": str(w.message)} for w in caught
     ],
-    "families": {
-        name: entry.source for name, entry in worldflux.WorldModelRegistry.families().items()
-    },
+    "import_loaded_plugins": import_loaded_plugins,
+    "families": {name: entry.source for name, entry in families.items()},
     "components": worldflux.ComponentRegistry.names(),
     "records": {
         r.name: {
@@ -358,6 +359,7 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_compatible_plugins_load_without_warnings(good: dict[str, Any]) -> None:
     assert plugin_warnings(good) == []
+    assert good["import_loaded_plugins"] is False  # `import worldflux` stays light (no torch)
     assert good["records"]["good"] == {
         "group": "worldflux.models",
         "status": "loaded",

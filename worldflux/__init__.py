@@ -5,19 +5,20 @@ serialization, and the data/planner contracts. Subpackages hold the rest.
 
 PyTorch is optional at run time: without it, ``import worldflux`` still registers the env cards,
 and dream environments run from exported artifacts on ONNX Runtime (``backend="onnx"``); the
-torch-only names then raise :class:`worldflux.core.errors.TorchMissingError`.
+torch-only names then raise :class:`worldflux.core.errors.TorchMissingError`. Where torch is
+installed it is imported on first use of a torch-only name, never by ``import worldflux``.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _threads  # noqa: F401  (first: OpenMP's wait policy is read when torch loads)
-from ._optional import missing_attribute, torch_available
+from ._optional import lazy_attribute, torch_available
 from ._version import __version__
 from .core.errors import WorldFluxError
 from .core.noise import NoiseSpec
 from .dream.make import make_dream_env
 
-if torch_available():
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .core import (
         PLANNER_HORIZON_KEY,
         ActionPayload,
@@ -40,6 +41,35 @@ if torch_available():
         load_pretrained,
     )
     from .core.plugins import load_plugins
+
+#: the torch-only public names and the modules they come from (imported on first use)
+_TORCH_ONLY_SOURCES = {
+    **dict.fromkeys(
+        [
+            "PLANNER_HORIZON_KEY",
+            "ActionPayload",
+            "Batch",
+            "BatchProvider",
+            "BatchProviderV2",
+            "BatchRequest",
+            "ComponentRegistry",
+            "ConditionPayload",
+            "LossOutput",
+            "ModelOutput",
+            "PlannerOutput",
+            "State",
+            "Trajectory",
+            "WorldModel",
+            "WorldModelConfig",
+            "WorldModelInput",
+            "WorldModelRegistry",
+            "create_world_model",
+            "load_pretrained",
+        ],
+        ".core",
+    ),
+    "load_plugins": ".core.plugins",
+}
 
 __all__ = [
     "PLANNER_HORIZON_KEY",
@@ -67,25 +97,14 @@ __all__ = [
     "load_pretrained",
     "make_dream_env",
 ]
-
-
-_TORCH_FREE = {"NoiseSpec", "WorldFluxError", "__version__", "make_dream_env"}
-
-
-_TORCH_ONLY = frozenset(__all__) - _TORCH_FREE
 if not torch_available():  # star-imports and tools that walk __all__ see what exists
-    __all__ = sorted(set(__all__) & _TORCH_FREE)
+    __all__ = [name for name in __all__ if name not in _TORCH_ONLY_SOURCES]
 
 
 def __getattr__(name: str) -> Any:
-    raise missing_attribute(__name__, _TORCH_ONLY, name)
-
-
-if torch_available():
-    from . import models as _builtin_families  # noqa: F401  (registers dreamerv3, planet, ensemble)
-
-    # Third-party families and components (entry points); failures only warn.
-    load_plugins()
+    """The torch-only names, imported on first use: ``import worldflux`` does not load torch.
+    The built-in families and plugins register on the registry's first lookup."""
+    return lazy_attribute(__name__, _TORCH_ONLY_SOURCES, name)
 
 
 def _register_env_cards() -> None:

@@ -1,12 +1,13 @@
 """Core contracts: payloads, config, the WorldModel ABC, components, latent spaces, registry,
 plugins and serialization. Everything else in WorldFlux builds on this package.
 Without PyTorch only the errors and the noise specs are importable (the ONNX dream runtime needs
-no more); the rest then raises :class:`worldflux.core.errors.TorchMissingError`.
+no more); the rest then raises :class:`worldflux.core.errors.TorchMissingError`. With PyTorch the
+rest is imported on first use, so importing this package does not load torch.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._optional import missing_attribute, torch_available
+from .._optional import lazy_attribute, torch_available
 from .errors import (
     ConfigError,
     ContractError,
@@ -17,7 +18,7 @@ from .errors import (
 )
 from .noise import NoiseSpec, sample_noise_numpy, sample_noise_torch
 
-if torch_available():
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .batch_provider import BatchProvider, BatchProviderV2, BatchRequest
     from .components import (
         ROLES,
@@ -51,6 +52,49 @@ if torch_available():
     from .registry import WorldModelRegistry, create_world_model
     from .serialization import FORMAT_VERSION, load_pretrained, save_pretrained
     from .state import State
+
+#: the torch-only names and their modules (imported on first use, see the package docstring)
+_TORCH_ONLY_SOURCES = {
+    "BatchProvider": ".batch_provider",
+    "BatchProviderV2": ".batch_provider",
+    "BatchRequest": ".batch_provider",
+    "ROLES": ".components",
+    "ActionConditioner": ".components",
+    "ComponentRegistry": ".components",
+    "Decoder": ".components",
+    "DynamicsModel": ".components",
+    "ObservationEncoder": ".components",
+    "RolloutExecutor": ".components",
+    "WorldModelConfig": ".config",
+    "CategoricalLatent": ".latent",
+    "GaussianLatent": ".latent",
+    "LatentSpace": ".latent",
+    "SimNormLatent": ".latent",
+    "StochasticLatentSpace": ".latent",
+    "CONTRACT_VERSION": ".model",
+    "AutoregressiveRollout": ".model",
+    "WorldModel": ".model",
+    "ActionPayload": ".payloads",
+    "Batch": ".payloads",
+    "ConditionPayload": ".payloads",
+    "LossOutput": ".payloads",
+    "ModelOutput": ".payloads",
+    "Trajectory": ".payloads",
+    "WorldModelInput": ".payloads",
+    "PLANNER_HORIZON_KEY": ".planner",
+    "Planner": ".planner",
+    "PlannerOutput": ".planner",
+    "PLUGIN_API_VERSION": ".plugins",
+    "PluginManifest": ".plugins",
+    "PluginWarning": ".plugins",
+    "load_plugins": ".plugins",
+    "WorldModelRegistry": ".registry",
+    "create_world_model": ".registry",
+    "FORMAT_VERSION": ".serialization",
+    "load_pretrained": ".serialization",
+    "save_pretrained": ".serialization",
+    "State": ".state",
+}
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -103,23 +147,10 @@ __all__ = [
     "save_pretrained",
 ]
 
-_TORCH_FREE = {
-    "ConfigError",
-    "ContractError",
-    "NoiseSpec",
-    "PluginError",
-    "RegistryError",
-    "SerializationError",
-    "WorldFluxError",
-    "sample_noise_numpy",
-    "sample_noise_torch",
-}
-
-
-_TORCH_ONLY = frozenset(__all__) - _TORCH_FREE
+_TORCH_ONLY = frozenset(_TORCH_ONLY_SOURCES)
 if not torch_available():  # star-imports and tools that walk __all__ see what exists
-    __all__ = sorted(set(__all__) & _TORCH_FREE)
+    __all__ = [name for name in __all__ if name not in _TORCH_ONLY]
 
 
 def __getattr__(name: str) -> Any:
-    raise missing_attribute(__name__, _TORCH_ONLY, name)
+    return lazy_attribute(__name__, _TORCH_ONLY_SOURCES, name)

@@ -126,6 +126,13 @@ def get_role(name: str) -> ComponentRole:
         raise ConfigError(unknown_name_message("component role", name, ROLES)) from None
 
 
+def _ensure_components() -> None:
+    """Register the built-in and plugin components (with the families) before a lookup."""
+    from .registry import ensure_families
+
+    ensure_families()
+
+
 class ComponentRegistry:
     """Named components (built-in or from ``worldflux.components`` plugins)."""
 
@@ -152,6 +159,7 @@ class ComponentRegistry:
     @classmethod
     def get(cls, name: str) -> tuple[str, type]:
         """``(role, class)`` of a registered component."""
+        _ensure_components()
         try:
             return cls._entries[name]
         except KeyError:
@@ -159,6 +167,7 @@ class ComponentRegistry:
 
     @classmethod
     def name_of(cls, component_cls: type) -> str | None:
+        _ensure_components()
         for name, (_, registered) in cls._entries.items():
             if registered is component_cls:
                 return name
@@ -167,6 +176,7 @@ class ComponentRegistry:
     @classmethod
     def names(cls) -> dict[str, str]:
         """``{name: role}`` of every registered component."""
+        _ensure_components()
         return {name: role for name, (role, _) in sorted(cls._entries.items())}
 
     @classmethod

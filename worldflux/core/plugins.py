@@ -27,7 +27,7 @@ Accepted manifests:
 Registrations are staged while the plugin loads and published only when the manifest is
 compatible. An incompatible plugin is skipped with a :class:`PluginWarning` naming both versions;
 a plugin that raises or returns a malformed manifest is skipped with a warning too, and
-``import worldflux`` still works.
+the registry keeps working.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from packaging.version import Version
 from .._version import __version__
 from .components import ComponentRegistry
 from .errors import PluginError
-from .registry import WorldModelRegistry
+from .registry import WorldModelRegistry, ensure_builtin_families
 
 #: Version of the plugin interface (manifest fields and registration hooks).
 PLUGIN_API_VERSION = 1
@@ -207,7 +207,7 @@ def _load_one(ep: EntryPoint, group: str) -> PluginRecord:
                     f"got {type(target).__name__}."
                 )
             manifest = PluginManifest.parse(target())
-    except Exception as exc:  # a broken plugin must never break `import worldflux`
+    except Exception as exc:  # a broken plugin must never break the registry's first lookup
         record.reason = f"{type(exc).__name__}: {exc}"
         warnings.warn(
             f"{label} failed to load and was skipped: {record.reason}", PluginWarning, stacklevel=3
@@ -234,8 +234,10 @@ def _load_one(ep: EntryPoint, group: str) -> PluginRecord:
 def load_plugins() -> list[PluginRecord]:
     """Load every not-yet-loaded entry point of :data:`ENTRY_POINT_GROUPS`; return all records.
 
-    Called on ``import worldflux``; call again after installing a plugin into a running process.
+    Called on the registries' first lookup; call again after installing a plugin into a running
+    process. The built-in families register first, so a plugin cannot take their names.
     """
+    ensure_builtin_families()
     for group in ENTRY_POINT_GROUPS:
         for ep in entry_points(group=group):
             key = (group, ep.name, _distribution(ep))

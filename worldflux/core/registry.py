@@ -13,10 +13,16 @@ the contract's methods (``encode``, ``transition``, ``update``, ``decode``, ``lo
 ``rollout``, ``initial_state``, ``state_spec``); registration then returns a :class:`WorldModel`
 subclass of it (see :class:`~worldflux.core.model.ModuleWorldModel`), so it builds, trains, saves
 and loads like any family.
+
+The built-in families (:mod:`worldflux.models`) and the plugins' families register on the first
+lookup (:meth:`WorldModelRegistry.get`, :meth:`~WorldModelRegistry.families`, or a
+:meth:`~WorldModelRegistry.register` outside :mod:`worldflux.models`), not on ``import worldflux``,
+which does not load torch.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -57,8 +63,30 @@ class _Staging:
     source: str = ""
 
 
+_BUILTIN_FAMILIES = "worldflux.models"
+_plugins_loaded = False
+
+
+def ensure_builtin_families() -> None:
+    """Register the built-in families (import :mod:`worldflux.models`; a no-op once done, and
+    while that import runs)."""
+    importlib.import_module(_BUILTIN_FAMILIES)
+
+
+def ensure_families() -> None:
+    """Register the built-in families, then load the entry-point plugins, once per process
+    (:func:`worldflux.core.plugins.load_plugins` loads plugins installed later)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from .plugins import load_plugins
+
+    load_plugins()  # registers the built-in families first
+
+
 class WorldModelRegistry:
-    """Global table of world-model families (built-in and plugin)."""
+    """Global table of world-model families (built-in and plugin), filled on first lookup."""
 
     _families: ClassVar[dict[str, FamilyEntry]] = {}
     _aliases: ClassVar[dict[str, str]] = {}
@@ -91,6 +119,8 @@ class WorldModelRegistry:
         def decorator(model_cls: W) -> W:
             family_cls = cls._family_class(name, model_cls)
             staged = cls._staging
+            if staged is None:  # a user's family: name clashes with built-ins are found now
+                ensure_builtin_families()
             for taken in (name, *aliases):
                 owner = cls._owner(taken, staged)
                 if owner is not None and owner.model_cls is not family_cls:
@@ -142,6 +172,7 @@ class WorldModelRegistry:
     @classmethod
     def get(cls, name: str) -> FamilyEntry:
         """The family registered as ``name`` or an alias of it."""
+        ensure_families()
         entry = cls._owner(name)
         if entry is None:
             raise RegistryError(
@@ -151,6 +182,8 @@ class WorldModelRegistry:
 
     @classmethod
     def families(cls) -> dict[str, FamilyEntry]:
+        """Every registered family by name."""
+        ensure_families()
         return dict(sorted(cls._families.items()))
 
     @classmethod
