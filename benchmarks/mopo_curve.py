@@ -4,7 +4,7 @@ correlation of the two over the checkpoints (offline policy selection).
 
     python benchmarks/mopo_curve.py --model-run RUN [--dataset-env Walker2d-v5] [--algo sac]
         [--seed 0] [--gradient-steps 100000] [--every 10000] [--episodes 5]
-        [--penalty 1.0] [--halt p99] [--real-fraction 0.05] [--name NAME]
+        [--penalty 1.0] [--halt p99] [--real-fraction 0.05] [--threads 1] [--name NAME]
     python benchmarks/mopo_curve.py --from-run runs/.../mopo-sac-s0 --name NAME
 
 The agent goes to ``runs/mopo-curve-NAME/``; the table to
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,16 @@ from worldflux.rl.train import train_agent
 RESULTS = Path(__file__).with_name("results")
 
 
-def curve_table(summary: dict[str, Any], name: str) -> str:
+def use_threads(count: int) -> None:
+    """``count`` torch intra-op threads here and in processes started from here
+    (``OMP_NUM_THREADS``, which training with ``threads="auto"`` keeps too)."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    torch.set_num_threads(count)
+
+
+def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) -> str:
     recipe = summary["recipe"]
     n_envs = recipe["n_envs"]
     rows = summary["evaluations"]
@@ -46,7 +56,9 @@ def curve_table(summary: dict[str, Any], name: str) -> str:
         f"{recipe['evaluation']['episodes']} episodes per checkpoint "
         f"({recipe['evaluation']['final_episodes']} at the end), the dream's from the dataset's "
         "episode starts with raw rewards. Training took "
-        f"{summary['train_s'] / 60:.0f} min (dream backend {summary['backend']}).",
+        f"{summary['train_s'] / 60:.0f} min (dream backend {summary['backend']}"
+        + ("" if threads is None else f", {threads} torch threads")
+        + ").",
         "",
         f"Spearman (dream-predicted vs real return over the checkpoints): "
         f"{spearman(dream, real):.2f}",
@@ -78,7 +90,11 @@ def main() -> None:
     parser.add_argument("--halt", default="none", help="none, a number or p50/p90/p95/p99")
     parser.add_argument("--real-fraction", type=float, default=0.05)
     parser.add_argument("--name", required=True)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (saved with the table)"
+    )
     args = parser.parse_args()
+    threads: int | None = None
     if args.from_run:
         summary = json.loads((Path(args.from_run) / "agent.json").read_text())
     else:
@@ -95,8 +111,10 @@ def main() -> None:
         recipe.dream["halt"] = halt
         recipe.replay = ReplaySettings(real_fraction=args.real_fraction)
         recipe.evaluation.every = args.every * recipe.n_envs
+        use_threads(args.threads)
+        threads = args.threads
         summary = train_agent(recipe, Path("runs") / f"mopo-curve-{args.name}", progress=True)
-    table = curve_table(summary, args.name)
+    table = curve_table(summary, args.name, threads)
     RESULTS.mkdir(exist_ok=True)
     write_text_atomic(RESULTS / f"mopo_curve-{args.name}.md", table)
     print(table)

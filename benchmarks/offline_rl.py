@@ -4,7 +4,7 @@ project's datasets, 3 seeds each, scored on the real environments (see `worldflu
 
     python benchmarks/offline_rl.py [--datasets worldflux/walker2d/medium-v0 ...]
         [--methods dream mopo-sac bc td3bc] [--seeds 0 1 2] [--model-run DATASET=RUN ...]
-        [--gradient-steps 100000] [--agent-steps N] [--checkpoints 4]
+        [--gradient-steps 100000] [--agent-steps N] [--checkpoints 4] [--threads 1]
 
 A dataset without ``--model-run`` trains its ensemble first (30k steps, about 7 minutes here).
 Each dataset's ``results.{json,md}`` goes to ``runs/offline-<dataset>/``; the combined table
@@ -15,6 +15,7 @@ Each dataset's ``results.{json,md}`` goes to ``runs/offline-<dataset>/``; the co
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from worldflux.files import write_text_atomic
@@ -28,6 +29,15 @@ DATASETS = (
 )
 
 
+def use_threads(count: int) -> None:
+    """``count`` torch intra-op threads here and in processes started from here
+    (``OMP_NUM_THREADS``, which training with ``threads="auto"`` keeps too)."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    torch.set_num_threads(count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
@@ -37,7 +47,11 @@ def main() -> None:
     parser.add_argument("--gradient-steps", type=int, default=100_000)
     parser.add_argument("--agent-steps", type=int, default=300_000)
     parser.add_argument("--checkpoints", type=int, default=4)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (saved with the table)"
+    )
     args = parser.parse_args()
+    use_threads(args.threads)
     reuse = dict(item.split("=", 1) for item in args.model_run)
     notes, rows = [], []
     for dataset in args.datasets:
@@ -78,7 +92,8 @@ def main() -> None:
         "# Offline RL: real-environment returns and normalised scores (mean ± std over seeds)",
         "",
         f"Seeds {args.seeds}; PPO {args.agent_steps:,} steps in the pessimistic dream; "
-        f"`mopo-*`, BC and TD3+BC {args.gradient_steps:,} updates. `dream`: PPO from a "
+        f"`mopo-*`, BC and TD3+BC {args.gradient_steps:,} updates; {args.threads} torch "
+        "threads. `dream`: PPO from a "
         "behaviour-cloned start, regularised towards the dataset's actions; `dream-pure`: PPO "
         "from the dream alone; `mopo-sac`/`mopo-td3`: 5-step penalised branches from dataset "
         "states, 5% of every batch from the dataset.",

@@ -8,7 +8,10 @@ Each setting runs in a fresh process (OpenMP reads ``OMP_WAIT_POLICY`` when torc
 settings interleaved so all see the same machine. With ``OMP_WAIT_POLICY`` unset, WorldFlux sets
 it to ``PASSIVE`` before torch loads (see ``worldflux/_threads.py``); the ``ACTIVE`` rows show what
 spinning threads cost. Prints a table of median step times and saves it to
-``benchmarks/results/threads.md``.
+``benchmarks/results/threads.md``. Each worker sets its thread count explicitly
+(``OMP_NUM_THREADS`` and ``torch.set_num_threads``). What training does with these numbers by
+default (``threads="auto"``: half the CPUs unless ``OMP_NUM_THREADS`` is set) is in
+``docs/threads.md``.
 """
 
 from __future__ import annotations

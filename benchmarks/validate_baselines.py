@@ -5,6 +5,7 @@ episode of ``--episodes`` real environments with the same seeds).
     python benchmarks/validate_baselines.py worldflux/walker2d/medium-v1
         [--algos bc td3bc iql] [--impls worldflux d3rlpy] [--steps 100000] [--every 10000]
         [--episodes 10] [--seeds 0] [--d3rlpy-python runs/d3rlpy-venv/bin/python] [--name NAME]
+        [--threads 1]
 
 d3rlpy 2.8.1 pins gymnasium 1.0, so it runs in a side environment that has it (its own
 dependencies, then ``pip install --no-deps d3rlpy==2.8.1``), through ``d3rlpy_worker.py``; the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -67,6 +69,15 @@ def export_npz(store: EpisodeStore, path: Path) -> None:
     tmp.replace(path)
 
 
+def use_threads(count: int) -> None:
+    """``count`` torch intra-op threads here and in processes started from here
+    (``OMP_NUM_THREADS``, which training with ``threads="auto"`` keeps too)."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    torch.set_num_threads(count)
+
+
 def run_worldflux(
     algo: str,
     store: EpisodeStore,
@@ -97,7 +108,7 @@ def run_worldflux(
     )
     score(args.steps, policy)
     return {"impl": "worldflux", "algo": algo, "seed": seed, "curve": curve,
-            "seconds": time.time() - start}  # fmt: skip
+            "seconds": time.time() - start, "threads": args.threads}  # fmt: skip
 
 
 def run_d3rlpy(
@@ -116,6 +127,8 @@ def run_d3rlpy(
         check=True,
     )  # fmt: skip
     result: dict[str, Any] = json.loads(out.read_text())
+    result["threads"] = args.threads  # the worker's torch reads OMP_NUM_THREADS (use_threads)
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -151,7 +164,10 @@ def table(results: list[dict[str, Any]], dataset_id: str, args: argparse.Namespa
         )
     lines += ["", "Wall time (minutes, per run):", ""]
     for r in sorted(results, key=lambda r: (r["algo"], r["impl"], r["seed"])):
-        lines.append(f"- {r['algo']} ({r['impl']}), seed {r['seed']}: {r['seconds'] / 60:.1f}")
+        threads = f" ({r['threads']} torch threads)" if "threads" in r else ""
+        lines.append(
+            f"- {r['algo']} ({r['impl']}), seed {r['seed']}: {r['seconds'] / 60:.1f}{threads}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -168,7 +184,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--d3rlpy-python", default="runs/d3rlpy-venv/bin/python")
     parser.add_argument("--name", help="default: the dataset id with / replaced by -")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (saved with the table)"
+    )
     args = parser.parse_args()
+    use_threads(args.threads)
     name = args.name or args.dataset_id.replace("/", "-")
     folder = Path("runs") / f"validate-baselines-{name}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Hardening of training runs: settings checked before any work, the trust rule of
-``from_pretrained`` on ``--resume``, no half-made or foreign run folders, stale checkpoint
-temporaries cleaned up, and byte-identical ``model.safetensors`` for identical weights."""
+``from_pretrained`` on ``--resume`` (also ``worldflux build --resume``), no half-made or foreign
+run folders, stale temporaries cleaned up, byte-identical ``model.safetensors`` for identical
+weights, and CPU thread defaults that hold up on a busy machine."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from worldflux.core.errors import ConfigError, ContractError, SerializationError
 from worldflux.core.serialization import canonicalise_safetensors_header, is_library_import
 from worldflux.training import Trainer, TrainerConfig
 from worldflux.training.checkpoint import remove_stale_temporaries
+from worldflux.training.config import resolve_threads
 from worldflux.training.distributed import check_device
 from worldflux.training.run import RUN_FILE, imports_allowed, train_run
 
@@ -88,6 +90,13 @@ def listing(folder: Path) -> list[str]:
         ("seed", "1", "an integer"),
         ("lr", "0.1", "a finite number > 0"),
         ("bf16", "yes", "true or false"),
+        ("threads", 0, "'auto' or an integer >= 1"),
+        ("threads", -2, "'auto' or an integer >= 1"),
+        ("threads", 1.5, "'auto' or an integer >= 1"),
+        ("threads", 2.0, "'auto' or an integer >= 1"),
+        ("threads", True, "'auto' or an integer >= 1"),
+        ("threads", "2", "'auto' or an integer >= 1"),
+        ("threads", "AUTO", "'auto' or an integer >= 1"),
     ],
 )
 def test_bad_numeric_settings_are_refused_by_name(field: str, value: Any, expected: str) -> None:
@@ -376,3 +385,223 @@ def test_a_header_that_changes_length_is_rewritten_whole(tmp_path: Path) -> None
     from safetensors.torch import load_file
 
     assert load_file(str(path))["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+# -- 6. stale temporaries of every kind the run writes ---------------------------------------------
+def test_every_kind_of_stale_temporary_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    """A save killed half-way leaves ``.model.tmp-*`` or ``.best.tmp-*`` beside the run's models
+    (``save_pretrained`` stages there), not only ``checkpoints/.step-*.tmp-*``; and the atomic
+    file writes leave their temporary files."""
+    run = tmp_path
+    stale_dirs = [
+        run / ".model.tmp-k1ll3d",
+        run / ".best.tmp-abc123",
+        run / "checkpoints" / ".step-0000010.tmp-xyz",
+    ]
+    for path in stale_dirs:
+        (path / "nested").mkdir(parents=True)
+        (path / "nested" / "model.safetensors").write_bytes(b"half")
+    stale_files = [
+        run / ".run.json.tmp",
+        run / ".metrics.json.tmp",
+        run / "metrics.tmp",
+        run / ".fidelity.tmp.png",
+        run / "checkpoints" / ".latest.tmp",
+    ]
+    for path in stale_files:
+        path.write_text("half")
+    kept = [
+        run / "model",
+        run / "best",
+        run / ".model.old-xyz",  # a replace killed half-way: maybe the only previous model
+        run / "notes.tmp-1",
+        run / "checkpoints" / ".step-0000005.old-xyz",
+    ]
+    for path in kept:
+        path.mkdir()
+    (run / "metrics.csv").write_text("step\n")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (run / ".linked.tmp-1").symlink_to(outside, target_is_directory=True)
+    Trainer(toy(), provider(), config(), run_dir=run, progress=False)
+    assert not any(path.exists() for path in stale_dirs + stale_files)
+    assert all(path.is_dir() for path in kept) and (run / "metrics.csv").is_file()
+    assert (run / ".linked.tmp-1").is_symlink() and outside.is_dir()  # links are left alone
+    assert remove_stale_temporaries(run) == []
+
+
+# -- 7. --model-arg: NaN and infinity ------------------------------------------------------------
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity", "-Infinity", "1e999"])
+def test_cli_refuses_non_finite_model_args_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "toy:tiny", "--dataset", "no/such/dataset-v0", "--run-dir", str(run)]
+    assert main([*args, "--model-arg", f"min_std={value}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    shown = repr(float(value))  # nan, inf or -inf
+    assert f"model override 'min_std': expected a finite number, got {shown}." in err, err
+    assert "no/such/dataset" not in err  # refused before the dataset is read
+    assert not run.exists()
+
+
+def test_non_finite_model_settings_are_refused_everywhere(dataset: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    nested = {"min_std": 0.1, "extra": [1.0, float("inf")]}
+    with pytest.raises(ConfigError, match=r"model override 'extra\[1\]': .* got inf"):
+        tiny_run(run, model_overrides=nested)
+    with pytest.raises(ConfigError, match="ToyConfig.min_std: expected a finite number, got nan"):
+        toy(min_std=float("nan"))  # the Python API: the config itself refuses it
+    with pytest.raises(ConfigError, match="ToyConfig.min_std: expected a finite number"):
+        toy(min_std=10**400)  # too large for a float
+    assert not run.exists()
+    tiny_run(run)  # a run.json edited to hold NaN is refused on resume, naming the setting
+    spec = json.loads((run / RUN_FILE).read_text())
+    spec["model_overrides"] = {"min_std": float("nan")}
+    (run / RUN_FILE).write_text(json.dumps(spec))  # json writes NaN, and reads it back
+    with pytest.raises(ConfigError, match="ToyConfig.min_std: expected a finite number, got nan"):
+        train_run(run, resume=True, progress=False, fidelity=False)
+    assert toy(min_std=0.5).config.min_std == 0.5
+
+
+# -- 8. CPU threads --------------------------------------------------------------------------------
+@pytest.fixture
+def torch_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Restores torch's thread count after the test; ``OMP_NUM_THREADS`` unset inside it."""
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(2, 1), (1, 1), (None, 1), (3, 1), (16, 8)])
+def test_auto_threads_are_half_the_cpus(
+    torch_threads: None, monkeypatch: pytest.MonkeyPatch, cpus: int | None, expected: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    count, reason = resolve_threads("auto")
+    assert count == expected and reason == f"auto: half of {cpus or 1} CPUs"
+    assert resolve_threads(3) == (3, "threads=3")
+
+
+def test_auto_threads_respect_omp_num_threads(
+    torch_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert resolve_threads("auto") == (None, "auto: OMP_NUM_THREADS=3 is set")
+    assert resolve_threads(2) == (2, "threads=2")  # an explicit count wins
+    monkeypatch.setenv("OMP_NUM_THREADS", " ")  # set but empty: OpenMP ignores it too
+    assert resolve_threads("auto")[0] is not None
+    with pytest.raises(ConfigError, match="'auto' or an integer >= 1, got 0"):
+        resolve_threads(0)
+
+
+def test_fit_sets_the_thread_count_and_reports_it(
+    torch_threads: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    torch.set_num_threads(2)
+    t = Trainer(toy(), provider(), config(steps=2, eval_every=0, checkpoint_every=0))
+    assert torch.get_num_threads() == 2  # building the trainer changes nothing
+    result = t.fit()
+    assert torch.get_num_threads() == 1 and result["threads"] == 1
+    assert "training with 1 CPU threads (auto: half of 2 CPUs)" in capsys.readouterr().out
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's (or torchrun's) choice is kept
+    t = Trainer(toy(), provider(), config(steps=2, eval_every=0, checkpoint_every=0))
+    assert t.fit()["threads"] == 2 and torch.get_num_threads() == 2
+    assert t.threads_reason == "auto: OMP_NUM_THREADS=2 is set"
+
+
+def test_cli_threads_reach_the_run_and_bad_ones_are_refused(
+    dataset: str, tmp_path: Path, torch_threads: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "toy:tiny", "--dataset", dataset, "--run-dir", str(run), "--quiet"]
+    args += ["--steps", "2", "--batch-size", "8", "--seq-len", "4", "--eval-batches", "1"]
+    for bad in ("0", "-1", "1.5", "many"):
+        assert main([*args, "--no-fidelity", "--threads", bad]) == 2
+        err = capsys.readouterr().err
+        shown = repr(int(bad)) if bad.lstrip("-").isdigit() else repr(bad)
+        assert f"TrainerConfig.threads: expected 'auto' or an integer >= 1, got {shown}." in err
+        assert not run.exists()
+    torch.set_num_threads(2)
+    assert main([*args, "--no-fidelity", "--threads", "1"]) == 0
+    assert "; 1 CPU threads; " in capsys.readouterr().out
+    spec = json.loads((run / RUN_FILE).read_text())
+    assert spec["trainer"]["threads"] == 1
+    assert spec["threads_used"] == {"count": 1, "reason": "threads=1"}
+    assert json.loads((run / "metrics.json").read_text())["threads"] == 1
+    with pytest.raises(SystemExit, match="threads"):  # --resume keeps the run's settings
+        main(["train", "--run-dir", str(run), "--resume", "--threads", "2"])
+
+
+def test_train_help_shows_the_threads_default() -> None:
+    from worldflux.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    text = " ".join(commands["train"].format_help().split())
+    assert "--threads N|auto" in text and "(default: auto)" in text
+    assert TrainerConfig().threads == "auto" and TrainerConfig(threads=np.int64(3)).threads == 3
+
+
+# -- 9. worldflux build --resume follows the trust rule of train --resume ------------------------
+def _untrusted_run(run: Path, dataset: str) -> None:
+    run.mkdir()
+    spec = {
+        "model": "toy:tiny",
+        "dataset": dataset,
+        "model_overrides": {"component_overrides": {"dynamics_model": "antigravity:webbrowser"}},
+        "trainer": TrainerConfig(**TINY).to_dict(),
+        "validation_fraction": 0.1,
+    }
+    (run / RUN_FILE).write_text(json.dumps(spec))
+
+
+def test_build_resume_refuses_imports_named_in_run_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worldflux.data import pipeline
+
+    def no_work(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the refusal must come before any collecting or training")
+
+    monkeypatch.setattr(pipeline, "collect_dataset", no_work)
+    monkeypatch.setattr("worldflux.training.run.train_run", no_work)
+    run = tmp_path / "run"
+    _untrusted_run(run, "some/dataset-v0")
+    before = listing(run)
+    assert main(["build", "dreamer-walker", "--run-dir", str(run), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'antigravity:webbrowser'" in err
+    assert "`worldflux build dreamer-walker --resume --trust-imports`" in err
+    assert "antigravity" not in sys.modules and listing(run) == before
+    with pytest.raises(SystemExit, match="--trust-imports applies to --resume"):
+        main(["build", "dreamer-walker", "--run-dir", str(tmp_path / "new"), "--trust-imports"])
+    assert not (tmp_path / "new").exists()
+
+
+def test_build_resume_passes_trust_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worldflux.data import pipeline
+    from worldflux.dream import build
+
+    seen: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train_run(run: Path, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(build, "datasets_root", lambda: tmp_path / "no-datasets")
+    monkeypatch.setattr(pipeline, "collect_dataset", lambda *a, **k: None)
+    monkeypatch.setattr("worldflux.training.run.train_run", fake_train_run)
+    run = tmp_path / "run"
+    _untrusted_run(run, "some/dataset-v0")
+    with pytest.raises(Stop):
+        build.build_artifact(
+            "dreamer-walker", run_dir=run, resume=True, progress=False, trust_imports=True
+        )
+    assert seen["resume"] is True and seen["trust_imports"] is True
+    assert "antigravity" not in sys.modules  # trusting lets train_run import it; it never ran

@@ -47,6 +47,23 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return text.strip()
 
 
+def _print_columns(
+    rows: Sequence[Sequence[str]], right: frozenset[int] | set[int] = frozenset()
+) -> None:
+    """Print ``rows`` as columns as wide as their longest cell (``right``: right-aligned
+    column indices); the last column is not padded."""
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        cells[-1] = cells[-1].rstrip()
+        print("  ".join(cells))
+
+
 def _trainer_defaults() -> dict[str, Any]:
     """``TrainerConfig``'s defaults for ``train --help`` (none without torch)."""
     try:
@@ -215,11 +232,11 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     if args.list_recipes:
         recipes = load_recipes()
+        rows = []
         for name in recipe_names():
             r = recipes["dataset"][name]
-            print(
-                f"{name:<28} {r['dataset_id']:<42} {r['env']:<16} policy={r.get('policy', 'random')}"
-            )
+            rows.append([name, r["dataset_id"], r["env"], f"policy={r.get('policy', 'random')}"])
+        _print_columns(rows)
         return 0
     if args.recipe:
         if args.env_id or args.dataset_id:
@@ -274,12 +291,20 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Python's spellings of NaN and infinity, which ``--model-arg`` reads as numbers (so that they
+#: are refused as such, before any data is read); JSON's ``NaN`` and ``Infinity`` parse anyway.
+_NON_FINITE_WORDS = frozenset(
+    sign + word for sign in ("", "+", "-") for word in ("nan", "inf", "infinity")
+)
+
+
 def _parse_value(text: str) -> Any:
-    """``--model-arg k=v`` values: JSON when it parses (numbers, booleans, lists), else a string."""
+    """``--model-arg k=v`` values: JSON when it parses (numbers, booleans, lists, ``"quoted"``
+    strings), ``nan``/``inf`` as floats, else a string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return text
+        return float(text) if text.strip().lower() in _NON_FINITE_WORDS else text
 
 
 def _key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
@@ -309,7 +334,19 @@ _TRAINER_FLAGS = (
     "checkpoint_every",
     "early_stopping_patience",
     "device",
+    "threads",
 )
+
+
+def _threads_value(text: str) -> int | str:
+    """``--threads``: ``auto`` or an integer; anything else is passed on as given, for
+    ``TrainerConfig`` to refuse by name."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -343,7 +380,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(
         f"{result['stop_reason']} after {result['steps']} steps; validation loss "
         f"{result['validation'].get('val/loss', float('nan')):.4f}; "
-        f"{result['samples_per_s']:.0f} samples/s; run in {args.run_dir}"
+        f"{result['samples_per_s']:.0f} samples/s; {result['threads']} CPU threads; "
+        f"run in {args.run_dir}"
     )
     return 0
 
@@ -419,17 +457,29 @@ def _cmd_envs(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, indent=2))
         return 0
-    for name, card in cards.items():
-        state = "built" if card.built else f"not built (worldflux build {name})"
-        print(f"{card.id:<32} {card.model:<20} {state}")
+    _print_columns(
+        [
+            [card.id, card.model, "built" if card.built else f"not built (worldflux build {name})"]
+            for name, card in cards.items()
+        ]
+    )
     return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from .dream.build import build_artifact
 
+    if args.trust_imports and not args.resume:
+        raise SystemExit(
+            "worldflux build: --trust-imports applies to --resume (code a run folder's run.json "
+            "names); a new build's settings come from its env card."
+        )
     summary = build_artifact(
-        args.card, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet
+        args.card,
+        run_dir=args.run_dir,
+        resume=args.resume,
+        progress=not args.quiet,
+        trust_imports=args.trust_imports,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -447,9 +497,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from .rl.recipes import agents_dir, read_agent_recipe
 
     if args.action == "list":
+        rows = []
         for path in sorted(agents_dir().glob("*.toml")):
             r = read_agent_recipe(path)
-            print(f"{path.stem:<28} {r.algorithm:<4} {r.env:<30} {r.budget:>10,}  {r.description}")
+            rows.append([path.stem, r.algorithm, r.env, f"{r.budget:,}", r.description])
+        _print_columns(rows, right={3})
         return 0
     from .core.errors import ConfigError
 
@@ -640,6 +692,18 @@ def build_parser() -> argparse.ArgumentParser:
                 help="bf16 autocast for the loss",
             )
             continue
+        if flag == "threads":
+            tr.add_argument(
+                "--threads",
+                type=_threads_value,
+                default=None,
+                metavar="N|auto",
+                help="TrainerConfig.threads: torch's CPU threads for training; 'auto' keeps "
+                "torch's count when OMP_NUM_THREADS is set, else uses half the CPUs (at least "
+                "1), which a busy machine slows down far less than all of them"
+                + (f" (default: {trainer_defaults[flag]})" if flag in trainer_defaults else ""),
+            )
+            continue
         kind = {
             "lr": float,
             "weight_decay": float,
@@ -726,6 +790,13 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("card", help="card name (e.g. dreamer-walker) or env id")
     bld.add_argument("--run-dir", help="training run folder (default runs/build-CARD)")
     bld.add_argument("--resume", action="store_true", help="continue an interrupted build run")
+    bld.add_argument(
+        "--trust-imports",
+        action="store_true",
+        help="with --resume: import the code the run's run.json names (component overrides, "
+        "termination_fn as 'package.module:attr') and load its model trusting the same; only "
+        "for run folders you trust",
+    )
     bld.add_argument("--quiet", action="store_true", help="no progress bars")
     bld.set_defaults(func=_cmd_build)
 
@@ -840,8 +911,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    import worldflux  # noqa: F401  (registers families and loads plugins)
-
     from .core.errors import WorldFluxError
 
     try:

@@ -8,13 +8,15 @@ size presets::
         hidden: int = 256
         presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"hidden": 32}}
 
-Unknown fields are rejected with a "did you mean" hint; values are type-checked, and JSON lists are
-turned back into tuples, so a config survives a JSON round trip unchanged.
+Unknown fields are rejected with a "did you mean" hint; values are type-checked (floats must be
+finite: no NaN or infinity), and JSON lists are turned back into tuples, so a config survives a
+JSON round trip unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -155,7 +157,13 @@ def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
         raise fail()
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+            if not math.isfinite(number):  # NaN slips through range checks (nan < 0 is False)
+                raise ConfigError(f"{owner}.{name}: expected a finite number, got {value!r}.")
+            return number
         raise fail()
     if hint is str:
         if isinstance(value, str):

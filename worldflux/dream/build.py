@@ -25,17 +25,33 @@ def build_artifact(
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    trust_imports: bool = False,
 ) -> dict[str, Any]:
     """Build (or, with ``resume``, finish building) the artifact of ``card_name``.
 
     The training run goes to ``run_dir`` (default ``runs/build-<card>``); the artifact replaces
     ``exports/<artifact>/`` atomically at the end. Returns a summary (paths, times, fidelity).
+
+    With ``resume`` the run folder's ``run.json`` says what to train, and the rule of
+    ``worldflux train --resume`` applies: code it names for import (component overrides,
+    ``termination_fn`` as ``"package.module:attr"``; WorldFlux's own objects excepted) is
+    imported only with ``trust_imports``, which also loads the run's trained model with
+    ``trust_imports``. Without it such a run is refused before any work, naming the import and
+    the flag (:func:`~worldflux.training.run.imports_allowed`).
     """
     from ..data.pipeline import collect_dataset
     from ..data.recipes import recipe_spec
-    from ..training.run import train_run
+    from ..training.run import RUN_FILE, imports_allowed, resumed_spec, train_run
 
     card: EnvCard = find_card(card_name)
+    run = Path(run_dir) if run_dir is not None else Path("runs") / f"build-{card.name}"
+    if resume:  # the run folder's code, checked before collecting or training anything
+        imports_allowed(
+            resumed_spec(run),
+            run / RUN_FILE,
+            trust_imports,
+            command=f"worldflux build {card.name} --resume --trust-imports",
+        )
     spec = recipe_spec(card.dataset_recipe)
     started = time.time()
     summary: dict[str, Any] = {"card": card.name, "id": card.id, "dataset": spec.dataset_id}
@@ -46,7 +62,6 @@ def build_artifact(
         print(f"[1/3] dataset {spec.dataset_id} is already built")
     summary["collect_s"] = round(time.time() - started, 1)
 
-    run = Path(run_dir) if run_dir is not None else Path("runs") / f"build-{card.name}"
     print(f"[2/3] training {card.model} into {run}")
     t0 = time.time()
     result = train_run(
@@ -57,10 +72,11 @@ def build_artifact(
         trainer=card.train,
         resume=resume,
         progress=progress,
+        trust_imports=trust_imports,
     )
     summary["train_s"] = round(time.time() - t0, 1)
 
-    sim = LearnedSimulator.from_run(run)
+    sim = LearnedSimulator.from_run(run, trust_imports=trust_imports)
     sim.defaults = card.dream_defaults
     sim.source_env = card.source_env
     sim.info = {**sim.info, "card": card.name, "env_id": card.id}

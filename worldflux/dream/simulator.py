@@ -198,9 +198,13 @@ class LearnedSimulator:
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, which: str = "model") -> LearnedSimulator:
+    def from_run(
+        cls, run_dir: str | Path, *, which: str = "model", trust_imports: bool = False
+    ) -> LearnedSimulator:
         """From a ``worldflux train`` run folder: its ``model`` (final) or ``best`` model and
-        its dataset (which must be available locally)."""
+        its dataset (which must be available locally). ``trust_imports`` is passed to
+        :func:`~worldflux.core.serialization.load_pretrained`: code the saved model names for
+        import is imported only with it."""
         if not torch_available():
             raise torch_missing("LearnedSimulator.from_run")
         from ..core.serialization import load_pretrained
@@ -219,7 +223,7 @@ class LearnedSimulator:
         rng = np.random.default_rng(0)
         rows = rng.choice(len(store.obs), min(MAX_ANY_STATES, len(store.obs)), replace=False)
         env_spec = getattr(dataset, "env_spec", None)
-        model = load_pretrained(run / which)
+        model = load_pretrained(run / which, trust_imports=trust_imports)
         return cls(
             model=model,
             observation_space=dataset.observation_space,

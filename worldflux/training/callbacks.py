@@ -43,12 +43,14 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """tqdm bar with the loss and samples per second."""
+    """tqdm bar with the loss and samples per second; first a line with the CPU thread count."""
 
     def __init__(self) -> None:
         self.bar: Any = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
+        if trainer.threads is not None:
+            tqdm.write(f"training with {trainer.threads} CPU threads ({trainer.threads_reason})")
         self.bar = tqdm(
             total=trainer.config.steps,
             initial=trainer.step,

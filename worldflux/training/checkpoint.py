@@ -6,8 +6,10 @@ Python), callback states and the trainer config. ``trainer_state.pt`` is read wi
 ``torch.load(weights_only=True)`` (tensors and plain containers only; nothing is unpickled).
 ``<run>/checkpoints/latest`` names the newest complete checkpoint. Each checkpoint is written to a
 temporary folder and renamed into place; ``latest`` is replaced atomically after it. A
-write killed half-way leaves its ``.step-*.tmp-*`` folder, which the next start or resume of the
-run removes (:func:`remove_stale_temporaries`).
+write killed half-way leaves its temporary behind: a ``.step-*.tmp-*`` folder here, a
+``.model.tmp-*`` or ``.best.tmp-*`` folder in the run folder (``save_pretrained`` stages beside
+its target), or a temporary file of an atomic file write. The next start or resume of the run
+removes them (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -57,16 +59,48 @@ def write_checkpoint(
     return target
 
 
+#: Temporary folders a run's writes stage in (``tempfile.mkdtemp(prefix=".<target>.tmp-")``
+#: beside the target): checkpoints, and ``save_pretrained`` of ``model/`` and ``best/``.
+#: ``.<target>.old-*`` folders are not among them: a replace killed half-way can leave the only
+#: copy of the previous model there.
+TEMP_DIR_PATTERN = ".*.tmp-*"
+#: Temporary files of the run's atomic file writes, by folder (relative to the run folder):
+#: ``run.json``, ``metrics.json`` and the fidelity report (:mod:`worldflux.files`),
+#: ``metrics.csv`` and the Trainer's ``metrics.json`` (``metrics.tmp``), and ``latest``.
+TEMP_FILES: dict[str, tuple[str, ...]] = {
+    ".": (
+        ".run.json.tmp",
+        ".metrics.json.tmp",
+        "metrics.tmp",
+        ".fidelity.json.tmp",
+        ".fidelity.md.tmp",
+        ".fidelity.tmp.png",
+    ),
+    "checkpoints": (f".{LATEST}.tmp",),
+}
+
+
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete the ``checkpoints/.step-*.tmp-*`` folders a killed checkpoint write left behind;
-    return them. Call it only when no checkpoint of this run is being written (at the start or
-    resume of a run): each write stages in such a folder until it is renamed into place."""
-    root = run_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    stale = sorted(p for p in root.glob(".step-*.tmp-*") if p.is_dir() and not p.is_symlink())
+    """Delete the temporaries killed writes left in ``run_dir``; return them.
+
+    Folders matching :data:`TEMP_DIR_PATTERN` in the run folder and in ``checkpoints/``
+    (``.step-*.tmp-*``, ``.model.tmp-*``, ``.best.tmp-*``), and the files of :data:`TEMP_FILES`.
+    Call it only when nothing of this run is being written (at the start or resume of a run):
+    each write stages in such a temporary until it is renamed into place. Links are left alone.
+    """
+    stale: list[Path] = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            found = folder.glob(TEMP_DIR_PATTERN)
+            stale += sorted(p for p in found if p.is_dir() and not p.is_symlink())
+    for where, names in TEMP_FILES.items():
+        files = (run_dir / where / name for name in names)
+        stale += [p for p in files if p.is_file() and not p.is_symlink()]
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -34,6 +35,13 @@ class TrainerConfig:
         early_stopping_patience: stop after this many evaluations without a better validation
             loss (0: never stop early).
         device: torch device (``"cuda"`` under torchrun uses the local rank's GPU).
+        threads: torch's intra-op CPU threads while training: ``"auto"`` or a count >= 1.
+            ``"auto"`` leaves torch's count alone when ``OMP_NUM_THREADS`` is set (torchrun sets
+            it to 1 per process), else uses half the CPUs (at least 1): a step with every core
+            busy slows down several times as soon as another process wants a core, while one
+            thread fewer costs little on an idle machine (``benchmarks/results/threads.md``).
+            Applied when :meth:`Trainer.fit` starts (``torch.set_num_threads`` is process-wide);
+            see :func:`resolve_threads`.
     """
 
     steps: int = 10_000
@@ -53,6 +61,7 @@ class TrainerConfig:
     checkpoint_every: int = 1000
     early_stopping_patience: int = 0
     device: str = "cpu"
+    threads: int | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         """Check every setting: types, ranges, and no NaN or infinity anywhere."""
@@ -66,6 +75,7 @@ class TrainerConfig:
             )
         if not isinstance(self.bf16, bool):
             raise ConfigError(f"TrainerConfig.bf16: expected true or false, got {self.bf16!r}.")
+        self.threads = _check_threads(self.threads)
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError(
                 f"TrainerConfig.device: expected a torch device name such as 'cpu' or 'cuda', "
@@ -124,6 +134,33 @@ def _check_int(name: str, value: Any, minimum: int | None) -> int:
         return int(value)
     expected = "an integer" + ("" if minimum is None else f" >= {minimum}")
     raise ConfigError(f"TrainerConfig.{name}: expected {expected}, got {value!r}.")
+
+
+def _check_threads(value: Any) -> int | Literal["auto"]:
+    """``value`` as a thread setting; :class:`ConfigError` unless it is ``"auto"`` or an integer
+    (not a bool) of at least 1."""
+    if value == "auto" and isinstance(value, str):
+        return "auto"
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1:
+        return int(value)
+    raise ConfigError(f"TrainerConfig.threads: expected 'auto' or an integer >= 1, got {value!r}.")
+
+
+def resolve_threads(setting: int | Literal["auto"]) -> tuple[int | None, str]:
+    """The intra-op thread count ``setting`` asks for, and why, as ``(count, reason)``.
+
+    ``count`` is None when torch's own count is to be kept: ``"auto"`` with ``OMP_NUM_THREADS``
+    set in the environment (the user's or torchrun's choice). Otherwise ``"auto"`` is half of
+    ``os.cpu_count()``, at least 1, and an integer is itself.
+    """
+    if setting != "auto":
+        count = _check_threads(setting)
+        return int(count), f"threads={count}"
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given:
+        return None, f"auto: OMP_NUM_THREADS={given} is set"
+    cpus = os.cpu_count() or 1
+    return max(1, cpus // 2), f"auto: half of {cpus} CPUs"
 
 
 def _check_float(name: str, value: Any, bound: float, inclusive: bool) -> float:

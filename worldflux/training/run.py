@@ -2,7 +2,8 @@
 
 Run folder::
 
-    run.json            what was trained: model spec and overrides, dataset, trainer config
+    run.json            what was trained: model spec and overrides, dataset, trainer config;
+                        the CPU threads of the latest start (``threads_used``)
     metrics.csv, tb/    training and validation scalars
     checkpoints/        step-*/ (model + trainer state), latest
     best/               the model with the lowest validation loss
@@ -81,6 +82,33 @@ def _check_fraction(value: Any) -> None:
         raise ConfigError(f"validation_fraction: expected a number in [0, 1), got {value!r}.")
 
 
+def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """The first NaN or infinity in ``value`` (numbers, lists, dicts) as ``(where, number)``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        items = [(f"{where}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    for place, item in items:
+        found = _non_finite(item, place)
+        if found is not None:
+            return found
+    return None
+
+
+def check_model_overrides(overrides: dict[str, Any]) -> None:
+    """:class:`ConfigError` naming the setting and its value when a model override holds NaN or
+    an infinity (``--model-arg lr=NaN`` parses as one): refused before any data is read."""
+    for key, value in overrides.items():
+        found = _non_finite(value, key)
+        if found is not None:
+            raise ConfigError(
+                f"model override {found[0]!r}: expected a finite number, got {found[1]!r}."
+            )
+
+
 def _read_run_spec(spec_file: Path) -> dict[str, Any]:
     """``run.json`` of a run being resumed, with the fields a resume needs checked."""
     spec = read_json_object(spec_file)
@@ -93,7 +121,9 @@ def _read_run_spec(spec_file: Path) -> dict[str, Any]:
     return spec
 
 
-def _resumed_spec(run: Path, model: str | None, dataset: str | None) -> dict[str, Any]:
+def resumed_spec(run: Path, model: str | None = None, dataset: str | None = None) -> dict[str, Any]:
+    """The checked ``run.json`` of ``run``, to resume it; :class:`ConfigError` when it is missing
+    or names another ``model`` or ``dataset`` than the ones given (None: any)."""
     spec_file = run / RUN_FILE
     if not spec_file.is_file():
         raise ConfigError(f"--resume: {spec_file} does not exist; start the run without --resume.")
@@ -121,6 +151,7 @@ def _new_spec(
             f"{run} already holds a run; pass --resume to continue it or pick another folder."
         )
     _refuse_foreign_folder(run)
+    check_model_overrides(dict(model_overrides or {}))
     return {
         "model": model,
         "dataset": dataset,
@@ -130,14 +161,21 @@ def _new_spec(
     }
 
 
-def imports_allowed(spec: dict[str, Any], where: Path, trust_imports: bool) -> bool:
+def imports_allowed(
+    spec: dict[str, Any],
+    where: Path,
+    trust_imports: bool,
+    *,
+    command: str = "worldflux train --resume --trust-imports",
+) -> bool:
     """Whether building the model of a saved run ``spec`` may import the code its model overrides
     name (``"package.module:attr"``: component overrides, ``termination_fn``, ...).
 
     The rule of ``from_pretrained``: code named in a file is imported only with
     ``trust_imports``; names registered with the library always resolve. Import paths of objects
     WorldFlux itself defines are allowed too (:func:`~worldflux.core.serialization.is_library_import`).
-    Anything else raises :class:`ConfigError` naming the import and how to opt in.
+    Anything else raises :class:`ConfigError` naming the import and how to opt in (``command``:
+    the command line that opts in).
     """
     found = import_paths(spec["model_overrides"])
     if not found or trust_imports:
@@ -147,8 +185,8 @@ def imports_allowed(spec: dict[str, Any], where: Path, trust_imports: bool) -> b
         raise ConfigError(
             f"{where} names code to import in its model overrides: "
             f"{', '.join(repr(p) for p in foreign)}; resuming would run it. If you trust where "
-            "this run folder came from, resume with trust_imports=True "
-            "(`worldflux train --resume --trust-imports`); otherwise start a new run."
+            f"this run folder came from, resume with trust_imports=True (`{command}`); "
+            "otherwise start a new run."
         )
     return True
 
@@ -211,7 +249,7 @@ def train_run(
     run = Path(run_dir)
     check_run_dir(run)
     if resume:
-        spec = _resumed_spec(run, model, dataset)
+        spec = resumed_spec(run, model, dataset)
         allow_imports = imports_allowed(spec, run / RUN_FILE, trust_imports)
     else:
         spec = _new_spec(run, model, dataset, model_overrides, trainer, validation_fraction)
@@ -234,10 +272,12 @@ def train_run(
             "step 0 with its saved settings.",
             stacklevel=2,
         )
+    threads = t.apply_threads()
     if dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
         spec["model_config"] = net.config.to_dict()
         spec["num_parameters"] = net.num_parameters()
+        spec["threads_used"] = {"count": threads, "reason": t.threads_reason}
         _write_json(run / RUN_FILE, spec)
     result = t.fit()
     if fidelity and dist.is_main:
@@ -286,4 +326,12 @@ def evaluate_run(
     return report
 
 
-__all__ = ["RUN_FILE", "check_run_dir", "evaluate_run", "imports_allowed", "train_run"]
+__all__ = [
+    "RUN_FILE",
+    "check_model_overrides",
+    "check_run_dir",
+    "evaluate_run",
+    "imports_allowed",
+    "resumed_spec",
+    "train_run",
+]

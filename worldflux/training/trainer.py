@@ -14,6 +14,7 @@ after every validation pass (before the callbacks see the metrics).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 import warnings
@@ -36,8 +37,10 @@ from .checkpoint import (
     remove_stale_temporaries,
     write_checkpoint,
 )
-from .config import TrainerConfig
+from .config import TrainerConfig, resolve_threads
 from .distributed import DistContext
+
+_log = logging.getLogger(__name__)
 
 #: Seed of the fixed validation batches (the same batches at every evaluation).
 VALIDATION_SEED = 12345
@@ -75,7 +78,8 @@ class Trainer:
             ``load_state_dict()`` are checkpointed when it has them.
         config: :class:`TrainerConfig`.
         run_dir: where logs, checkpoints and the final model go (None: nothing is written);
-            temporary folders a killed checkpoint write left there are removed.
+            the temporaries killed writes left there (checkpoints, ``model/``, ``best/``,
+            atomic file writes) are removed.
         callbacks: extra callbacks (run after the built-in ones).
         progress: show a progress bar.
         dist: the distributed context (default: from torchrun's environment, else single process).
@@ -119,10 +123,27 @@ class Trainer:
         self.callbacks: list[Callback] = self._default_callbacks(progress) + list(callbacks)
         self._evaluated_at = -1
         self._checkpointed_at = -1
+        #: torch's intra-op thread count once :meth:`apply_threads` ran (None before), and why.
+        self.threads: int | None = None
+        self.threads_reason = ""
         if self.run_dir is not None and self.dist.is_main:  # after every check above
-            remove_stale_temporaries(self.run_dir)  # left by a checkpoint write that was killed
+            remove_stale_temporaries(self.run_dir)  # left by writes that were killed
 
     # -- set-up -------------------------------------------------------------------------------
+    def apply_threads(self) -> int:
+        """Set torch's intra-op thread count from ``config.threads`` (see
+        :func:`~worldflux.training.config.resolve_threads`); return the count in use.
+
+        :meth:`fit` calls it first. ``torch.set_num_threads`` is process-wide: the count stays
+        after training. Logged once per call at INFO level (``worldflux.training.trainer``).
+        """
+        count, self.threads_reason = resolve_threads(self.config.threads)
+        if count is not None and count != torch.get_num_threads():
+            torch.set_num_threads(count)
+        self.threads = torch.get_num_threads()
+        _log.info("training with %d CPU threads (%s)", self.threads, self.threads_reason)
+        return self.threads
+
     def _probe_validation(self) -> bool:
         try:
             self._batch("validation", seed=0)
@@ -255,8 +276,13 @@ class Trainer:
         return {k: v / self.config.eval_batches for k, v in totals.items()}
 
     def fit(self) -> dict[str, Any]:
-        """Train until ``config.steps`` (or early stopping); return the final metrics."""
+        """Train until ``config.steps`` (or early stopping); return the final metrics.
+
+        Sets torch's CPU thread count first (:meth:`apply_threads`); the metrics record it as
+        ``threads``."""
         cfg = self.config
+        if self.threads is None:  # not applied yet (train_run applies it before writing run.json)
+            self.apply_threads()
         for cb in self._active():
             cb.on_train_begin(self)
         start, start_step, last_log = time.perf_counter(), self.step, time.perf_counter()
@@ -307,6 +333,7 @@ class Trainer:
             / max(elapsed, 1e-9),
             "wall_time_s": elapsed,
             "world_size": self.dist.world_size,
+            "threads": self.threads,
         }
         best = next((c for c in self.callbacks if isinstance(c, BestModel)), None)
         if best is not None:
