@@ -252,6 +252,59 @@ final_episodes = 3
         agent_eval(model, "Pendulum-v1", dream="WorldFlux/Ensemble-Walker-v0")
 
 
+def test_on_policy_budget_rounds_to_whole_rollouts_and_logs_show_progress_lines(
+    pendulum_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PPO takes whole rollouts: the budget is rounded up once and said so, so the progress
+    count ends at its total; where stdout is not a terminal (a log file), progress comes as lines."""
+    import worldflux.rl.train as train_module
+    from worldflux.cli import main
+
+    monkeypatch.setattr(train_module, "PROGRESS_EVERY_S", 0.0)
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+env = "{pendulum_run}"
+algorithm = "ppo"
+budget = 200
+n_envs = 4
+backend = "onnx"
+[dream]
+horizon = 50
+[hyperparameters]
+n_steps = 32
+[evaluation]
+env = "Pendulum-v1"
+every = 0
+final_episodes = 2
+""",
+    )
+    out = tmp_path / "rounded"
+    assert main(["agent", "train", str(recipe), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "budget 200 dream steps, rounded up to 256" in printed
+    assert "256/256 dream steps (100%)" in printed
+    assert "/256 dream steps" in printed and "257/" not in printed
+    summary = json.loads((out / "agent.json").read_text())
+    assert [row["step"] for row in summary["evaluations"]] == [256]
+    assert f"torch: {summary['torch_threads']} CPU threads" in printed
+
+
+def test_listings_align_their_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    """`agent list` (long recipe names) and `collect --list-recipes` print aligned columns."""
+    from worldflux.cli import main
+
+    for args in (["agent", "list"], ["collect", "--list-recipes"]):
+        assert main(args) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) > 2
+        second = {line.index(line.split()[1], len(line.split()[0])) for line in lines}
+        assert len(second) == 1, lines
+
+
 def test_mopo_style_sac_on_a_mixed_buffer_beats_random_on_the_real_pendulum(
     pendulum_run: Path, tmp_path: Path
 ) -> None:

@@ -131,7 +131,7 @@ def write_demo_report(folder: Path, runs: list[tuple[str, list[dict[str, Any]]]]
         (0.25, "random_real", "grey", "random policy, real"),
     ):
         values = [over_seeds(summaries, key) for _, summaries in runs]
-        ax.bar(
+        bars = ax.bar(
             x + offset,
             [v.mean() for v in values],
             0.25,
@@ -139,6 +139,9 @@ def write_demo_report(folder: Path, runs: list[tuple[str, list[dict[str, Any]]]]
             color=colour,
             label=label,
         )
+        # every bar carries its value: a random policy's return (a few points) next to
+        # thousands would otherwise be an invisible sliver
+        ax.bar_label(bars, fmt="%.0f", padding=2, fontsize=8)
         for i, v in enumerate(values):  # each seed as a dot
             ax.plot(np.full(len(v), x[i] + offset), v, "k.", ms=4)
     ax.set_xticks(x, [s[0]["recipe"]["description"] or name for name, s in runs])

@@ -15,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
 
 from .._version import __version__
 from ..core.errors import ConfigError
@@ -32,6 +35,7 @@ from ..dream.latent import LatentObservation
 from ..dream.make import load_simulator, make_dream_env
 from ..dream.simulator import LearnedSimulator
 from ..files import refuse_foreign_folder
+from ..training.config import resolve_threads
 from .behaviour import CLONE_LR, BehaviourCloner, BehaviourData, seed_normaliser
 from .evaluate import Episodes, first_episodes, real_env_episodes
 from .recipes import AgentRecipe
@@ -106,7 +110,6 @@ def train_agent(
     ``agent.json`` holds."""
     import stable_baselines3 as sb3
     import torch
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
@@ -115,6 +118,13 @@ def train_agent(
     if seed is not None:
         recipe.seed = seed
     recipe.__post_init__()
+    # the Trainer's default (half the CPUs unless OMP_NUM_THREADS is set): on a busy machine
+    # spinning intra-op threads can make every update several times slower
+    threads, threads_reason = resolve_threads("auto")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if progress:
+        print(f"  torch: {torch.get_num_threads()} CPU threads ({threads_reason})", flush=True)
     sim = load_simulator(recipe.env)
     real_env = recipe.evaluation.env or sim.source_env
     if real_env is None:
@@ -210,11 +220,23 @@ def train_agent(
                     scorer.history.append(evaluate(self.num_timesteps, ep, EVAL_SEED))
                 return True
 
+        total = _whole_rollouts(recipe.budget, model)
+        if progress and total != recipe.budget:
+            print(
+                f"  budget {recipe.budget:,} dream steps, rounded up to {total:,}: "
+                f"{recipe.algorithm.upper()} collects whole rollouts of "
+                f"{model.n_steps} x {model.n_envs} steps",
+                flush=True,
+            )
+        bar = progress and sys.stdout.isatty()  # a log file gets lines instead of a bar
+        callbacks: list[BaseCallback] = [Periodic()]
+        if progress and not bar:
+            callbacks.append(_LineProgress(total, every_s=PROGRESS_EVERY_S))
         t0 = time.time()
         model.learn(
-            total_timesteps=recipe.budget,
-            callback=Periodic(),
-            progress_bar=progress,
+            total_timesteps=total,
+            callback=callbacks,
+            progress_bar=bar,
             log_interval=_log_interval(recipe),
         )
         train_s = time.time() - t0
@@ -244,6 +266,7 @@ def train_agent(
             "library_version": __version__,
             "torch_version": torch.__version__,
             "sb3_version": sb3.__version__,
+            "torch_threads": torch.get_num_threads(),
             "train_s": round(train_s, 1),
             "total_s": round(time.time() - started, 1),
             "behaviour": behaviour,
@@ -273,6 +296,43 @@ def train_agent(
 
 #: off-policy agents dump SB3's logs about every this many vector steps
 LOG_EVERY_STEPS = 500
+#: seconds between progress lines when stdout is not a terminal (a log file)
+PROGRESS_EVERY_S = 30.0
+
+
+def _whole_rollouts(budget: int, model: Any) -> int:
+    """The dream steps an on-policy agent (PPO, A2C) really takes for ``budget``: SB3 collects
+    whole rollouts of ``n_steps x n_envs`` steps, so the budget rounds up to a multiple of that;
+    off-policy agents take ``budget`` steps."""
+    n_steps = getattr(model, "n_steps", None)
+    if not isinstance(n_steps, int) or not hasattr(model, "rollout_buffer"):
+        return budget
+    rollout = n_steps * int(model.n_envs)
+    return -(-budget // rollout) * rollout
+
+
+class _LineProgress(BaseCallback):
+    """Prints ``steps/total, steps/s, time left`` every ``every_s`` seconds (for log files,
+    where SB3's progress bar writes nothing until the end)."""
+
+    def __init__(self, total: int, every_s: float) -> None:
+        super().__init__()
+        self.total, self.every_s = total, every_s
+        self.start = self.last = time.monotonic()
+
+    def _on_step(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            done = self.num_timesteps
+            rate = done / max(now - self.start, 1e-9)
+            left = (self.total - done) / max(rate, 1e-9)
+            print(
+                f"  {done:>9,}/{self.total:,} dream steps ({100 * done / self.total:.0f}%), "
+                f"{rate:,.0f} steps/s, about {left / 60:.1f} min left",
+                flush=True,
+            )
+        return True
 
 
 def _log_interval(recipe: AgentRecipe) -> int:
