@@ -8,11 +8,14 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test test-slow lint typecheck clean
 
+# pip shows what it fetches: the first install takes a few minutes, and silence looks like a hang.
 $(STAMP): pyproject.toml
+	@echo "== installing $(TORCH_SPEC) (CPU build), then WorldFlux and its dependencies into $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e ".[dev]"
 	touch $(STAMP)
+	@echo "== installed into $(VENV)"
 
 install: $(STAMP)
 

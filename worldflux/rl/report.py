@@ -131,7 +131,7 @@ def write_demo_report(folder: Path, runs: list[tuple[str, list[dict[str, Any]]]]
         (0.25, "random_real", "grey", "random policy, real"),
     ):
         values = [over_seeds(summaries, key) for _, summaries in runs]
-        bars = ax.bar(
+        ax.bar(
             x + offset,
             [v.mean() for v in values],
             0.25,
@@ -139,11 +139,19 @@ def write_demo_report(folder: Path, runs: list[tuple[str, list[dict[str, Any]]]]
             color=colour,
             label=label,
         )
-        # every bar carries its value: a random policy's return (a few points) next to
-        # thousands would otherwise be an invisible sliver
-        ax.bar_label(bars, fmt="%.0f", padding=2, fontsize=8)
         for i, v in enumerate(values):  # each seed as a dot
             ax.plot(np.full(len(v), x[i] + offset), v, "k.", ms=4)
+            # every bar carries its value above its error bar and seeds: a random policy's
+            # return (a few points) next to thousands is otherwise an invisible sliver
+            top = max(v.mean() + v.std(), float(v.max()), 0.0)
+            ax.annotate(
+                f"{v.mean():.0f}",
+                (x[i] + offset, top),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
     ax.set_xticks(x, [s[0]["recipe"]["description"] or name for name, s in runs])
     ax.set_ylabel("episode return (mean over seeds)")
     ax.set_title("PPO trained only in learned simulators of Walker2d-v5, scored in the real env")
