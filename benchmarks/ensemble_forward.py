@@ -21,6 +21,7 @@ import torch
 
 import worldflux as wf
 from worldflux.core import sample_noise_torch
+from worldflux.files import write_text_atomic
 
 RESULTS = Path(__file__).with_name("results") / "ensemble_forward.md"
 BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
@@ -77,7 +78,7 @@ def main() -> None:
         f"{args.min_time * 1e3:.0f} ms each; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}.\n\n"
     )
-    RESULTS.write_text(note + table + "\n")
+    write_text_atomic(RESULTS, note + table + "\n")
 
 
 if __name__ == "__main__":

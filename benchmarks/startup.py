@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from worldflux.files import write_text_atomic
+
 RESULTS = Path(__file__).with_name("results") / "startup.md"
 
 
@@ -97,9 +99,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     RESULTS.parent.mkdir(exist_ok=True)
-    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
-    tmp.write_text(note + table + "\n")
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, note + table + "\n")
 
 
 if __name__ == "__main__":

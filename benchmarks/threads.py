@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from worldflux.files import write_text_atomic
+
 RESULTS = Path(__file__).with_name("results") / "threads.md"
 SETTINGS = [  # (label, torch threads, OMP_WAIT_POLICY or None: the library default)
     ("2 threads, OMP_WAIT_POLICY=ACTIVE", 2, "ACTIVE"),
@@ -121,9 +123,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     RESULTS.parent.mkdir(exist_ok=True)
-    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
-    tmp.write_text(note + table + "\n")
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, note + table + "\n")
 
 
 if __name__ == "__main__":

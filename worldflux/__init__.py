@@ -42,35 +42,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     )
     from .core.plugins import load_plugins
 
-#: the torch-only public names and the modules they come from (imported on first use)
-_TORCH_ONLY_SOURCES = {
-    **dict.fromkeys(
-        [
-            "PLANNER_HORIZON_KEY",
-            "ActionPayload",
-            "Batch",
-            "BatchProvider",
-            "BatchProviderV2",
-            "BatchRequest",
-            "ComponentRegistry",
-            "ConditionPayload",
-            "LossOutput",
-            "ModelOutput",
-            "PlannerOutput",
-            "State",
-            "Trajectory",
-            "WorldModel",
-            "WorldModelConfig",
-            "WorldModelInput",
-            "WorldModelRegistry",
-            "create_world_model",
-            "load_pretrained",
-        ],
-        ".core",
-    ),
-    "load_plugins": ".core.plugins",
-}
-
 __all__ = [
     "PLANNER_HORIZON_KEY",
     "ActionPayload",
@@ -97,6 +68,13 @@ __all__ = [
     "load_pretrained",
     "make_dream_env",
 ]
+
+#: the torch-only public names and the modules they come from (imported on first use)
+_TORCH_ONLY_SOURCES = {
+    name: ".core.plugins" if name == "load_plugins" else ".core"
+    for name in __all__
+    if name not in {"NoiseSpec", "WorldFluxError", "__version__", "make_dream_env"}
+}
 if not torch_available():  # star-imports and tools that walk __all__ see what exists
     __all__ = [name for name in __all__ if name not in _TORCH_ONLY_SOURCES]
 
