@@ -1,0 +1,31 @@
+"""Planners over any world-model family: sampling-based model predictive control.
+
+* :class:`CEMPlanner` (cross-entropy method) and :class:`MPPIPlanner` (model predictive path
+  integral) implement the :class:`~worldflux.core.planner.Planner` protocol
+  (``plan(state) -> PlannerOutput``) for every :class:`~worldflux.core.model.WorldModel`: the B
+  states of a batch are repeated to ``B x M`` candidates, rolled out with one ``transition`` and
+  one ``decode`` per horizon step, and scored by their predicted discounted return
+  (:mod:`.scoring`).
+* :class:`MPCPolicy` filters real observations with a model and plans from the filtered state,
+  with Stable-Baselines3's ``predict`` signature.
+
+This package imports torch (``import worldflux`` does not import it).
+"""
+
+from .base import ACTION_STD_KEY, PLAN_KEY, VALUE_KEY, SamplingPlanner
+from .cem import CEMPlanner
+from .mpc import MPCPolicy, MPCState
+from .mppi import MPPIPlanner
+from .scoring import ReturnScorer
+
+__all__ = [
+    "ACTION_STD_KEY",
+    "PLAN_KEY",
+    "VALUE_KEY",
+    "CEMPlanner",
+    "MPCPolicy",
+    "MPCState",
+    "MPPIPlanner",
+    "ReturnScorer",
+    "SamplingPlanner",
+]

@@ -1,0 +1,135 @@
+"""Scoring imagined action sequences: one batched model call per horizon step.
+
+The planners repeat the ``B`` states of a batch to ``R = B x M`` rows (``M`` candidates per
+state, row ``b * M + m``) and roll every candidate out at once: one ``transition`` and one
+``decode`` per horizon step for all ``R`` rows, never a Python loop over envs or candidates.
+
+The score of a candidate is its predicted discounted return::
+
+    score = sum_{t < H} discount**t * alive_t * (reward_t - uncertainty_penalty * uncertainty_t)
+            + discount**H * alive_H * value_fn(state_H)
+
+``reward_t`` and ``uncertainty_t`` come from ``decode(transition(state_t, action_t))`` (the reward
+for taking ``action_t``; ``uncertainty`` ``[R]`` where the family gives one), ``alive_0 = 1`` and
+``alive_{t+1} = alive_t * continue_t`` with ``continue_t`` the decoded probability that the episode
+goes on after ``action_t`` (``predictions["continue"]``; taken as 1 when the model predicts none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..core.errors import ConfigError, ContractError
+from ..core.model import WorldModel
+from ..core.noise import sample_noise_torch
+from ..core.payloads import CONTINUE
+from ..core.shapes import check_shape
+from ..core.state import State
+
+#: ``value_fn(state) -> [R]``: the value of the imagined states after the last step (e.g. a
+#: critic or a value head), bootstrapping the return beyond the horizon.
+ValueFn = Callable[[State], torch.Tensor]
+#: ``action_fn(t, state) -> [R, A]``: the actions of horizon step ``t`` for the ``R`` rows of
+#: ``state`` (the imagined states before step ``t``).
+ActionFn = Callable[[int, State], torch.Tensor]
+
+
+class ReturnScorer:
+    """Predicted returns of action sequences under a world model.
+
+    Args:
+        model: any :class:`~worldflux.core.model.WorldModel`.
+        horizon: H, the number of imagined steps.
+        discount: per-step discount in (0, 1].
+        uncertainty_penalty: weight of ``decode(...).uncertainty`` subtracted from every reward
+            (0: ignored). A positive weight with a model that gives no uncertainty raises
+            :class:`ConfigError` on the first step.
+        value_fn: optional terminal value ``value_fn(state_H) -> [R]``, discounted by
+            ``discount**H`` and weighted by the probability of being alive after H steps.
+        sample_transitions: False: ``transition(..., deterministic=True)`` (the model's mean or
+            mode, the default of the planners); True: stochastic transitions whose noise (the
+            model's ``noise_spec``) is drawn from ``generator`` every step, so seeded runs
+            reproduce.
+        generator: the torch generator of the noise (used when ``sample_transitions``).
+
+    The settings are validated by the planners that own a scorer.
+    """
+
+    def __init__(
+        self,
+        model: WorldModel,
+        *,
+        horizon: int,
+        discount: float,
+        uncertainty_penalty: float,
+        value_fn: ValueFn | None,
+        sample_transitions: bool,
+        generator: torch.Generator,
+    ) -> None:
+        self.model = model
+        self.horizon = horizon
+        self.discount = discount
+        self.uncertainty_penalty = uncertainty_penalty
+        self.value_fn = value_fn
+        self.sample_transitions = sample_transitions
+        self.generator = generator
+
+    def _noise(self, rows: int, device: torch.device) -> dict[str, torch.Tensor] | None:
+        if not self.sample_transitions:
+            return None
+        spec = self.model.noise_spec()
+        if not spec:
+            return None
+        return sample_noise_torch(spec, (rows,), device=device, generator=self.generator)
+
+    def score(self, start: State, action_fn: ActionFn) -> torch.Tensor:
+        """Returns ``[R]`` of rolling out ``action_fn``'s actions from ``start`` (``R`` rows).
+
+        ``action_fn(t, state_t)`` gives the ``[R, A]`` actions of step ``t``; it sees the imagined
+        state so that a policy prior can act on it.
+
+        Raises:
+            ConfigError: ``uncertainty_penalty > 0`` and the model's ``decode`` gives no
+                uncertainty.
+            ContractError: an action or value of the wrong shape, or a non-finite return.
+        """
+        model = self.model
+        rows = start.batch_size
+        dims = {"R": rows, "A": int(model.config.action_dim)}
+        returns = torch.zeros(rows, device=start.device)
+        alive = torch.ones(rows, device=start.device)
+        weight = 1.0
+        state = start
+        for t in range(self.horizon):
+            action = check_shape("planner", f"actions[{t}]", action_fn(t, state), ("R", "A"), dims)
+            state = model.transition(
+                state,
+                action,
+                deterministic=not self.sample_transitions,
+                noise=self._noise(rows, action.device),
+            )
+            out = model.decode(state)
+            reward = out.reward.float()
+            if self.uncertainty_penalty > 0:
+                if out.uncertainty is None:
+                    raise ConfigError(
+                        f"uncertainty_penalty={self.uncertainty_penalty} needs a model whose "
+                        f"decode gives an uncertainty [B]; {type(model).__name__}.decode gave "
+                        "None (set uncertainty_penalty=0)."
+                    )
+                reward = reward - self.uncertainty_penalty * out.uncertainty.float()
+            returns = returns + weight * alive * reward
+            if CONTINUE in out.predictions:
+                alive = alive * out.continue_prob.float()
+            weight *= self.discount
+        if self.value_fn is not None:
+            value = check_shape("planner", "value_fn(state)", self.value_fn(state), ("R",), dims)
+            returns = returns + weight * alive * value.float()
+        if not bool(torch.isfinite(returns).all()):
+            raise ContractError(
+                f"planner: expected finite predicted returns, got {int((~torch.isfinite(returns)).sum())} "
+                f"non-finite of {rows} (the model's rewards, uncertainty or value_fn)."
+            )
+        return returns
