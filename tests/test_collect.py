@@ -211,6 +211,9 @@ def test_recipes_are_consistent() -> None:
     for env in ("walker2d", "hopper", "halfcheetah"):  # like D4RL's: the policy's own noise
         spec = recipe_spec(f"{env}-medium")
         assert isinstance(spec, CollectSpec) and spec.actions == "sampled"
+    cheetah = recipe_spec("halfcheetah-medium")  # PPO plateaued below the medium band
+    assert isinstance(cheetah, CollectSpec) and cheetah.train is not None
+    assert cheetah.train.algo == "sac" and Path(cheetah.policy).is_file()
     mixed = recipe_spec("walker2d-mixed")
     assert isinstance(mixed, MixSpec)
     assert [p.recipe for p in mixed.parts] == [
