@@ -176,13 +176,18 @@ class CollectReport:
     random_return_mean: float
     wall_time_s: float
 
+    @property
+    def bytes_per_step(self) -> float:
+        """Bytes on disk per recorded transition (``nan`` for an empty dataset)."""
+        return self.size_mb * 2**20 / self.steps if self.steps else math.nan
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "bytes_per_step": round(self.bytes_per_step, 1)}
 
     def summary(self) -> str:
         return (
             f"{self.dataset_id}: {self.episodes} episodes, {self.steps} steps, "
-            f"{self.size_mb:.1f} MB at {self.path}\n"
+            f"{self.size_mb:.1f} MB ({self.bytes_per_step:.0f} bytes/step) at {self.path}\n"
             f"  dataset return {self.dataset_return_mean:.1f} +- {self.dataset_return_std:.1f} "
             f"(complete episodes); behaviour policy "
             + (
