@@ -177,15 +177,7 @@ def test_cli_resume_names_the_import_and_the_flag(
     dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    run.mkdir()
-    spec = {
-        "model": "toy:tiny",
-        "dataset": dataset,
-        "model_overrides": {"component_overrides": {"dynamics_model": "antigravity:webbrowser"}},
-        "trainer": TrainerConfig(**TINY).to_dict(),
-        "validation_fraction": 0.1,
-    }
-    (run / RUN_FILE).write_text(json.dumps(spec))
+    _untrusted_run(run, dataset)
     assert main(["train", "--run-dir", str(run), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "'antigravity:webbrowser'" in err and "--trust-imports" in err
