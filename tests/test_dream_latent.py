@@ -87,3 +87,33 @@ def test_latent_policy_deploys_on_the_real_env(backend: str) -> None:
         assert obs.shape == dream.observation_space.shape and np.isfinite(obs).all()
     with pytest.raises(ConfigError, match="do not match"):
         LatentObservation(gym.make("CartPole-v1"), sim)
+
+
+def test_decoder_free_family_dreams_in_latent_mode_only() -> None:
+    """TD-MPC2 has no observation decoder: its dream serves latents (both checkers, torch and
+    ONNX alike); asking for decoded observations says why and names the latent mode."""
+    sim = pendulum_sim("tdmpc2:tiny")
+    model = sim.torch_model()
+    for backend in ("torch", "onnx"):
+        env = make_dream_env(sim, observation="latent", backend=backend)
+        assert env.observation_space.shape == (model.config.latent_dim,)
+        gym_check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=True)
+    torch_env = make_dream_env(sim, observation="latent", backend="torch")
+    onnx_env = make_dream_env(sim, observation="latent", backend="onnx")
+    a, _ = torch_env.reset(seed=3)
+    b, _ = onnx_env.reset(seed=3)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    for _ in range(5):  # an untrained model: its episodes may end at any step
+        action = np.array([0.7], np.float32)
+        a, ra, done_a, cut_a, _ = torch_env.step(action)
+        b, rb, done_b, cut_b, _ = onnx_env.step(action)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        assert abs(ra - rb) < 1e-4 and (done_a, cut_a) == (done_b, cut_b)
+        if done_a or cut_a:
+            break
+    with pytest.raises(ConfigError, match="no observation decoder.*observation='latent'"):
+        make_dream_env(sim)
+    real = LatentObservation(gym.make("Pendulum-v1"), sim, backend="onnx")  # type: ignore[arg-type]
+    obs, _ = real.reset(seed=0)
+    assert obs.shape == (model.config.latent_dim,)

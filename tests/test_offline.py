@@ -196,3 +196,37 @@ def test_the_random_reference_is_the_datasets_recorded_one() -> None:
     meta = {"worldflux": {"random_return": {"mean": 49.3, "std": 5.0, "episodes": 20}}}
     space = gym.spaces.Box(-1.0, 1.0, (1,))
     assert _random_reference("Pendulum-v1", space, meta) == (49.3, "dataset (20 episodes)")
+
+
+def test_tdmpc2_methods_train_one_model_and_score_prior_and_planner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tdmpc2`` and ``tdmpc2-mppi`` share the seed's model (trained once, reused), and score on
+    the real env; a dataset whose actions are not Box(-1, 1) is refused before any training."""
+    import worldflux.rl.offline as offline
+
+    synthetic_envs.register()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    small = {"num_samples": 16, "num_prior_samples": 4, "num_elites": 4, "iterations": 1}
+    monkeypatch.setattr(offline, "TDMPC2_OFFLINE_PLANNING", small)
+    rollouts.write_random_dataset("test/linear/offline-v0", "WFTest/Linear-v0", 600, n_envs=4)
+    results = offline_run(
+        "test/linear/offline-v0",
+        tmp_path / "out",
+        methods=("tdmpc2", "tdmpc2-mppi"),
+        tdmpc2_model="tdmpc2:tiny",
+        gradient_steps=30,
+        episodes=2,
+        progress=False,
+    )
+    assert [r["method"] for r in results["runs"]] == ["tdmpc2", "tdmpc2-mppi"]
+    assert all(np.isfinite(r["real_return"]) for r in results["runs"])
+    run = tmp_path / "out" / "tdmpc2-seed0"
+    spec = json.loads((run / "run.json").read_text())
+    assert spec["model"] == "tdmpc2:tiny" and spec["trainer"]["steps"] == 30
+    assert spec["trainer"]["seq_len"] == 3
+    assert results["settings"]["tdmpc2_model"] == "tdmpc2:tiny"
+    rollouts.write_random_dataset("test/pendulum/wide-v0", "Pendulum-v1", 200, n_envs=2)
+    with pytest.raises(ConfigError, match=r"Box\(-1, 1\) actions"):
+        offline_run("test/pendulum/wide-v0", tmp_path / "wide", methods=("tdmpc2",))
+    assert not (tmp_path / "wide" / "tdmpc2-seed0").exists()

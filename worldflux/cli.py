@@ -538,6 +538,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         methods=tuple(args.methods or DEFAULT_METHODS),
         seeds=tuple(args.seeds),
         model_run=args.model_run,
+        tdmpc2_model=args.tdmpc2_model,
         model_steps=args.model_steps,
         agent_steps=args.agent_steps,
         gradient_steps=args.gradient_steps,
@@ -834,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         help="any of dream, dream-pure (no behaviour regularisation), mopo-sac, mopo-td3, bc, "
-        "td3bc, iql (default: dream bc td3bc)",
+        "td3bc, iql, tdmpc2 (its policy prior), tdmpc2-mppi (planning) (default: dream bc td3bc)",
     )
     off.add_argument("--seeds", nargs="+", type=int, default=[0])
     off.add_argument("--out", help="output folder (default runs/offline-DATASET)")
@@ -842,12 +843,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-run", help="reuse this training run's world model for the dream methods"
     )
     off.add_argument("--model-steps", type=int, default=30_000, help="world-model training steps")
+    off.add_argument(
+        "--tdmpc2-model",
+        default="tdmpc2:1m",
+        help="family:preset of the tdmpc2 methods' model (default tdmpc2:1m)",
+    )
     off.add_argument("--agent-steps", type=int, default=300_000, help="PPO steps in the dream")
     off.add_argument(
         "--gradient-steps",
         type=int,
         default=100_000,
-        help="updates of the mopo-sac/mopo-td3 agents and of BC/TD3+BC (default 100,000)",
+        help="updates of the mopo-sac/mopo-td3 agents, of BC/TD3+BC/IQL and of the tdmpc2 model "
+        "(default 100,000)",
     )
     off.add_argument("--episodes", type=int, default=10, help="real-env evaluation episodes")
     off.add_argument(

@@ -101,6 +101,7 @@ class WorldModel(nn.Module, ABC):
       role, so code reaches it through ``self.<role>`` (or :meth:`component`) everywhere and an
       override reaches ``loss()`` and rollouts alike.
     * the seven methods below, plus :meth:`state_spec` (and :meth:`noise_spec` when stochastic).
+    * ``decodes_observations = False`` when ``decode`` gives no ``"obs"`` (decoder-free).
 
     Registration (``@WorldModelRegistry.register(name, ConfigCls)``) sets ``config_class`` and
     ``model_type``.
@@ -109,6 +110,9 @@ class WorldModel(nn.Module, ABC):
     config_class: ClassVar[type[WorldModelConfig]] = WorldModelConfig
     model_type: ClassVar[str] = ""
     component_defaults: ClassVar[Mapping[str, ComponentFactory]] = {}
+    #: Whether ``decode`` predicts observations (``"obs"``). Decoder-free families (e.g.
+    #: TD-MPC2) set False: their dreams serve latent observations only.
+    decodes_observations: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -31,13 +31,14 @@ class StepResult:
     """What one batched step returns (numpy, float32).
 
     Attributes:
-        obs: ``[N, *O]`` predicted next observations (model space).
+        obs: ``[N, *O]`` predicted next observations (model space); None for models without
+            an observation decoder.
         reward: ``[N]`` predicted rewards for the actions taken.
         continue_prob: ``[N]`` probability that the episode goes on.
         uncertainty: ``[N]`` epistemic uncertainty, or None for models without one.
     """
 
-    obs: np.ndarray
+    obs: np.ndarray | None
     reward: np.ndarray
     continue_prob: np.ndarray
     uncertainty: np.ndarray | None
@@ -51,6 +52,8 @@ class DreamBackend(Protocol):
     noise_spec: Mapping[str, NoiseSpec]
     #: state keys that make the latent features (:meth:`latent`)
     latent_keys: tuple[str, ...]
+    #: whether :meth:`step` predicts observations (False for decoder-free models)
+    decodes_observations: bool
 
     def encode(self, obs: np.ndarray) -> Any:
         """Observations ``[N, *O]`` -> a backend state for N environments."""

@@ -201,6 +201,13 @@ class DreamCore:
         self.num_envs = int(num_envs)
         self.has_uncertainty = has_uncertainty
         self.latent = settings.observation == "latent"
+        if not self.latent and not backend.decodes_observations:
+            raise ConfigError(
+                "observation='decoded': this model has no observation decoder (a decoder-free "
+                "family such as TD-MPC2 predicts latents, rewards and terminations, never "
+                "observations), so its dream cannot show observations; make it with "
+                "observation='latent' and deploy the policy with LatentObservation."
+            )
         if self.latent:
             width = backend.latent(backend.encode(reset_states.start[:1])).shape[1]
             self.observation_space = spaces.Box(-np.inf, np.inf, (width,), np.float32)
@@ -347,7 +354,8 @@ class DreamCore:
         model_actions = self.check_actions(actions)
         noise, extra = counter_noise(self.backend.noise_spec, self.keys, self.counters, extra=1)
         state, res = self.backend.step(self.state, model_actions, noise)
-        finite = np.isfinite(res.obs.reshape(self.num_envs, -1)).all(1)
+        shown = res.obs if res.obs is not None else self.backend.latent(state)
+        finite = np.isfinite(shown.reshape(self.num_envs, -1)).all(1)
         finite &= np.isfinite(res.reward) & np.isfinite(res.continue_prob)
         if res.uncertainty is not None:
             finite &= np.isfinite(res.uncertainty)
@@ -380,7 +388,11 @@ class DreamCore:
         truncated = (
             self.elapsed >= s.horizon if s.horizon is not None else np.zeros(self.num_envs, bool)
         )
-        obs = self.backend.latent(state) if self.latent else self.to_space(res.obs)
+        if self.latent:
+            obs = shown if res.obs is None else self.backend.latent(state)
+        else:
+            assert res.obs is not None  # decoded mode needs a decoder (checked at construction)
+            obs = self.to_space(res.obs)
         reward = raw - penalty
         if not np.isfinite(reward).all():  # e.g. a huge but finite uncertainty times the penalty
             bad = np.flatnonzero(~np.isfinite(reward))[:5].tolist()

@@ -51,6 +51,8 @@ class OnnxLayout:
         action_dim: size of the (float32) action input.
         uncertainty: whether ``step`` outputs ``uncertainty``.
         latent: state keys that make the latent features (latent-observation mode).
+        decoded: whether ``step`` outputs ``obs`` (False for decoder-free models; layouts
+            written before this field existed always did).
         opset: the ONNX opset of the graphs.
         exporter: versions that wrote them (``{"worldflux": ..., "torch": ...}``).
     """
@@ -64,6 +66,7 @@ class OnnxLayout:
     latent: tuple[str, ...]
     opset: int
     exporter: dict[str, str]
+    decoded: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +82,7 @@ class OnnxLayout:
             "action_dim": self.action_dim,
             "uncertainty": self.uncertainty,
             "latent": list(self.latent),
+            "decoded": self.decoded,
             "opset": self.opset,
             "exporter": dict(self.exporter),
             "normalisation": "inside the graphs: they take and give observations, actions and "
@@ -111,6 +115,7 @@ class OnnxLayout:
                 action_dim=int(data["action_dim"]),
                 uncertainty=bool(data["uncertainty"]),
                 latent=tuple(str(k) for k in data.get("latent", data["state"])),
+                decoded=bool(data.get("decoded", True)),
                 opset=int(data["opset"]),
                 exporter={str(k): str(v) for k, v in data.get("exporter", {}).items()},
             )
@@ -171,7 +176,9 @@ def graph_signature(
     if graph == "step":
         inputs = {**named("state"), "action": (f32, (layout.action_dim,))}
         inputs.update({f"noise.{k}": (f32, s.shape) for k, s in layout.noise.items()})
-        outputs = {**named("next"), "obs": (f32, layout.obs_shape)}
+        outputs = named("next")
+        if layout.decoded:
+            outputs["obs"] = (f32, layout.obs_shape)
         outputs.update({"reward": (f32, ()), "continue": (f32, ())})
         if layout.uncertainty:
             outputs["uncertainty"] = (f32, ())
@@ -303,6 +310,7 @@ class OnnxBackend:
         self.noise_spec: Mapping[str, NoiseSpec] = dict(layout.noise)
         self.keys = list(layout.state)
         self.latent_keys = layout.latent
+        self.decodes_observations = layout.decoded
         self._obs_dtype = np.dtype(layout.obs_dtype)
 
         options = ort.SessionOptions()
@@ -343,8 +351,10 @@ class OnnxBackend:
             self.cuda = False
         self._replace = session(graphs.replace) if self.cuda else None
         self.providers: list[str] = list(self._step.get_providers())
-        self._host_outputs = ["obs", "reward", "continue"] + (
-            ["uncertainty"] if layout.uncertainty else []
+        self._host_outputs = (
+            (["obs"] if layout.decoded else [])
+            + ["reward", "continue"]
+            + (["uncertainty"] if layout.uncertainty else [])
         )
         self._step_outputs = [f"next.{k}" for k in self.keys] + self._host_outputs
         self._encode_outputs = [f"state.{k}" for k in self.keys]
@@ -388,11 +398,12 @@ class OnnxBackend:
             outputs = binding.get_outputs()
             nxt = dict(zip(self.keys, outputs[:n], strict=True))
             host = [v.numpy() for v in outputs[n:]]
+        named = dict(zip(self._host_outputs, host, strict=True))
         return nxt, StepResult(
-            obs=host[0],
-            reward=host[1],
-            continue_prob=host[2],
-            uncertainty=host[3] if self.layout.uncertainty else None,
+            obs=named.get("obs"),
+            reward=named["reward"],
+            continue_prob=named["continue"],
+            uncertainty=named.get("uncertainty"),
         )
 
     def latent(self, state: dict[str, Any]) -> np.ndarray:

@@ -536,6 +536,13 @@ def shifted_policy_report(
             "shifted-policy evaluation needs the real environment: this simulator records no "
             "source_env."
         )
+    decoded = sim.onnx.decoded if sim.onnx is not None else sim.torch_model().decodes_observations
+    if not decoded:
+        raise ConfigError(
+            "shifted-policy evaluation compares predicted observations with the real ones; this "
+            "model has no observation decoder (a decoder-free family such as TD-MPC2). Its "
+            "fidelity report (worldflux train) measures rewards, terminations and latent errors."
+        )
     if episodes < 1:
         raise ConfigError(f"episodes: expected >= 1, got {episodes}.")
     if not horizons or min(horizons) < 1:

@@ -37,6 +37,7 @@ class TorchBackend:
         self.action_dim = int(model.config.action_dim)
         self.noise_spec: Mapping[str, NoiseSpec] = dict(model.noise_spec())
         self.latent_keys = tuple(model.latent_keys())
+        self.decodes_observations = bool(model.decodes_observations)
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -70,7 +71,7 @@ class TorchBackend:
             return x.detach().float().cpu().numpy()
 
         return nxt, StepResult(
-            obs=host(out.obs),
+            obs=host(out.obs) if self.decodes_observations else None,
             reward=host(out.reward),
             continue_prob=host(out.continue_prob),
             uncertainty=None if out.uncertainty is None else host(out.uncertainty),

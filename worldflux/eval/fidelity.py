@@ -32,6 +32,7 @@ import torch
 
 from ..core.batch_provider import BatchRequest
 from ..core.model import WorldModel
+from ..core.state import State
 from ..data.provider import MinariBatchProvider
 from ..files import save_figure_atomic, write_text_atomic
 
@@ -166,13 +167,19 @@ def _metrics(
     scale: np.ndarray | float,
     k: int,
     uncertainty: np.ndarray | None = None,
+    latent_error: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Metrics of step k (1-based) over the windows still inside their episode."""
+    """Metrics of step k (1-based) over the windows still inside their episode.
+
+    ``latent_error [W, H]`` (decoder-free models) replaces the observation error as what the
+    uncertainty should rank."""
     valid = real["valid"][:, k - 1]
     if not valid.any():
         return {m: float("nan") for m in METRICS}
     err = (pred_obs[:, k - 1] - real["obs"][:, k])[valid] / scale
     per_window = np.sqrt(np.mean(err.reshape(len(err), -1) ** 2, axis=1))
+    if latent_error is not None:
+        per_window = latent_error[:, k - 1][valid]
     rew_p, rew_r = pred_rew[:, k - 1][valid], real["rewards"][:, k - 1][valid]
     term = real["terminations"][:, k - 1][valid]
     cont_pred = pred_cont[:, k - 1][valid] > 0.5
@@ -216,6 +223,17 @@ def _rollout_linear(
     return np.stack(preds_o, 1), np.stack(preds_r, 1), np.stack(preds_c, 1)
 
 
+def _latent_error(model: WorldModel, states: State, obs: torch.Tensor) -> np.ndarray:
+    """``[W, H]``: distance of the imagined latents (``states`` ``[H + 1, W, ...]``) from the
+    encodings of the real observations ``obs [W, H + 1, *O]`` they should match."""
+    keys = model.latent_keys()
+    w, h = obs.shape[0], obs.shape[1] - 1
+    real = model.encode(obs[:, 1:].flatten(0, 1))
+    imagined = torch.cat([states[k][1:].transpose(0, 1).flatten(2) for k in keys], -1)
+    target = torch.cat([real[k].reshape(w, h, -1) for k in keys], -1)
+    return (imagined - target).float().norm(dim=-1).cpu().numpy()
+
+
 @torch.no_grad()
 def fidelity_report(
     model: WorldModel,
@@ -252,7 +270,16 @@ def fidelity_report(
     }
     image = data.store.obs_layout.kind == "image"
     scale: np.ndarray | float = 255.0 if image else data.stats.obs_std  # type: ignore[assignment]
-    model_obs = traj.obs.transpose(0, 1).float().cpu().numpy()
+    latent_error = None
+    if model.decodes_observations:
+        model_obs = traj.obs.transpose(0, 1).float().cpu().numpy()
+    else:
+        model_obs = np.full_like(real["obs"][:, 1:], np.nan)
+        latent_error = _latent_error(model, traj.states, batch.obs)
+        notes.append(
+            "The model has no observation decoder: obs_nrmse is undefined (NaN) and "
+            "uncertainty_spearman ranks the latent error ||z_k - encode(o_k)|| instead."
+        )
     model_rew = traj.rewards.transpose(0, 1).float().cpu().numpy()
     model_cont = traj.continues.transpose(0, 1).float().cpu().numpy()
     n, h = model_rew.shape
@@ -272,7 +299,10 @@ def fidelity_report(
         examples["linear"] = lin[0]
     u = None if traj.uncertainty is None else traj.uncertainty.transpose(0, 1).float().cpu().numpy()
     metrics = {
-        name: {k: _metrics(*preds, real, scale, k, u if name == "model" else None) for k in usable}
+        name: {
+            k: _metrics(*preds, real, scale, k, *((u, latent_error) if name == "model" else ()))
+            for k in usable
+        }
         for name, preds in predictors.items()
     }
     return FidelityReport(usable, windows, metrics, notes, examples if not image else {})

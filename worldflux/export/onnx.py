@@ -59,6 +59,7 @@ class _StepGraph(nn.Module):
         super().__init__()
         self.model, self.keys, self.noise_keys = model, keys, noise_keys
         self.uncertainty = uncertainty
+        self.decoded = bool(model.decodes_observations)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n = len(self.keys)
@@ -68,7 +69,9 @@ class _StepGraph(nn.Module):
         nxt = self.model.transition(state, action, noise=noise or None)
         out = self.model.decode(nxt)
         values = [nxt[k].float() for k in self.keys]
-        values += [out.obs.float(), out.reward.float(), out.continue_prob.float()]
+        if self.decoded:
+            values.append(out.obs.float())
+        values += [out.reward.float(), out.continue_prob.float()]
         if self.uncertainty:
             assert out.uncertainty is not None
             values.append(out.uncertainty.float())
@@ -223,7 +226,9 @@ def export_graphs(model: WorldModel, example_obs: np.ndarray) -> OnnxGraphs:
             [f"state.{k}" for k in probe.keys],
             f"{model.model_type}.encode",
         )
-        step_outputs = [f"next.{k}" for k in probe.keys] + ["obs", "reward", "continue"]
+        decoded = bool(model.decodes_observations)
+        step_outputs = [f"next.{k}" for k in probe.keys]
+        step_outputs += (["obs"] if decoded else []) + ["reward", "continue"]
         step = _to_onnx(
             _StepGraph(model, probe.keys, noise_keys, probe.uncertainty),
             (*(state[k].float() for k in probe.keys), action, *noise),
@@ -243,6 +248,7 @@ def export_graphs(model: WorldModel, example_obs: np.ndarray) -> OnnxGraphs:
         action_dim=int(c.action_dim),
         uncertainty=probe.uncertainty,
         latent=tuple(model.latent_keys()),
+        decoded=decoded,
         opset=ONNX_OPSET,
         exporter={"worldflux": __version__, "torch": torch.__version__.split("+")[0]},
     )

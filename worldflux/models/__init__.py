@@ -2,6 +2,7 @@
 
 from .ensemble import EnsembleConfig, EnsembleModel
 from .rssm import DreamerV3Config, DreamerV3Model, PlaNetConfig, PlaNetModel
+from .tdmpc2 import TDMPC2Config, TDMPC2Model
 
 __all__ = [
     "DreamerV3Config",
@@ -10,4 +11,6 @@ __all__ = [
     "EnsembleModel",
     "PlaNetConfig",
     "PlaNetModel",
+    "TDMPC2Config",
+    "TDMPC2Model",
 ]

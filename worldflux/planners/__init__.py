@@ -8,6 +8,8 @@
   (:mod:`.scoring`).
 * :class:`MPCPolicy` filters real observations with a model and plans from the filtered state,
   with Stable-Baselines3's ``predict`` signature.
+* :class:`PolicyPriorPlanner` acts with a family's policy prior without search, and
+  :func:`tdmpc2_planner` builds MPPI as TD-MPC2 plans (value bootstrap, prior samples).
 
 This package imports torch (``import worldflux`` does not import it).
 """
@@ -16,16 +18,20 @@ from .base import ACTION_STD_KEY, PLAN_KEY, VALUE_KEY, SamplingPlanner
 from .cem import CEMPlanner
 from .mpc import MPCPolicy, MPCState
 from .mppi import MPPIPlanner
+from .prior import TDMPC2_PLANNING, PolicyPriorPlanner, tdmpc2_planner
 from .scoring import ReturnScorer
 
 __all__ = [
     "ACTION_STD_KEY",
     "PLAN_KEY",
+    "TDMPC2_PLANNING",
     "VALUE_KEY",
     "CEMPlanner",
     "MPCPolicy",
     "MPCState",
     "MPPIPlanner",
+    "PolicyPriorPlanner",
     "ReturnScorer",
     "SamplingPlanner",
+    "tdmpc2_planner",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -13,6 +13,33 @@ import numpy as np
 from ..core.errors import ConfigError
 
 Policy = Callable[[np.ndarray], np.ndarray]
+
+
+class Predictor(Protocol):
+    """An agent with Stable-Baselines3's ``predict`` (SB3 models, ``MPCPolicy``)."""
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]: ...
+
+
+def predictor_policy(agent: Predictor, deterministic: bool = True) -> Policy:
+    """A :data:`Policy` over ``agent.predict`` that carries the agent's state (e.g. a planner's
+    filtered latents) from call to call, starting a new run at the first call. For
+    :func:`first_episodes`, which counts each env's first episode only."""
+    memory: dict[str, Any] = {"state": None}
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        actions, memory["state"] = agent.predict(
+            obs, state=memory["state"], deterministic=deterministic
+        )
+        return actions
+
+    return policy
 
 
 @dataclass

@@ -14,6 +14,11 @@ Methods, all on the same dataset and the same real-environment evaluation:
   are the dataset's own transitions (:mod:`worldflux.rl.replay`); ``gradient_steps`` updates;
 * ``bc``: behaviour cloning; ``td3bc``: TD3+BC; ``iql``: implicit Q-learning
   (:mod:`worldflux.rl.baselines`); ``gradient_steps`` updates.
+* ``tdmpc2``: a TD-MPC2 model (``tdmpc2_model``, trained ``gradient_steps`` updates of
+  :data:`TDMPC2_TRAINER` batches, behaviour-constrained policy prior) acting with its policy prior
+  alone; ``tdmpc2-mppi``: the same model planning with MPPI (:func:`~worldflux.planners.
+  tdmpc2_planner` at :data:`TDMPC2_OFFLINE_PLANNING`). Both use one model per seed, trained once
+  and resumed where a run stopped.
 
 Scores are returns on the real environment and normalised scores
 ``100 * (R - ref_min) / (ref_max - ref_min)`` with the dataset's Minari reference scores (without
@@ -35,6 +40,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from ..core.errors import ConfigError, unknown_name_message
@@ -53,12 +59,22 @@ from .baselines import (
     td3_bc,
 )
 from .behaviour import BehaviourSettings
-from .evaluate import first_episodes, real_env_episodes
+from .evaluate import first_episodes, predictor_policy, real_env_episodes
 from .recipes import AgentRecipe, Evaluation
 from .replay import ReplaySettings
 from .train import EVAL_SEED, FINAL_SEED, train_agent
 
-METHODS = ("dream", "dream-pure", "mopo-sac", "mopo-td3", "bc", "td3bc", "iql")
+METHODS = (
+    "dream",
+    "dream-pure",
+    "mopo-sac",
+    "mopo-td3",
+    "bc",
+    "td3bc",
+    "iql",
+    "tdmpc2",
+    "tdmpc2-mppi",
+)
 DEFAULT_METHODS = ("dream", "bc", "td3bc")
 #: defaults of the dream methods (see the module docstring); the budgets are overridable
 DREAM_SETTINGS = {"penalty": 1.0, "halt": "p99", "reset": "any", "horizon": 10}
@@ -97,6 +113,17 @@ MODEL_TRAINER = {
     "eval_every": 2500,
 }
 
+#: ``tdmpc2*``: the family's training batches (256 sequences of the paper's horizon 3)
+TDMPC2_TRAINER = {
+    "batch_size": 256,
+    "seq_len": 3,
+    "lr": 3e-4,
+    "grad_clip": 20.0,
+    "eval_every": 5000,
+    "checkpoint_every": 5000,
+}
+#: ``tdmpc2-mppi``: TD-MPC2's planner with half its samples and rounds (CPU evaluation cost)
+TDMPC2_OFFLINE_PLANNING = {"num_samples": 256, "iterations": 3, "num_elites": 32}
 
 #: episodes of a random policy measured for the reference when the dataset records none
 RANDOM_REFERENCE_EPISODES = 20
@@ -167,6 +194,7 @@ def offline_run(
     seeds: tuple[int, ...] = (0,),
     model_run: str | Path | None = None,
     model: str = "ensemble:small",
+    tdmpc2_model: str = "tdmpc2:1m",
     model_steps: int = 30_000,
     agent_steps: int = 300_000,
     gradient_steps: int = 100_000,
@@ -177,7 +205,8 @@ def offline_run(
 ) -> dict[str, Any]:
     """Run ``methods`` x ``seeds`` on ``dataset_id``; write and return the results.
     ``agent_steps``: dream steps of the PPO methods (``dream``, ``dream-pure``);
-    ``gradient_steps``: updates of the ``mopo-*`` agents and of ``bc``/``td3bc``; ``checkpoints``:
+    ``gradient_steps``: updates of the ``mopo-*`` agents, of ``bc``/``td3bc``/``iql`` and of the
+    ``tdmpc2*`` model (``tdmpc2_model``, a ``family:preset``); ``checkpoints``:
     evenly spaced evaluations of each dream agent during training (in the dream and on the real
     env; the final one always runs) for offline policy selection; ``behaviour``: the ``dream``
     method's use of the dataset's actions."""
@@ -186,6 +215,7 @@ def offline_run(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(unknown_name_message("offline method", unknown[0], METHODS))
+    planning = [m for m in methods if m.startswith("tdmpc2")]
     dreams = any(m.startswith(("dream", "mopo")) for m in methods)
     if dreams and model_run is not None:
         modelled = recorded_dataset(model_run)
@@ -201,6 +231,17 @@ def offline_run(
     if env_spec is None:
         raise ConfigError(f"{dataset_id}: the dataset records no environment to evaluate on.")
     env_id = env_spec.id
+    space = dataset.action_space
+    if planning and not (
+        isinstance(space, gym.spaces.Box)
+        and np.all(space.low == -1.0)
+        and np.all(space.high == 1.0)
+    ):
+        raise ConfigError(
+            f"methods {planning}: the TD-MPC2 policy prior acts in [-1, 1] (as the paper "
+            f"normalises action spaces), so expected a dataset with Box(-1, 1) actions, got "
+            f"{space!r}."
+        )
     data = MinariBatchProvider(dataset_id)
     store = data.store
     meta = dataset.storage.metadata
@@ -221,6 +262,7 @@ def offline_run(
             "seeds": list(seeds),
             "model_run": None if model_run is None else str(model_run),
             "model": model if model_run is None else None,
+            "tdmpc2_model": tdmpc2_model if any(m.startswith("tdmpc2") for m in methods) else None,
             "model_steps": model_steps,
             "agent_steps": agent_steps,
             "gradient_steps": gradient_steps,
@@ -269,6 +311,11 @@ def offline_run(
                      "dream": e["dream"]["mean"], "real": e["real"]["mean"]}
                     for e in [*(e for e in earlier if e["step"] < last["step"]), last]
                 )  # fmt: skip
+            elif method.startswith("tdmpc2"):
+                real = _tdmpc2_score(
+                    method, folder / f"tdmpc2-seed{seed}", dataset_id, tdmpc2_model,
+                    gradient_steps, seed, env_id, dataset.action_space, episodes, progress,
+                )  # fmt: skip
             else:
                 if transitions is None:
                     transitions = Transitions.from_store(store, dataset.action_space)
@@ -314,6 +361,44 @@ def offline_run(
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(folder / "results.md", results_markdown(results))
     return results
+
+
+def _tdmpc2_score(
+    method: str,
+    run: Path,
+    dataset_id: str,
+    model: str,
+    steps: int,
+    seed: int,
+    env_id: str,
+    action_space: Any,
+    episodes: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train (or finish, or reuse) the seed's TD-MPC2 model in ``run`` and score it on the real
+    env: the policy prior alone (``tdmpc2``) or planning with MPPI (``tdmpc2-mppi``)."""
+    from ..core.model import WorldModel
+    from ..planners import MPCPolicy, PolicyPriorPlanner, tdmpc2_planner
+    from ..training.run import RUN_FILE, train_run
+
+    if not (run / "model").is_dir():
+        started = (run / RUN_FILE).is_file()
+        train_run(
+            run,
+            model=None if started else model,
+            dataset=None if started else dataset_id,
+            trainer=None if started else {**TDMPC2_TRAINER, "steps": steps, "seed": seed},
+            resume=started,
+            progress=progress,
+        )
+    net = WorldModel.from_pretrained(run / "model").eval()
+    planner = (
+        PolicyPriorPlanner(net)
+        if method == "tdmpc2"
+        else tdmpc2_planner(net, seed=seed, **TDMPC2_OFFLINE_PLANNING)
+    )
+    agent = MPCPolicy(net, planner, action_space, seed=seed)
+    return real_env_episodes(env_id, predictor_policy(agent), episodes, FINAL_SEED + seed).to_dict()
 
 
 def _trained_steps(recipe: AgentRecipe) -> int:

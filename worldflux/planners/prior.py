@@ -1,0 +1,91 @@
+"""Acting with a family's policy prior: alone (:class:`PolicyPriorPlanner`), or mixed into MPPI
+as TD-MPC2 plans (:func:`tdmpc2_planner`).
+
+A family with a policy prior and a value (TD-MPC2) has two methods on its states:
+``prior(state, generator=None, *, deterministic=False) -> [B, A]`` and ``value(state) -> [B]``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from ..core.errors import ConfigError
+from ..core.model import WorldModel
+from ..core.planner import PLANNER_HORIZON_KEY, PlannerOutput
+from ..core.state import State
+from .base import VALUE_KEY, check_int
+from .mppi import MPPIPlanner
+
+#: TD-MPC2's planning settings (Hansen et al., 2024): 3 steps, 6 rounds of 512 samples and 24
+#: prior trajectories, 64 elites, temperature 0.5, standard deviations between 0.05 and 2
+TDMPC2_PLANNING: dict[str, Any] = {
+    "horizon": 3,
+    "num_samples": 512,
+    "num_prior_samples": 24,
+    "num_elites": 64,
+    "iterations": 6,
+    "temperature": 0.5,
+    "init_std": 2.0,
+    "min_std": 0.05,
+}
+
+
+@runtime_checkable
+class PriorModel(Protocol):
+    """A world model with a policy prior and a value on its states."""
+
+    def prior(
+        self,
+        state: State,
+        generator: torch.Generator | None = None,
+        *,
+        deterministic: bool = False,
+    ) -> torch.Tensor: ...
+
+    def value(self, state: State) -> torch.Tensor: ...
+
+
+def _prior_model(owner: str, model: Any) -> Any:
+    if not isinstance(model, WorldModel) or not isinstance(model, PriorModel):
+        raise ConfigError(
+            f"{owner}: expected a world model with a policy prior and a value (prior(state) and "
+            f"value(state) methods, as the tdmpc2 family has), got {type(model).__name__}."
+        )
+    return model
+
+
+class PolicyPriorPlanner:
+    """The policy prior's mode as the action, without search (``"wf.planner.horizon"`` 1 and
+    the value of the state as ``"wf.planner.value"``); with :class:`MPCPolicy` it scores the
+    prior alone on a real environment."""
+
+    def __init__(self, model: WorldModel) -> None:
+        self.model = _prior_model("PolicyPriorPlanner.model", model)
+
+    def plan(self, state: State) -> PlannerOutput:
+        with torch.no_grad():
+            action = self.model.prior(state, deterministic=True)
+            value = self.model.value(state)
+        return PlannerOutput(action, {PLANNER_HORIZON_KEY: 1, VALUE_KEY: value})
+
+
+def tdmpc2_planner(model: WorldModel, *, seed: int = 0, **settings: Any) -> MPPIPlanner:
+    """MPPI as TD-MPC2 plans: :data:`TDMPC2_PLANNING` (``settings`` override it), the model's
+    discount, its value as the terminal value and samples of its prior (drawn from a generator
+    seeded with ``seed``) mixed into every round."""
+    prior_model = _prior_model("tdmpc2_planner.model", model)
+    seed = check_int("tdmpc2_planner", "seed", seed, 0)
+    generator = torch.Generator(device=model.device)
+    generator.manual_seed(seed)
+    merged = {**TDMPC2_PLANNING, **settings}
+    merged.setdefault("discount", getattr(model.config, "discount", 1.0))
+    return MPPIPlanner(
+        model,
+        value_fn=prior_model.value,
+        prior_fn=partial(prior_model.prior, generator=generator),
+        seed=seed,
+        **merged,
+    )
