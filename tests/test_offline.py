@@ -155,6 +155,17 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert mopo["recipe"]["budget"] == 250 + 100 * 50  # learning starts + one update per step
     with pytest.raises(ConfigError, match="expected a world model of test/pendulum/other-v0"):
         offline_run("test/pendulum/other-v0", tmp_path / "y", model_run=tmp_path / "out" / "model")
+    # planning with the ensemble run: within Pendulum's bounds, its uncertainty penalised
+    from worldflux.rl.plan import plan_eval
+
+    planned = plan_eval(
+        tmp_path / "out" / "model", planner="cem", episodes=1, horizon=2, num_samples=8,
+        iterations=1,
+    )  # fmt: skip
+    assert planned["env"] == "Pendulum-v1" and planned["settings"]["uncertainty_penalty"] == 1.0
+    assert planned["settings"]["num_elites"] == 8 and np.isfinite(planned["real"]["mean"])
+    with pytest.raises(ConfigError, match="no policy prior"):
+        plan_eval(tmp_path / "out" / "model", planner="prior", episodes=1)
     # the command line: flags reach the run
     from worldflux.cli import main
 
@@ -199,7 +210,7 @@ def test_the_random_reference_is_the_datasets_recorded_one() -> None:
 
 
 def test_tdmpc2_methods_train_one_model_and_score_prior_and_planner(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``tdmpc2`` and ``tdmpc2-mppi`` share the seed's model (trained once, reused), and score on
     the real env; a dataset whose actions are not Box(-1, 1) is refused before any training."""
@@ -226,6 +237,21 @@ def test_tdmpc2_methods_train_one_model_and_score_prior_and_planner(
     assert spec["model"] == "tdmpc2:tiny" and spec["trainer"]["steps"] == 30
     assert spec["trainer"]["seq_len"] == 3
     assert results["settings"]["tdmpc2_model"] == "tdmpc2:tiny"
+    # worldflux plan on the same run: the prior alone, and TD-MPC2's MPPI with small settings
+    from worldflux.cli import main
+    from worldflux.rl.train import FINAL_SEED  # the seed of the offline runs' final scores
+
+    assert (
+        main(["plan", str(run), "--planner", "prior", "--episodes", "2", "--seed", str(FINAL_SEED)])
+        == 0
+    )
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["model"] == "tdmpc2" and shown["env"] == "WFTest/Linear-v0"
+    assert shown["real"]["mean"] == pytest.approx(results["runs"][0]["real_return"], rel=0, abs=0)
+    argv = ["plan", str(run), "--samples", "8", "--iterations", "1", "--horizon", "2"]
+    assert main([*argv, "--episodes", "1"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["planner"] == "mppi (TD-MPC2)" and shown["settings"]["horizon"] == 2
     rollouts.write_random_dataset("test/pendulum/wide-v0", "Pendulum-v1", 200, n_envs=2)
     with pytest.raises(ConfigError, match=r"Box\(-1, 1\) actions"):
         offline_run("test/pendulum/wide-v0", tmp_path / "wide", methods=("tdmpc2",))

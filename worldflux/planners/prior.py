@@ -73,7 +73,8 @@ class PolicyPriorPlanner:
 
 
 def tdmpc2_planner(model: WorldModel, *, seed: int = 0, **settings: Any) -> MPPIPlanner:
-    """MPPI as TD-MPC2 plans: :data:`TDMPC2_PLANNING` (``settings`` override it), the model's
+    """MPPI as TD-MPC2 plans: :data:`TDMPC2_PLANNING` (``settings`` override it; the elites are
+    capped at the candidates when only the samples are given), the model's
     discount, its value as the terminal value and samples of its prior (drawn from a generator
     seeded with ``seed``) mixed into every round."""
     prior_model = _prior_model("tdmpc2_planner.model", model)
@@ -81,6 +82,9 @@ def tdmpc2_planner(model: WorldModel, *, seed: int = 0, **settings: Any) -> MPPI
     generator = torch.Generator(device=model.device)
     generator.manual_seed(seed)
     merged = {**TDMPC2_PLANNING, **settings}
+    if "num_elites" not in settings:  # fewer samples than the default elites: keep them all
+        pool = merged["num_samples"] + merged["num_prior_samples"]
+        merged["num_elites"] = min(merged["num_elites"], pool)
     merged.setdefault("discount", getattr(model.config, "discount", 1.0))
     return MPPIPlanner(
         model,
