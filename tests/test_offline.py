@@ -252,6 +252,9 @@ def test_tdmpc2_methods_train_one_model_and_score_prior_and_planner(
     assert main([*argv, "--episodes", "1"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["planner"] == "mppi (TD-MPC2)" and shown["settings"]["horizon"] == 2
+    assert shown["settings"]["centre_on_prior"] is True  # the local search by default
+    assert main([*argv, "--episodes", "1", "--search", "open"]) == 0
+    assert "centre_on_prior" not in json.loads(capsys.readouterr().out)["settings"]
     rollouts.write_random_dataset("test/pendulum/wide-v0", "Pendulum-v1", 200, n_envs=2)
     with pytest.raises(ConfigError, match=r"Box\(-1, 1\) actions"):
         offline_run("test/pendulum/wide-v0", tmp_path / "wide", methods=("tdmpc2",))

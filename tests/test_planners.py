@@ -504,6 +504,30 @@ def test_policy_prior_candidates_are_mixed_in(kind: str) -> None:
         )
 
 
+@pytest.mark.parametrize("kind", PLANNERS)
+def test_centre_on_prior_searches_around_the_prior(kind: str) -> None:
+    """Reward -(u - 0.7)^2 and a prior that says -0.5: centred on the prior with a small std,
+    every Gaussian sample stays near -0.5 (the search is local to the prior), while the plain
+    search from the middle finds 0.7. The prior is rolled out once first (B x P rows), and the
+    same sequences join the first round."""
+    model = FnModel(1, 1, lambda x, u: (x + u, -((u[:, 0] - 0.7) ** 2), {}))
+    calls: list[int] = []
+
+    def prior_fn(state: wf.State) -> torch.Tensor:
+        calls.append(state.batch_size)
+        return torch.full((state.batch_size, 1), -0.5)
+
+    settings = dict(horizon=2, num_samples=32, num_elites=4, iterations=2, init_std=0.05)
+    settings.update(min_std=0.01)
+    centred = PLANNERS[kind](
+        model, prior_fn=prior_fn, num_prior_samples=2, centre_on_prior=True, **settings
+    ).plan(line_state(model, batch=3))
+    assert calls == [3 * 2] * 2  # the prior's own rollout; the round reuses its sequences
+    assert (centred.action - (-0.5)).abs().max() < 0.25 and (centred.action > -0.5).all()
+    wide = PLANNERS[kind](model, **{**settings, "init_std": 1.0}).plan(line_state(model, batch=3))
+    assert (wide.action - 0.7).abs().max() < 0.2
+
+
 def test_mppi_temperature_moves_from_the_best_candidate_to_the_plain_average() -> None:
     """One round of the same samples (same seed): a tiny temperature gives the best elite (CEM
     with one elite), a huge one the equal average of the elites (CEM with as many)."""
@@ -566,6 +590,7 @@ BAD_SETTINGS: list[tuple[dict[str, Any], str]] = [
     ({"num_prior_samples": 2}, r"prior_fn and num_prior_samples go together"),
     ({"num_prior_samples": -1}, r"num_prior_samples: expected an int >= 0, got -1"),
     ({"sample_transitions": 1}, r"sample_transitions: expected a bool, got 1"),
+    ({"centre_on_prior": True}, r"centre_on_prior: expected a prior_fn"),
     ({"seed": -1}, r"seed: expected an int >= 0, got -1"),
 ]
 

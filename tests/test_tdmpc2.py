@@ -345,7 +345,12 @@ def test_shifted_policy_report_refuses_a_decoder_free_model() -> None:
 
 
 def test_prior_planner_and_tdmpc2_planner_settings() -> None:
-    from worldflux.planners import TDMPC2_PLANNING, PolicyPriorPlanner, tdmpc2_planner
+    from worldflux.planners import (
+        OFFLINE_PLANNING,
+        TDMPC2_PLANNING,
+        PolicyPriorPlanner,
+        tdmpc2_planner,
+    )
 
     m = tiny(discount=0.9).eval()
     state = m.encode(torch.randn(3, OBS))
@@ -357,7 +362,14 @@ def test_prior_planner_and_tdmpc2_planner_settings() -> None:
     planner = tdmpc2_planner(m, num_samples=64, num_elites=16)
     assert planner.num_samples == 64 and planner.horizon == TDMPC2_PLANNING["horizon"]
     assert planner.num_prior_samples == 24 and planner.discount == 0.9
-    assert planner.temperature == 0.5 and planner.value_fn is not None
+    assert planner.temperature == 2.0 and planner.value_fn is not None
+    local = tdmpc2_planner(m, num_samples=64, num_elites=16, **OFFLINE_PLANNING)
+    assert local.num_prior_samples == 1 and local.centre_on_prior and local.init_std == 0.1
+    assert local.prior_fn is not None
+    with torch.no_grad():  # the mode, not a sample
+        torch.testing.assert_close(local.prior_fn(state), m.prior(state, deterministic=True))
+    with pytest.raises(ConfigError, match="'sample' or 'mode'"):
+        tdmpc2_planner(m, prior="best")
     ensemble = wf.create_world_model("ensemble:tiny", obs_shape=(OBS,), action_dim=ACT)
     for build in (PolicyPriorPlanner, tdmpc2_planner):
         with pytest.raises(ConfigError, match="policy prior and a value"):

@@ -564,6 +564,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         num_samples=args.samples,
         iterations=args.iterations,
         uncertainty_penalty=args.uncertainty_penalty,
+        search=args.search,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -907,6 +908,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="weight of the model's uncertainty subtracted from each predicted reward (mppi/cem; "
         "default 1.0, ignored for models without uncertainty)",
+    )
+    plan.add_argument(
+        "--search",
+        choices=["local", "open"],
+        default="local",
+        help="tdmpc2 models: refine the policy prior's mode locally (default; for models trained "
+        "offline) or search as TD-MPC2 does online (wide Gaussian from the warm start, prior "
+        "samples)",
     )
     plan.set_defaults(func=_cmd_plan)
 

@@ -18,11 +18,12 @@ from .base import ACTION_STD_KEY, PLAN_KEY, VALUE_KEY, SamplingPlanner
 from .cem import CEMPlanner
 from .mpc import MPCPolicy, MPCState
 from .mppi import MPPIPlanner
-from .prior import TDMPC2_PLANNING, PolicyPriorPlanner, tdmpc2_planner
+from .prior import OFFLINE_PLANNING, TDMPC2_PLANNING, PolicyPriorPlanner, tdmpc2_planner
 from .scoring import ReturnScorer
 
 __all__ = [
     "ACTION_STD_KEY",
+    "OFFLINE_PLANNING",
     "PLAN_KEY",
     "TDMPC2_PLANNING",
     "VALUE_KEY",

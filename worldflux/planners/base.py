@@ -124,6 +124,11 @@ class SamplingPlanner(ABC):
     same batched rollout; later rounds score the same P sequences again beside the new Gaussian
     samples. A stochastic prior should draw from its own seeded generator to stay reproducible.
 
+    ``centre_on_prior`` (for offline models, whose scores are unreliable away from the data):
+    the P prior sequences are rolled out first (one more batched rollout of ``B x P`` rows), and
+    the first round's Gaussian is centred on their mean instead of the warm start, so that the
+    search is a local refinement of the prior within ``init_std``.
+
     Randomness: every sample comes from one ``torch.Generator`` on the model's device, seeded
     with ``seed`` at construction and by :meth:`reset` (without a mask), so a seeded planner
     reproduces its actions exactly. Transitions are deterministic (the model's mean or mode)
@@ -152,6 +157,7 @@ class SamplingPlanner(ABC):
         value_fn: ValueFn | None = None,
         prior_fn: PriorFn | None = None,
         num_prior_samples: int = 0,
+        centre_on_prior: bool = False,
         sample_transitions: bool = False,
         seed: int = 0,
     ) -> None:
@@ -178,6 +184,14 @@ class SamplingPlanner(ABC):
                 f"{'None' if self.prior_fn is None else 'a callable'}, "
                 f"num_prior_samples={self.num_prior_samples}."
             )
+        if not isinstance(centre_on_prior, bool):
+            raise ConfigError(f"{owner}.centre_on_prior: expected a bool, got {centre_on_prior!r}.")
+        if centre_on_prior and self.prior_fn is None:
+            raise ConfigError(
+                f"{owner}.centre_on_prior: expected a prior_fn (and num_prior_samples >= 1) to "
+                "centre the search on, got none."
+            )
+        self.centre_on_prior = centre_on_prior
         if not isinstance(sample_transitions, bool):
             raise ConfigError(
                 f"{owner}.sample_transitions: expected a bool, got {sample_transitions!r}."
@@ -323,6 +337,19 @@ class SamplingPlanner(ABC):
             prior = torch.stack(computed)
         return returns.view(b, m), prior
 
+    def _prior_sequences(self, state: State, batch: int) -> torch.Tensor:
+        """The P prior sequences ``[H, B, P, A]`` of every state, rolled out on their own."""
+        p = self.num_prior_samples
+        start = state.map(lambda t: t.repeat_interleave(p, dim=0))
+        steps: list[torch.Tensor] = []
+
+        def actions_at(t: int, rows: State) -> torch.Tensor:
+            steps.append(self._prior_actions(rows, batch, p))
+            return steps[-1].reshape(batch * p, self.action_dim)
+
+        self.scorer.score(start, actions_at)
+        return torch.stack(steps)
+
     @abstractmethod
     def _weights(self, scores: torch.Tensor) -> torch.Tensor:
         """Weights ``[B, K]`` (summing to 1 over K) of the elites from their ``scores [B, K]``
@@ -363,6 +390,9 @@ class SamplingPlanner(ABC):
         prior: torch.Tensor | None = None
         value = torch.zeros(batch, device=self.device)  # set by every round
         with torch.no_grad():
+            if self.centre_on_prior:
+                prior = self._prior_sequences(state, batch)
+                mean = prior.mean(2)
             for _ in range(self.iterations):
                 eps = torch.randn((h, batch, n, a), generator=self.generator, device=self.device)
                 samples = self._clamp(mean.unsqueeze(2) + std.unsqueeze(2) * eps)

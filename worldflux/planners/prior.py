@@ -20,16 +20,31 @@ from .base import VALUE_KEY, check_int
 from .mppi import MPPIPlanner
 
 #: TD-MPC2's planning settings (Hansen et al., 2024): 3 steps, 6 rounds of 512 samples and 24
-#: prior trajectories, 64 elites, temperature 0.5, standard deviations between 0.05 and 2
+#: prior trajectories, 64 elites, standard deviations between 0.05 and 2. Its elites weigh
+#: ``exp(0.5 * (score - best))``: 0.5 multiplies, so it is temperature 2 of :class:`MPPIPlanner`
+#: (which divides)
 TDMPC2_PLANNING: dict[str, Any] = {
     "horizon": 3,
     "num_samples": 512,
     "num_prior_samples": 24,
     "num_elites": 64,
     "iterations": 6,
-    "temperature": 0.5,
+    "temperature": 2.0,
     "init_std": 2.0,
     "min_std": 0.05,
+}
+
+
+#: Planning for a model trained offline: a local refinement of the prior's mode (the search's
+#: Gaussian centred on it, std 0.1 of the half range), with TD-MPC2's value and temperature.
+#: Offline, the model's scores are unreliable away from the data, where an open search finds
+#: actions that only the model rewards; and the prior, constrained only in its mean, is wide
+#: (std 0.6-1.7 on Walker2d), so samples from it are poor candidates.
+OFFLINE_PLANNING: dict[str, Any] = {
+    "prior": "mode",
+    "centre_on_prior": True,
+    "init_std": 0.1,
+    "min_std": 0.02,
 }
 
 
@@ -72,16 +87,25 @@ class PolicyPriorPlanner:
         return PlannerOutput(action, {PLANNER_HORIZON_KEY: 1, VALUE_KEY: value})
 
 
-def tdmpc2_planner(model: WorldModel, *, seed: int = 0, **settings: Any) -> MPPIPlanner:
+def tdmpc2_planner(
+    model: WorldModel, *, seed: int = 0, prior: str = "sample", **settings: Any
+) -> MPPIPlanner:
     """MPPI as TD-MPC2 plans: :data:`TDMPC2_PLANNING` (``settings`` override it; the elites are
-    capped at the candidates when only the samples are given), the model's
-    discount, its value as the terminal value and samples of its prior (drawn from a generator
-    seeded with ``seed``) mixed into every round."""
+    capped at the candidates when only the samples are given), the model's discount, its value
+    as the terminal value and the prior's sequences mixed into every round.
+
+    ``prior``: ``"sample"`` (TD-MPC2): ``num_prior_samples`` sequences sampled from the prior
+    (noise from a generator seeded with ``seed``); ``"mode"``: one sequence of the prior's mode
+    (see :data:`OFFLINE_PLANNING`)."""
+    if prior not in ("sample", "mode"):
+        raise ConfigError(f"tdmpc2_planner.prior: expected 'sample' or 'mode', got {prior!r}.")
     prior_model = _prior_model("tdmpc2_planner.model", model)
     seed = check_int("tdmpc2_planner", "seed", seed, 0)
     generator = torch.Generator(device=model.device)
     generator.manual_seed(seed)
     merged = {**TDMPC2_PLANNING, **settings}
+    if prior == "mode":
+        merged["num_prior_samples"] = 1  # the mode is one sequence
     if "num_elites" not in settings:  # fewer samples than the default elites: keep them all
         pool = merged["num_samples"] + merged["num_prior_samples"]
         merged["num_elites"] = min(merged["num_elites"], pool)
@@ -89,7 +113,11 @@ def tdmpc2_planner(model: WorldModel, *, seed: int = 0, **settings: Any) -> MPPI
     return MPPIPlanner(
         model,
         value_fn=prior_model.value,
-        prior_fn=partial(prior_model.prior, generator=generator),
+        prior_fn=(
+            partial(prior_model.prior, deterministic=True)
+            if prior == "mode"
+            else partial(prior_model.prior, generator=generator)
+        ),
         seed=seed,
         **merged,
     )

@@ -122,8 +122,9 @@ TDMPC2_TRAINER = {
     "eval_every": 5000,
     "checkpoint_every": 5000,
 }
-#: ``tdmpc2-mppi``: TD-MPC2's planner with half its samples and rounds (CPU evaluation cost)
-TDMPC2_OFFLINE_PLANNING = {"num_samples": 256, "iterations": 3, "num_elites": 32}
+#: ``tdmpc2-mppi``: TD-MPC2's planner as a local search around the prior's mode
+#: (:data:`~worldflux.planners.OFFLINE_PLANNING`), with half its samples and rounds (CPU cost)
+TDMPC2_OFFLINE_PLANNING: dict[str, Any] = {"num_samples": 256, "iterations": 3, "num_elites": 32}
 
 #: episodes of a random policy measured for the reference when the dataset records none
 RANDOM_REFERENCE_EPISODES = 20
@@ -378,7 +379,7 @@ def _tdmpc2_score(
     """Train (or finish, or reuse) the seed's TD-MPC2 model in ``run`` and score it on the real
     env: the policy prior alone (``tdmpc2``) or planning with MPPI (``tdmpc2-mppi``)."""
     from ..core.model import WorldModel
-    from ..planners import MPCPolicy, PolicyPriorPlanner, tdmpc2_planner
+    from ..planners import OFFLINE_PLANNING, MPCPolicy, PolicyPriorPlanner, tdmpc2_planner
     from ..training.run import RUN_FILE, train_run
 
     if not (run / "model").is_dir():
@@ -395,7 +396,7 @@ def _tdmpc2_score(
     planner = (
         PolicyPriorPlanner(net)
         if method == "tdmpc2"
-        else tdmpc2_planner(net, seed=seed, **TDMPC2_OFFLINE_PLANNING)
+        else tdmpc2_planner(net, seed=seed, **OFFLINE_PLANNING, **TDMPC2_OFFLINE_PLANNING)
     )
     agent = MPCPolicy(net, planner, action_space, seed=seed)
     return real_env_episodes(env_id, predictor_policy(agent), episodes, FINAL_SEED + seed).to_dict()

@@ -8,7 +8,9 @@ filters the real observations and plans every action (:class:`~worldflux.planner
   bounds, with ``uncertainty_penalty`` times the model's uncertainty subtracted from each reward
   (0 for models without one). A model with a policy prior and a value (``tdmpc2``) plans as
   TD-MPC2 does instead (:func:`~worldflux.planners.tdmpc2_planner`: value bootstrap, prior
-  samples), within [-1, 1];
+  samples), within [-1, 1]: by default as a local search around the prior's mode
+  (``search="local"``, :data:`~worldflux.planners.OFFLINE_PLANNING`, for models trained offline,
+  as every model here is), or TD-MPC2's open search (``search="open"``);
 * ``prior``: the policy prior alone (:class:`~worldflux.planners.PolicyPriorPlanner`).
 """
 
@@ -35,6 +37,7 @@ def plan_eval(
     num_samples: int | None = None,
     iterations: int | None = None,
     uncertainty_penalty: float = 1.0,
+    search: str = "local",
 ) -> dict[str, Any]:
     """Score planning with ``source``'s model on ``episodes`` real episodes (seeds ``seed``,
     ``seed + 1``, ...). ``horizon``, ``num_samples``, ``iterations`` override the planner's
@@ -43,6 +46,7 @@ def plan_eval(
 
     from ..dream.make import load_simulator
     from ..planners import (
+        OFFLINE_PLANNING,
         CEMPlanner,
         MPCPolicy,
         MPPIPlanner,
@@ -53,6 +57,8 @@ def plan_eval(
 
     if planner not in PLANNERS:
         raise ConfigError(f"planner: expected one of {list(PLANNERS)}, got {planner!r}.")
+    if search not in ("local", "open"):
+        raise ConfigError(f"search: expected 'local' or 'open', got {search!r}.")
     sim = load_simulator(source)
     env_id = env_id or sim.source_env
     if env_id is None:
@@ -78,7 +84,7 @@ def plan_eval(
         chosen: Any = PolicyPriorPlanner(model)
         settings: dict[str, Any] = {}
     elif with_prior and planner == "mppi":
-        settings = overrides
+        settings = {**(OFFLINE_PLANNING if search == "local" else {}), **overrides}
         chosen = tdmpc2_planner(model, seed=seed, **settings)
     else:
         penalty = uncertainty_penalty if _has_uncertainty(model) else 0.0
