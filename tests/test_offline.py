@@ -166,6 +166,18 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert planned["settings"]["num_elites"] == 8 and np.isfinite(planned["real"]["mean"])
     with pytest.raises(ConfigError, match="no policy prior"):
         plan_eval(tmp_path / "out" / "model", planner="prior", episodes=1)
+    # the mppi method plans with the same world model (reused, not retrained)
+    import worldflux.rl.offline as offline
+
+    small = {**offline.ENSEMBLE_PLANNING, "num_samples": 16, "num_elites": 4, "iterations": 1}
+    monkeypatch.setattr(offline, "ENSEMBLE_PLANNING", small)
+    planned_run = offline_run(
+        "test/pendulum/offline-v0", tmp_path / "mpc", methods=("mppi",), episodes=1,
+        model_run=tmp_path / "out" / "model", progress=False,
+    )  # fmt: skip
+    assert [r["method"] for r in planned_run["runs"]] == ["mppi"]
+    assert np.isfinite(planned_run["runs"][0]["real_return"])
+    assert not (tmp_path / "mpc" / "model").exists()
     # the command line: flags reach the run
     from worldflux.cli import main
 

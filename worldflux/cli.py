@@ -854,7 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         help="any of dream, dream-pure (no behaviour regularisation), mopo-sac, mopo-td3, bc, "
-        "td3bc, iql, tdmpc2 (its policy prior), tdmpc2-mppi (planning) (default: dream bc td3bc)",
+        "td3bc, iql, mppi (planning with the dream's model), tdmpc2 (its policy prior), "
+        "tdmpc2-mppi (planning) (default: dream bc td3bc)",
     )
     off.add_argument("--seeds", nargs="+", type=int, default=[0])
     off.add_argument("--out", help="output folder (default runs/offline-DATASET)")
