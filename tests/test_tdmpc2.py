@@ -374,3 +374,27 @@ def test_prior_planner_and_tdmpc2_planner_settings() -> None:
     for build in (PolicyPriorPlanner, tdmpc2_planner):
         with pytest.raises(ConfigError, match="policy prior and a value"):
             build(ensemble)
+
+
+def test_long_training_sequences_warn_once_and_the_target_has_no_dropout() -> None:
+    m = tiny()
+    assert isinstance(m.q.dropout, torch.nn.Dropout)
+    assert isinstance(m.q_target.dropout, torch.nn.Identity)  # TD targets as in evaluation
+
+    def batch(steps: int) -> wf.Batch:
+        return wf.Batch(
+            obs=torch.randn(4, steps + 1, OBS),
+            actions=torch.zeros(4, steps, ACT),
+            rewards=torch.zeros(4, steps),
+            terminations=torch.zeros(4, steps),
+            truncations=torch.zeros(4, steps),
+        )
+
+    with pytest.warns(UserWarning, match="the paper's horizon is 3"):
+        m.loss(batch(20))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.loss(batch(20))  # once per model
+        tiny().loss(batch(3))

@@ -29,9 +29,9 @@ every term is weighted by ``rho**t`` and averaged over valid steps):
   ``r_t + discount * (1 - term_t) * min(Q'_j, Q'_k)(z'_{t+1}, pi(z'_{t+1}))`` (two random target
   members, ``z'`` the encoded next observation, no gradient);
 * termination BCE of ``T(z_{t+1})`` (unweighted mean);
-* the policy loss ``-(entropy_coef * A * H[pi] + Q(z, pi(z)) / S)`` on detached latents, with
-  ``S`` a moving 5-95 percentile range of Q (at least 1) and Q's weights detached, so it trains
-  only the policy;
+* the policy loss ``-(entropy_coef * A * H[pi] + Q(z, pi(z)) / S)`` on the T + 1 detached
+  latents, with ``S`` a moving 5-95 percentile range of Q (at least 1) and Q's weights detached,
+  so it trains only the policy;
 * the **offline guard** (``bc_coef``): ``bc_coef * ||tanh(mu(z_t)) - a_t||^2`` added to the
   policy loss, a behaviour-constrained prior as in TD3+BC and TD-M(PC)^2. The Trainer learns from
   logged data only; without the guard the TD target bootstraps from the prior's actions, which
@@ -42,10 +42,17 @@ every term is weighted by ``rho**t`` and averaged over valid steps):
 
 Actions: the policy prior acts in [-1, 1] (as the paper normalises every action space); train on
 datasets whose actions lie there.
+
+Differences from the official code: one optimiser and one gradient clip for everything (the
+paper gives the policy its own Adam); Q for the policy loss and the planner's value is the mean
+of all members (the paper: two random ones); the entropy is that of the squashed sample (the
+paper's code uses the Gaussian's before tanh); ``discount`` is a setting (default 0.99; the
+paper derives 0.95-0.995 from the episode length, 0.995 for 1,000-step tasks).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -72,6 +79,8 @@ from .nets import NormedEnsemble, SimNorm, TwoHot, mlp, squashed_gaussian
 
 #: Floor of observation standard deviations given to :meth:`TDMPC2Model.set_data_statistics`.
 MIN_STD = 1e-6
+#: Training sequences longer than this get a warning (the paper's horizon is 3).
+LONG_HORIZON = 16
 
 
 @dataclass
@@ -367,9 +376,8 @@ class TDMPC2Model(WorldModel):
             c.mlp_dim,
             2,
             c.num_bins,
-            dropout=c.dropout,
             zero_out=True,
-        )
+        )  # no dropout: the TD target is computed as in evaluation
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
         self.policy = PolicyPrior(c)
@@ -378,6 +386,7 @@ class TDMPC2Model(WorldModel):
         self.register_buffer("q_scale", torch.ones(()))
         #: whether :meth:`set_data_statistics` has set the normalisation (saved with the weights)
         self.register_buffer("statistics_set", torch.zeros((), dtype=torch.bool))
+        self._warned_horizon = False
 
     # -- layout -----------------------------------------------------------------------------------
     def state_spec(self) -> dict[str, tuple[int | str, ...]]:
@@ -561,21 +570,33 @@ class TDMPC2Model(WorldModel):
             F.binary_cross_entropy_with_logits(term_logit, term, reduction="none") * mask
         ).sum() / mask.sum().clamp(min=1.0)
 
-        # policy prior on detached latents; Q's weights detached so only the policy learns
-        zd = latents[:-1].detach()
+        # policy prior on all T + 1 detached latents (z_T is alive where step T - 1 is real); Q's
+        # weights detached so only the policy learns
+        zd = latents.detach()
         mean, log_std = self.policy(zd)
         eps = torch.randn_like(mean)
         pi_action, log_prob = squashed_gaussian(mean, log_std, eps)
         q_pi = self.two_hot.value(
             self.q(torch.cat([zd, pi_action], -1).flatten(0, 1), detach_params=True)
-        ).view(c.num_q, steps, rows)
-        q_pi = q_pi.mean(0)  # [T, B]
+        ).view(c.num_q, steps + 1, rows)
+        q_pi = q_pi.mean(0)  # [T + 1, B]
         if self.training:
             with torch.no_grad():
                 self._update_q_scale(q_pi[0])
+            if steps > LONG_HORIZON and not self._warned_horizon:
+                self._warned_horizon = True
+                warnings.warn(
+                    f"TD-MPC2 trains on short sequences (the paper's horizon is 3, "
+                    f"--seq-len 3); got {steps} steps, a latent rollout that deep and losses "
+                    "weighted by rho**t over it.",
+                    stacklevel=2,
+                )
         entropy = -log_prob * c.action_dim
-        policy_loss = weighted(-(c.entropy_coef * entropy + q_pi / self.q_scale))
-        bc = weighted(((torch.tanh(mean) - actions) ** 2).mean(-1))
+        pi_mask = torch.cat([mask[:1], mask])  # [T + 1, B]
+        pi_weight = c.rho ** torch.arange(steps + 1, device=rewards.device, dtype=torch.float32)
+        objective = ((c.entropy_coef * entropy + q_pi / self.q_scale) * pi_mask).sum(1)
+        policy_loss = -(pi_weight * objective / pi_mask.sum(1).clamp(min=1.0)).sum() / (steps + 1)
+        bc = weighted(((torch.tanh(mean[:-1]) - actions) ** 2).mean(-1))  # logged actions: T
         if dyn.heads is not None:  # trained on detached inputs: the model itself is unchanged
             guesses = dyn.heads(za.detach().flatten(0, 1)).view(-1, steps, rows, c.latent_dim)
             heads = weighted(((guesses - next_z.unsqueeze(0)) ** 2).mean((0, -1)))
