@@ -354,7 +354,10 @@ class DreamCore:
         model_actions = self.check_actions(actions)
         noise, extra = counter_noise(self.backend.noise_spec, self.keys, self.counters, extra=1)
         state, res = self.backend.step(self.state, model_actions, noise)
-        shown = res.obs if res.obs is not None else self.backend.latent(state)
+        # decoder-free models give no obs and only run in latent mode (checked at construction)
+        latent = self.backend.latent(state) if self.latent else None
+        shown = res.obs if res.obs is not None else latent
+        assert shown is not None
         finite = np.isfinite(shown.reshape(self.num_envs, -1)).all(1)
         finite &= np.isfinite(res.reward) & np.isfinite(res.continue_prob)
         if res.uncertainty is not None:
@@ -388,11 +391,7 @@ class DreamCore:
         truncated = (
             self.elapsed >= s.horizon if s.horizon is not None else np.zeros(self.num_envs, bool)
         )
-        if self.latent:
-            obs = shown if res.obs is None else self.backend.latent(state)
-        else:
-            assert res.obs is not None  # decoded mode needs a decoder (checked at construction)
-            obs = self.to_space(res.obs)
+        obs = latent if latent is not None else self.to_space(shown)
         reward = raw - penalty
         if not np.isfinite(reward).all():  # e.g. a huge but finite uncertainty times the penalty
             bad = np.flatnonzero(~np.isfinite(reward))[:5].tolist()

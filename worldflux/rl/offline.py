@@ -61,7 +61,7 @@ from .baselines import (
     td3_bc,
 )
 from .behaviour import BehaviourSettings
-from .evaluate import first_episodes, predictor_policy, real_env_episodes
+from .evaluate import first_episodes, real_env_episodes
 from .recipes import AgentRecipe, Evaluation
 from .replay import ReplaySettings
 from .train import EVAL_SEED, FINAL_SEED, train_agent
@@ -259,7 +259,7 @@ def offline_run(
     data = MinariBatchProvider(dataset_id)
     store = data.store
     meta = dataset.storage.metadata
-    random_return, random_source = _random_reference(env_id, dataset.action_space, meta)
+    random_return, random_source = _random_reference(env_id, space, meta)
     behaviour_return = float(store.episode_returns().mean())
     low = float(meta.get("ref_min_score", random_return))
     high = float(meta.get("ref_max_score", behaviour_return))
@@ -276,7 +276,7 @@ def offline_run(
             "seeds": list(seeds),
             "model_run": None if model_run is None else str(model_run),
             "model": model if model_run is None else None,
-            "tdmpc2_model": tdmpc2_model if any(m.startswith("tdmpc2") for m in methods) else None,
+            "tdmpc2_model": tdmpc2_model if planning else None,
             "model_steps": model_steps,
             "agent_steps": agent_steps,
             "gradient_steps": gradient_steps,
@@ -326,17 +326,15 @@ def offline_run(
                     for e in [*(e for e in earlier if e["step"] < last["step"]), last]
                 )  # fmt: skip
             elif method == "mppi":
-                real = _ensemble_mpc_score(
-                    Path(str(model_run)), env_id, dataset.action_space, seed, episodes
-                )
+                real = _ensemble_mpc_score(Path(str(model_run)), env_id, space, seed, episodes)
             elif method.startswith("tdmpc2"):
                 real = _tdmpc2_score(
                     method, folder / f"tdmpc2-seed{seed}", dataset_id, tdmpc2_model,
-                    gradient_steps, seed, env_id, dataset.action_space, episodes, progress,
+                    gradient_steps, seed, env_id, space, episodes, progress,
                 )  # fmt: skip
             else:
                 if transitions is None:
-                    transitions = Transitions.from_store(store, dataset.action_space)
+                    transitions = Transitions.from_store(store, space)
                 common: dict[str, Any] = {"steps": gradient_steps, "seed": seed}
                 if method == "iql":
                     common["reward_scale"] = return_range_scale(store)
@@ -344,7 +342,7 @@ def offline_run(
                 if judge is not None:  # the same checkpoints as the dream agents'
                     every = gradient_steps // (checkpoints + 1) + 1
                     common["checkpoints"] = judge.checkpoints(every, method, seed, selection)
-                policy = train(transitions, dataset.action_space, progress=progress, **common)
+                policy = train(transitions, space, progress=progress, **common)
                 real = real_env_episodes(env_id, policy, episodes, FINAL_SEED + seed).to_dict()
                 if judge is not None:
                     selection.append(
@@ -388,14 +386,15 @@ def _ensemble_mpc_score(
     (:data:`ENSEMBLE_PLANNING`: its uncertainty penalised as in MOPO, no value beyond the
     horizon) and score it on the real env."""
     from ..core.model import WorldModel
-    from ..planners import MPCPolicy, MPPIPlanner
+    from ..planners import MPPIPlanner
+    from .plan import planned_episodes
 
     net = WorldModel.from_pretrained(model_run / "model").eval()
     planner = MPPIPlanner(
         net, low=action_space.low, high=action_space.high, seed=seed, **ENSEMBLE_PLANNING
     )
-    agent = MPCPolicy(net, planner, action_space, seed=seed)
-    return real_env_episodes(env_id, predictor_policy(agent), episodes, FINAL_SEED + seed).to_dict()
+    real = planned_episodes(net, planner, env_id, action_space, episodes, FINAL_SEED + seed)
+    return real.to_dict()
 
 
 def _tdmpc2_score(
@@ -413,8 +412,9 @@ def _tdmpc2_score(
     """Train (or finish, or reuse) the seed's TD-MPC2 model in ``run`` and score it on the real
     env: the policy prior alone (``tdmpc2``) or planning with MPPI (``tdmpc2-mppi``)."""
     from ..core.model import WorldModel
-    from ..planners import OFFLINE_PLANNING, MPCPolicy, PolicyPriorPlanner, tdmpc2_planner
+    from ..planners import OFFLINE_PLANNING, PolicyPriorPlanner, tdmpc2_planner
     from ..training.run import RUN_FILE, train_run
+    from .plan import planned_episodes
 
     if not (run / "model").is_dir():
         started = (run / RUN_FILE).is_file()
@@ -432,8 +432,8 @@ def _tdmpc2_score(
         if method == "tdmpc2"
         else tdmpc2_planner(net, seed=seed, **OFFLINE_PLANNING, **TDMPC2_OFFLINE_PLANNING)
     )
-    agent = MPCPolicy(net, planner, action_space, seed=seed)
-    return real_env_episodes(env_id, predictor_policy(agent), episodes, FINAL_SEED + seed).to_dict()
+    real = planned_episodes(net, planner, env_id, action_space, episodes, FINAL_SEED + seed)
+    return real.to_dict()
 
 
 def _trained_steps(recipe: AgentRecipe) -> int:

@@ -21,9 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
-from .evaluate import predictor_policy, real_env_episodes
+from .evaluate import Episodes, predictor_policy, real_env_episodes
 
 PLANNERS = ("mppi", "cem", "prior")
+
+
+def planned_episodes(
+    model: Any, planner: Any, env_id: str, action_space: Any, episodes: int, seed: int
+) -> Episodes:
+    """``episodes`` real episodes of ``env_id`` (seeds ``seed``, ``seed + 1``, ...) in which
+    ``planner`` plans every action from the state ``model`` filters
+    (:class:`~worldflux.planners.MPCPolicy`, seeded with ``seed``)."""
+    from ..planners import MPCPolicy
+
+    agent = MPCPolicy(model, planner, action_space, seed=seed)
+    return real_env_episodes(env_id, predictor_policy(agent), episodes, seed)
 
 
 def plan_eval(
@@ -48,7 +60,6 @@ def plan_eval(
     from ..planners import (
         OFFLINE_PLANNING,
         CEMPlanner,
-        MPCPolicy,
         MPPIPlanner,
         PolicyPriorPlanner,
         tdmpc2_planner,
@@ -66,7 +77,9 @@ def plan_eval(
             f"{source}: the model records no real environment; give one with --env ENV_ID."
         )
     model = sim.torch_model().eval()
-    space = gym.make(env_id).action_space
+    probe = gym.make(env_id)
+    space = probe.action_space
+    probe.close()
     if not isinstance(space, gym.spaces.Box):
         raise ConfigError(f"{env_id}: planning needs a Box action space, got {space!r}.")
     overrides = {
@@ -99,9 +112,8 @@ def plan_eval(
         settings["num_elites"] = min(settings["num_elites"], settings["num_samples"])
         kind = MPPIPlanner if planner == "mppi" else CEMPlanner
         chosen = kind(model, low=space.low, high=space.high, seed=seed, **settings)
-    agent = MPCPolicy(model, chosen, space, seed=seed)
     started = time.perf_counter()
-    real = real_env_episodes(env_id, predictor_policy(agent), episodes, seed)
+    real = planned_episodes(model, chosen, env_id, space, episodes, seed)
     seconds = time.perf_counter() - started
     return {
         "source": str(source),
