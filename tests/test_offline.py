@@ -211,6 +211,37 @@ def test_offline_cli_defaults_to_the_default_methods(monkeypatch: pytest.MonkeyP
     with pytest.raises(Stop):
         main(["offline", "some/dataset-v0"])
     assert seen["methods"] == offline.DEFAULT_METHODS == ("dream", "bc", "td3bc")
+    assert seen["tdmpc2_model"] == "tdmpc2:1m"
+    with pytest.raises(Stop):
+        main(["offline", "some/dataset-v0", "--tdmpc2-model", "tdmpc2:5m"])
+    assert seen["tdmpc2_model"] == "tdmpc2:5m"
+
+
+def test_plan_cli_flags_reach_plan_eval(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import worldflux.rl.plan as plan
+    from worldflux.cli import main
+
+    seen: dict[str, object] = {}
+
+    def capture(source: str, **kwargs: object) -> dict[str, object]:
+        seen.update(kwargs, source=source)
+        return {"ok": True}
+
+    monkeypatch.setattr(plan, "plan_eval", capture)
+    argv = ["plan", "runs/x", "--planner", "cem", "--env", "Hopper-v5", "--episodes", "3"]
+    argv += ["--seed", "7", "--horizon", "4", "--samples", "32", "--iterations", "2"]
+    assert main([*argv, "--uncertainty-penalty", "0.5", "--search", "open"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True}
+    assert seen == {
+        "source": "runs/x", "planner": "cem", "env_id": "Hopper-v5", "episodes": 3, "seed": 7,
+        "horizon": 4, "num_samples": 32, "iterations": 2, "uncertainty_penalty": 0.5,
+        "search": "open",
+    }  # fmt: skip
+    monkeypatch.undo()  # the real plan_eval checks its arguments before loading anything
+    with pytest.raises(ConfigError, match="search: expected 'local' or 'open'"):
+        plan.plan_eval("runs/x", search="wide")
 
 
 def test_the_random_reference_is_the_datasets_recorded_one() -> None:
