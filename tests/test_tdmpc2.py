@@ -184,7 +184,7 @@ def test_learns_reward_value_and_the_greedy_policy(
     q_error = float(((q - q_true) ** 2).mean().sqrt() / q_true.std())
     corr = float(torch.corrcoef(torch.stack([q, q_true]))[0, 1])
     print(f"reward nRMSE {reward_error:.3f}, Q nRMSE {q_error:.3f}, corr {corr:.3f}")
-    # measured: reward 0.049, Q 0.176 (bias -0.09 from the min of two targets), corr 0.989
+    # measured: reward 0.049, Q 0.134 (biased low by the min of two targets), corr 0.998
     assert reward_error < 0.1
     assert q_error < 0.3 and corr > 0.97
     assert float(pi[:, 0].mean()) > 0.9  # the prior learned to take the rewarded action
@@ -200,7 +200,7 @@ def test_uncertainty_is_higher_off_the_data(
         off = model.decode(model.transition(model.encode(4 * obs + 3), act)).uncertainty
     assert on is not None and off is not None
     ratio = float(off.median() / on.median())
-    print(f"uncertainty off / on the data: {ratio:.2f}")  # measured 5.7
+    print(f"uncertainty off / on the data: {ratio:.2f}")  # measured 5.9
     assert ratio > 1.5
 
 
