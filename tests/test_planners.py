@@ -611,7 +611,7 @@ def test_mppi_temperature_is_validated(temperature: Any) -> None:
 
 
 def test_planners_need_a_world_model_and_a_state() -> None:
-    with pytest.raises(ConfigError, match="CEMPlanner.model: expected a WorldModel, got str"):
+    with pytest.raises(ConfigError, match="CEMPlanner.model: expected a WorldModel or a Stepper"):
         CEMPlanner("ensemble")  # type: ignore[arg-type]
     with pytest.raises(ContractError, match="MPPIPlanner.plan: expected a State, got Tensor"):
         MPPIPlanner(lq_model()).plan(torch.zeros(2, 2))  # type: ignore[arg-type]
@@ -781,3 +781,59 @@ def test_mpc_policy_validates_its_inputs() -> None:
         policy.predict(np.zeros((2, 2), np.float32), state=state)
     with pytest.raises(ContractError, match="expected the state it returned last"):
         policy.predict(np.zeros((3, 2), np.float32), state=("h", "c"))  # type: ignore[arg-type]
+
+
+# -- planning on ONNX Runtime ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exported_ensemble() -> tuple[wf.WorldModel, Any]:
+    """A random ``ensemble:tiny`` (5-dim obs, 2-dim actions) and its step graph on ORT."""
+    from worldflux.dream.onnx_backend import OnnxBackend
+    from worldflux.export.onnx import export_graphs
+    from worldflux.planners.onnx import OnnxStepper
+
+    torch.manual_seed(0)
+    model = wf.create_world_model("ensemble:tiny", obs_shape=(5,), action_dim=2).eval()
+    example = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    return model, OnnxStepper(OnnxBackend(export_graphs(model, example), threads=1))
+
+
+@pytest.mark.parametrize("kind", sorted(PLANNERS))
+def test_planning_on_onnx_runtime_matches_torch(
+    kind: str, exported_ensemble: tuple[wf.WorldModel, Any]
+) -> None:
+    """Same seed, same sampled transitions: the exported model plans the same actions, with the
+    same predicted returns, as the torch model (to float rounding), uncertainty penalty included."""
+    model, stepper = exported_ensemble
+    obs = np.random.default_rng(1).normal(size=(3, 5)).astype(np.float32)
+    settings = {
+        "horizon": 4,
+        "num_samples": 64,
+        "num_elites": 8,
+        "iterations": 3,
+        "uncertainty_penalty": 0.5,
+        "sample_transitions": True,
+        "seed": 3,
+    }
+    on_torch = PLANNERS[kind](model, **settings)
+    on_ort = PLANNERS[kind](stepper, **settings)
+    start_torch, start_ort = model.encode(torch.from_numpy(obs)), stepper.encode(obs)
+    for _ in range(2):  # the second call starts warm from the first plan
+        a, b = on_torch.plan(start_torch), on_ort.plan(start_ort)
+        assert b.action.shape == (3, 2)
+        torch.testing.assert_close(b.action, a.action, atol=1e-5, rtol=0)
+        torch.testing.assert_close(b.extras[VALUE_KEY], a.extras[VALUE_KEY], atol=1e-4, rtol=1e-5)
+
+
+def test_onnx_stepper_errors_say_what_was_expected(
+    exported_ensemble: tuple[wf.WorldModel, Any],
+) -> None:
+    from worldflux.planners.onnx import OnnxStepper
+
+    _, stepper = exported_ensemble
+    planner = MPPIPlanner(stepper, horizon=2, num_samples=8, num_elites=2)  # deterministic
+    with pytest.raises(ConfigError, match=r"no deterministic mode; plan with sample_transitions"):
+        planner.plan(stepper.encode(np.zeros((1, 5), np.float32)))
+    with pytest.raises(ContractError, match=r"expected observations of shape \[B, \*\[5\]\]"):
+        stepper.encode(np.zeros((2, 4), np.float32))
+    with pytest.raises(ConfigError, match="expected an OnnxBackend, got str"):
+        OnnxStepper("step.onnx")  # type: ignore[arg-type]

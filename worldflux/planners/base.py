@@ -22,7 +22,7 @@ from ..core.model import WorldModel
 from ..core.planner import PLANNER_HORIZON_KEY, PlannerOutput
 from ..core.shapes import check_shape
 from ..core.state import State
-from .scoring import ReturnScorer, ValueFn
+from .scoring import ModelStepper, ReturnScorer, Stepper, ValueFn
 
 #: ``extras`` key of the plan's predicted return ``[B]``.
 VALUE_KEY = "wf.planner.value"
@@ -135,14 +135,18 @@ class SamplingPlanner(ABC):
     unless ``sample_transitions``, which then draws the model's ``noise_spec`` noise from the same
     generator.
 
-    The model runs as it is (call ``model.eval()`` first where the family's layers care), under
-    ``torch.no_grad()``. The planner keeps its warm starts between calls, so it serves one batch
+    Models: any torch :class:`~worldflux.core.model.WorldModel`, or a
+    :class:`~worldflux.planners.scoring.Stepper` such as
+    :class:`~worldflux.planners.onnx.OnnxStepper` (an exported model on ONNX Runtime; it samples
+    its transitions, so plan with ``sample_transitions=True``). The model runs as it is (call
+    ``model.eval()`` first where the family's layers care), under ``torch.no_grad()``. The
+    planner keeps its warm starts between calls, so it serves one batch
     of envs (the same B every call) until :meth:`reset`.
     """
 
     def __init__(
         self,
-        model: WorldModel,
+        model: WorldModel | Stepper,
         *,
         horizon: int = 12,
         num_samples: int = 512,
@@ -162,8 +166,15 @@ class SamplingPlanner(ABC):
         seed: int = 0,
     ) -> None:
         owner = type(self).__name__
-        if not isinstance(model, WorldModel):
-            raise ConfigError(f"{owner}.model: expected a WorldModel, got {type(model).__name__}.")
+        if isinstance(model, WorldModel):
+            stepper: Stepper = ModelStepper(model)
+        elif all(hasattr(model, name) for name in ("step", "noise_spec", "action_dim", "device")):
+            stepper = model
+        else:
+            raise ConfigError(
+                f"{owner}.model: expected a WorldModel or a Stepper (e.g. OnnxStepper), got "
+                f"{type(model).__name__}."
+            )
         self.model = model
         self.horizon = check_int(owner, "horizon", horizon, 1)
         self.num_samples = check_int(owner, "num_samples", num_samples, 1)
@@ -206,8 +217,8 @@ class SamplingPlanner(ABC):
             )
         self.seed = check_int(owner, "seed", seed, 0)
 
-        self.action_dim = int(model.config.action_dim)
-        self.device = model.device
+        self.action_dim = int(stepper.action_dim)
+        self.device = stepper.device
         self.low = action_bound(owner, "low", low, self.action_dim).to(self.device)
         self.high = action_bound(owner, "high", high, self.action_dim).to(self.device)
         if not bool((self.low < self.high).all()):
@@ -222,7 +233,7 @@ class SamplingPlanner(ABC):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.scorer = ReturnScorer(
-            model,
+            stepper,
             horizon=self.horizon,
             discount=self.discount,
             uncertainty_penalty=self.uncertainty_penalty,

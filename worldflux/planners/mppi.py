@@ -8,6 +8,7 @@ import torch
 
 from ..core.model import WorldModel
 from .base import SamplingPlanner, check_float
+from .scoring import Stepper
 
 
 class MPPIPlanner(SamplingPlanner):
@@ -40,7 +41,9 @@ class MPPIPlanner(SamplingPlanner):
             with the same defaults.
     """
 
-    def __init__(self, model: WorldModel, *, temperature: float = 0.5, **settings: Any) -> None:
+    def __init__(
+        self, model: WorldModel | Stepper, *, temperature: float = 0.5, **settings: Any
+    ) -> None:
         super().__init__(model, **settings)
         self.temperature = check_float(
             "MPPIPlanner", "temperature", temperature, low=0.0, low_open=True

@@ -9,21 +9,25 @@ The score of a candidate is its predicted discounted return::
     score = sum_{t < H} discount**t * alive_t * (reward_t - uncertainty_penalty * uncertainty_t)
             + discount**H * alive_H * value_fn(state_H)
 
-``reward_t`` and ``uncertainty_t`` come from ``decode(transition(state_t, action_t))`` (the reward
-for taking ``action_t``; ``uncertainty`` ``[R]`` where the family gives one), ``alive_0 = 1`` and
-``alive_{t+1} = alive_t * continue_t`` with ``continue_t`` the decoded probability that the episode
-goes on after ``action_t`` (``predictions["continue"]``; taken as 1 when the model predicts none).
+``reward_t`` and ``uncertainty_t`` come from one imagined step (a :class:`Stepper`): for a torch
+world model ``decode(transition(state_t, action_t))`` (the reward for taking ``action_t``;
+``uncertainty`` ``[R]`` where the family gives one), for an exported model the same from its ONNX
+step graph (:class:`~worldflux.planners.onnx.OnnxStepper`). ``alive_0 = 1`` and
+``alive_{t+1} = alive_t * continue_t`` with ``continue_t`` the predicted probability that the
+episode goes on after ``action_t`` (taken as 1 when the model predicts none).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from ..core.errors import ConfigError, ContractError
 from ..core.model import WorldModel
-from ..core.noise import sample_noise_torch
+from ..core.noise import NoiseSpec, sample_noise_torch
 from ..core.payloads import CONTINUE
 from ..core.shapes import check_shape
 from ..core.state import State
@@ -36,22 +40,94 @@ ValueFn = Callable[[State], torch.Tensor]
 ActionFn = Callable[[int, State], torch.Tensor]
 
 
+@dataclass
+class ImaginedStep:
+    """One imagined step of ``R`` rows.
+
+    Attributes:
+        state: the next state (``R`` rows).
+        reward: ``[R]`` predicted rewards for the actions taken.
+        continue_prob: ``[R]`` probability that the episode goes on, or None when the model
+            predicts no episode ends.
+        uncertainty: ``[R]`` epistemic uncertainty, or None for models without one.
+    """
+
+    state: State
+    reward: torch.Tensor
+    continue_prob: torch.Tensor | None
+    uncertainty: torch.Tensor | None
+
+
+class Stepper(Protocol):
+    """What a :class:`ReturnScorer` rolls candidates out with."""
+
+    #: A, the action size
+    action_dim: int
+    #: where states, actions and noise live
+    device: torch.device
+
+    def noise_spec(self) -> Mapping[str, NoiseSpec]:
+        """The explicit noise of a stochastic step (``{}`` for a deterministic model)."""
+        ...
+
+    def step(
+        self,
+        state: State,
+        action: torch.Tensor,
+        *,
+        deterministic: bool,
+        noise: Mapping[str, torch.Tensor] | None,
+    ) -> ImaginedStep:
+        """One step of all ``R`` rows: actions ``[R, A]``, noise ``{k: [R, ...]}`` or None."""
+        ...
+
+
+class ModelStepper:
+    """A torch :class:`~worldflux.core.model.WorldModel` as a :class:`Stepper`:
+    ``decode(transition(state, action))``."""
+
+    def __init__(self, model: WorldModel) -> None:
+        self.model = model
+        self.action_dim = int(model.config.action_dim)
+        self.device = model.device
+
+    def noise_spec(self) -> Mapping[str, NoiseSpec]:
+        return self.model.noise_spec()
+
+    def step(
+        self,
+        state: State,
+        action: torch.Tensor,
+        *,
+        deterministic: bool,
+        noise: Mapping[str, torch.Tensor] | None,
+    ) -> ImaginedStep:
+        nxt = self.model.transition(state, action, deterministic=deterministic, noise=noise)
+        out = self.model.decode(nxt)
+        return ImaginedStep(
+            state=nxt,
+            reward=out.reward,
+            continue_prob=out.continue_prob if CONTINUE in out.predictions else None,
+            uncertainty=out.uncertainty,
+        )
+
+
 class ReturnScorer:
     """Predicted returns of action sequences under a world model.
 
     Args:
-        model: any :class:`~worldflux.core.model.WorldModel`.
+        model: any :class:`~worldflux.core.model.WorldModel`, or a :class:`Stepper` (e.g. an
+            exported model on ONNX Runtime, :class:`~worldflux.planners.onnx.OnnxStepper`).
         horizon: H, the number of imagined steps.
         discount: per-step discount in (0, 1].
-        uncertainty_penalty: weight of ``decode(...).uncertainty`` subtracted from every reward
+        uncertainty_penalty: weight of the predicted uncertainty subtracted from every reward
             (0: ignored). A positive weight with a model that gives no uncertainty raises
             :class:`ConfigError` on the first step.
         value_fn: optional terminal value ``value_fn(state_H) -> [R]``, discounted by
             ``discount**H`` and weighted by the probability of being alive after H steps.
-        sample_transitions: False: ``transition(..., deterministic=True)`` (the model's mean or
-            mode, the default of the planners); True: stochastic transitions whose noise (the
-            model's ``noise_spec``) is drawn from ``generator`` every step, so seeded runs
-            reproduce.
+        sample_transitions: False: deterministic steps (the model's mean or mode, the default
+            of the planners); True: stochastic transitions whose noise (the model's
+            ``noise_spec``) is drawn from ``generator`` every step, so seeded runs reproduce.
         generator: the torch generator of the noise (used when ``sample_transitions``).
 
     The settings are validated by the planners that own a scorer.
@@ -59,7 +135,7 @@ class ReturnScorer:
 
     def __init__(
         self,
-        model: WorldModel,
+        model: WorldModel | Stepper,
         *,
         horizon: int,
         discount: float,
@@ -68,7 +144,7 @@ class ReturnScorer:
         sample_transitions: bool,
         generator: torch.Generator,
     ) -> None:
-        self.model = model
+        self.stepper: Stepper = ModelStepper(model) if isinstance(model, WorldModel) else model
         self.horizon = horizon
         self.discount = discount
         self.uncertainty_penalty = uncertainty_penalty
@@ -79,7 +155,7 @@ class ReturnScorer:
     def _noise(self, rows: int, device: torch.device) -> dict[str, torch.Tensor] | None:
         if not self.sample_transitions:
             return None
-        spec = self.model.noise_spec()
+        spec = self.stepper.noise_spec()
         if not spec:
             return None
         return sample_noise_torch(spec, (rows,), device=device, generator=self.generator)
@@ -91,37 +167,36 @@ class ReturnScorer:
         state so that a policy prior can act on it.
 
         Raises:
-            ConfigError: ``uncertainty_penalty > 0`` and the model's ``decode`` gives no
-                uncertainty.
+            ConfigError: ``uncertainty_penalty > 0`` and the model gives no uncertainty.
             ContractError: an action or value of the wrong shape, or a non-finite return.
         """
-        model = self.model
+        stepper = self.stepper
         rows = start.batch_size
-        dims = {"R": rows, "A": int(model.config.action_dim)}
+        dims = {"R": rows, "A": stepper.action_dim}
         returns = torch.zeros(rows, device=start.device)
         alive = torch.ones(rows, device=start.device)
         weight = 1.0
         state = start
         for t in range(self.horizon):
             action = check_shape("planner", f"actions[{t}]", action_fn(t, state), ("R", "A"), dims)
-            state = model.transition(
+            out = stepper.step(
                 state,
                 action,
                 deterministic=not self.sample_transitions,
                 noise=self._noise(rows, action.device),
             )
-            out = model.decode(state)
+            state = out.state
             reward = out.reward.float()
             if self.uncertainty_penalty > 0:
                 if out.uncertainty is None:
                     raise ConfigError(
-                        f"uncertainty_penalty={self.uncertainty_penalty} needs a model whose "
-                        f"decode gives an uncertainty [B]; {type(model).__name__}.decode gave "
-                        "None (set uncertainty_penalty=0)."
+                        f"uncertainty_penalty={self.uncertainty_penalty} needs a model that gives "
+                        f"an uncertainty [B]; {_name(stepper)} gave None (set "
+                        "uncertainty_penalty=0)."
                     )
                 reward = reward - self.uncertainty_penalty * out.uncertainty.float()
             returns = returns + weight * alive * reward
-            if CONTINUE in out.predictions:
+            if out.continue_prob is not None:
                 alive = alive * out.continue_prob.float()
             weight *= self.discount
         if self.value_fn is not None:
@@ -133,3 +208,10 @@ class ReturnScorer:
                 f"non-finite of {rows} (the model's rewards, uncertainty or value_fn)."
             )
         return returns
+
+
+def _name(stepper: Stepper) -> str:
+    """The model's class name (``decode`` of a torch model), for messages."""
+    if isinstance(stepper, ModelStepper):
+        return f"{type(stepper.model).__name__}.decode"
+    return type(stepper).__name__
