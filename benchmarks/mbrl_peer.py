@@ -1,18 +1,22 @@
-"""The mbrl-lib peer of ``planners.py``: PETS-style planning as mbrl-lib 0.2.0 does it, one env at
-a time (``TrajectoryOptimizerAgent.act(obs)`` per env; each call scores its population through
-``ModelEnv.evaluate_action_sequences``).
+"""The mbrl-lib peer of ``planners.py``: mbrl-lib 0.2.0's planning agent, one env at a time
+(``TrajectoryOptimizerAgent.act(obs)`` per env; each call scores its population through
+``ModelEnv.evaluate_action_sequences``), as its PETS and MBPO-style planners run.
 
 mbrl-lib pins old releases (hydra-core 1.0, gymnasium 0.26), so it lives in a side folder put on
-``sys.path`` for the benchmark only, never in the project's environment::
+``sys.path`` for the benchmark only, never in the project's environment. The versions used (the
+benchmark needs only mbrl-lib's models and optimizers, which run on these)::
 
-    pip install --target runs/mbrl-side --no-deps mbrl==0.2.0 hydra-core omegaconf \\
-        antlr4-python3-runtime==4.9.3 termcolor pyyaml
+    pip install --target runs/mbrl-side --no-deps mbrl==0.2.0 hydra-core==1.3.8 \\
+        omegaconf==2.4.0 antlr4-python3-runtime==4.9.3 termcolor==3.3.0 pyyaml
 
 Its model is parameter-matched to ``ensemble:small``: 7 Gaussian MLPs of 4 x 200 SiLU layers on
 the normalised observation and action, predicting the observation change and the reward, and it
-propagates each candidate through one member drawn at random (``random_model``, PETS's TS-1;
-WorldFlux's partitioned ensemble with sampled transitions does the same work per row). mbrl-lib's
-``random_model`` needs a population that divides among the 7 members, so 512 samples become 511.
+propagates each candidate through one member drawn at random (``random_model``, PETS's TS-1)
+with one particle per candidate; WorldFlux's partitioned ensemble with sampled transitions does
+the same work per row. (mbrl-lib's PETS examples use 20 particles per candidate, 20x the rows
+per call for both libraries alike.) ``random_model`` needs a population that divides among the 7
+members, so 512 samples become 511. Its MPPI weights every candidate, WorldFlux's the top 64;
+the model's forward pass dominates both.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ def mbrl_agents(
     config = omegaconf.OmegaConf.create(
         {
             "_target_": "mbrl.planning.TrajectoryOptimizerAgent",
-            "_recursive_": False,  # hydra 1.0 (mbrl-lib's pin) did not instantiate nested configs
+            "_recursive_": False,  # hydra >= 1.1 instantiates nested configs; 1.0 (the pin) did not
             "action_lb": "???",
             "action_ub": "???",
             "planning_horizon": horizon,

@@ -16,7 +16,8 @@ planning every env once per measurement, interleaved so that all see the same ma
   partitioned ensemble (each elite runs only on the rows that drew it);
 * ``torch per-env loop``: the same planner settings, one planner per env called with B=1;
 * ``mbrl-lib per-env loop`` (with ``--mbrl-path``, see ``mbrl_peer.py``): mbrl-lib 0.2.0's
-  ``TrajectoryOptimizerAgent.act`` per env over a parameter-matched ensemble (TS-1);
+  ``TrajectoryOptimizerAgent.act`` per env over a parameter-matched ensemble (one particle per
+  candidate, TS-1);
 * ``torch batched, every elite`` and ``ORT batched, every elite``: the model as exported to ONNX
   (every elite on every row, then the sampled one kept: 5x the work of TS-1 per row; the
   partitioned forward does not export), planned on torch and on ONNX Runtime's CPU session with
@@ -172,6 +173,11 @@ def main() -> None:
         "--mbrl-path", default=None, help="side folder with mbrl-lib 0.2.0 (see mbrl_peer.py)"
     )
     args = parser.parse_args()
+    if args.mbrl_path and not args.model.startswith("ensemble"):
+        parser.error(
+            f"--mbrl-path: expected an ensemble --model (mbrl-lib's peer is an ensemble), got "
+            f"{args.model!r}."
+        )
     torch.set_num_threads(args.threads)
     models = build_models(args)
     main_model = models["main"]

@@ -827,12 +827,27 @@ def test_planning_on_onnx_runtime_matches_torch(
 def test_onnx_stepper_errors_say_what_was_expected(
     exported_ensemble: tuple[wf.WorldModel, Any],
 ) -> None:
+    from worldflux.dream.torch_backend import TorchBackend
     from worldflux.planners.onnx import OnnxStepper
 
-    _, stepper = exported_ensemble
-    planner = MPPIPlanner(stepper, horizon=2, num_samples=8, num_elites=2)  # deterministic
+    model, stepper = exported_ensemble
+    with pytest.raises(
+        ConfigError, match=r"MPPIPlanner.sample_transitions: expected True for OnnxStepper"
+    ):
+        MPPIPlanner(stepper, horizon=2, num_samples=8, num_elites=2)
     with pytest.raises(ConfigError, match=r"no deterministic mode; plan with sample_transitions"):
-        planner.plan(stepper.encode(np.zeros((1, 5), np.float32)))
+        stepper.step(
+            stepper.encode(np.zeros((1, 5), np.float32)),
+            torch.zeros(1, 2),
+            deterministic=True,
+            noise=None,
+        )
+    # a dream backend is not a stepper (its noise_spec is a dict, its step takes numpy)
+    backend = TorchBackend(model, "cpu")
+    with pytest.raises(
+        ConfigError, match=r"got TorchBackend without noise_spec\(\), deterministic_steps"
+    ):
+        CEMPlanner(backend)  # type: ignore[arg-type]
     with pytest.raises(ContractError, match=r"expected observations of shape \[B, \*\[5\]\]"):
         stepper.encode(np.zeros((2, 4), np.float32))
     with pytest.raises(ConfigError, match="expected an OnnxBackend, got str"):

@@ -6,6 +6,8 @@
   states of a batch are repeated to ``B x M`` candidates, rolled out with one ``transition`` and
   one ``decode`` per horizon step, and scored by their predicted discounted return
   (:mod:`.scoring`).
+* An exported model plans on ONNX Runtime through :class:`~worldflux.planners.onnx.OnnxStepper`
+  (a :class:`Stepper`: the model's step graph in place of ``transition`` + ``decode``).
 * :class:`MPCPolicy` filters real observations with a model and plans from the filtered state,
   with Stable-Baselines3's ``predict`` signature.
 * :class:`PolicyPriorPlanner` acts with a family's policy prior without search, and
@@ -18,8 +20,9 @@ from .base import ACTION_STD_KEY, PLAN_KEY, VALUE_KEY, SamplingPlanner
 from .cem import CEMPlanner
 from .mpc import MPCPolicy, MPCState
 from .mppi import MPPIPlanner
+from .onnx import OnnxStepper
 from .prior import OFFLINE_PLANNING, TDMPC2_PLANNING, PolicyPriorPlanner, tdmpc2_planner
-from .scoring import ReturnScorer
+from .scoring import ImaginedStep, ModelStepper, ReturnScorer, Stepper
 
 __all__ = [
     "ACTION_STD_KEY",
@@ -28,11 +31,15 @@ __all__ = [
     "TDMPC2_PLANNING",
     "VALUE_KEY",
     "CEMPlanner",
+    "ImaginedStep",
     "MPCPolicy",
     "MPCState",
     "MPPIPlanner",
+    "ModelStepper",
+    "OnnxStepper",
     "PolicyPriorPlanner",
     "ReturnScorer",
     "SamplingPlanner",
+    "Stepper",
     "tdmpc2_planner",
 ]

@@ -98,6 +98,30 @@ def action_bound(owner: str, name: str, value: Bound, action_dim: int) -> torch.
     return tensor
 
 
+def as_stepper(owner: str, model: Any) -> Stepper:
+    """A torch world model wrapped as a :class:`Stepper`, or ``model`` if it is one; else a
+    :class:`ConfigError` naming what is missing."""
+    if isinstance(model, WorldModel):
+        return ModelStepper(model)
+    missing = [
+        name
+        for name, ok in (
+            ("step()", callable(getattr(model, "step", None))),
+            ("noise_spec()", callable(getattr(model, "noise_spec", None))),
+            ("action_dim", isinstance(getattr(model, "action_dim", None), int)),
+            ("device (torch.device)", isinstance(getattr(model, "device", None), torch.device)),
+            ("deterministic_steps", isinstance(getattr(model, "deterministic_steps", None), bool)),
+        )
+        if not ok
+    ]
+    if missing or not isinstance(model, Stepper):
+        raise ConfigError(
+            f"{owner}.model: expected a WorldModel or a Stepper (e.g. OnnxStepper), got "
+            f"{type(model).__name__}" + (f" without {', '.join(missing)}." if missing else ".")
+        )
+    return model
+
+
 class SamplingPlanner(ABC):
     """Iterative sampling-based planning over any world model (shooting in action space).
 
@@ -166,15 +190,7 @@ class SamplingPlanner(ABC):
         seed: int = 0,
     ) -> None:
         owner = type(self).__name__
-        if isinstance(model, WorldModel):
-            stepper: Stepper = ModelStepper(model)
-        elif all(hasattr(model, name) for name in ("step", "noise_spec", "action_dim", "device")):
-            stepper = model
-        else:
-            raise ConfigError(
-                f"{owner}.model: expected a WorldModel or a Stepper (e.g. OnnxStepper), got "
-                f"{type(model).__name__}."
-            )
+        stepper = as_stepper(owner, model)
         self.model = model
         self.horizon = check_int(owner, "horizon", horizon, 1)
         self.num_samples = check_int(owner, "num_samples", num_samples, 1)
@@ -206,6 +222,12 @@ class SamplingPlanner(ABC):
         if not isinstance(sample_transitions, bool):
             raise ConfigError(
                 f"{owner}.sample_transitions: expected a bool, got {sample_transitions!r}."
+            )
+        if not sample_transitions and not stepper.deterministic_steps:
+            raise ConfigError(
+                f"{owner}.sample_transitions: expected True for {type(stepper).__name__}, whose "
+                "steps sample from explicit noise and have no deterministic mode (or plan with "
+                "the torch model for deterministic transitions), got False."
             )
         self.sample_transitions = sample_transitions
         self.num_elites = check_int(owner, "num_elites", num_elites, 1)

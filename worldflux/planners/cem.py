@@ -17,7 +17,9 @@ class CEMPlanner(SamplingPlanner):
     prior mixing and randomness, and :mod:`worldflux.planners.scoring` for the score.
 
     Args:
-        model: any :class:`~worldflux.core.model.WorldModel`.
+        model: any :class:`~worldflux.core.model.WorldModel`, or a
+            :class:`~worldflux.planners.scoring.Stepper` (e.g. an exported model on ONNX Runtime,
+            :class:`~worldflux.planners.onnx.OnnxStepper`).
         horizon: H >= 1 imagined steps.
         num_samples: N >= 1 Gaussian candidates per state and round.
         num_elites: 1 <= K <= ``num_samples + num_prior_samples`` candidates kept per round.

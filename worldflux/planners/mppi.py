@@ -32,7 +32,9 @@ class MPPIPlanner(SamplingPlanner):
     prior mixing and randomness, and :mod:`worldflux.planners.scoring` for the score.
 
     Args:
-        model: any :class:`~worldflux.core.model.WorldModel`.
+        model: any :class:`~worldflux.core.model.WorldModel`, or a
+            :class:`~worldflux.planners.scoring.Stepper` (e.g. an exported model on ONNX Runtime,
+            :class:`~worldflux.planners.onnx.OnnxStepper`).
         temperature: > 0, see above.
         settings: the search settings of :class:`~worldflux.planners.CEMPlanner` (``horizon``,
             ``num_samples``, ``num_elites`` (here: candidates weighted per round), ``iterations``,

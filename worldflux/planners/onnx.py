@@ -1,6 +1,7 @@
 """Planning with an exported model on ONNX Runtime: :class:`OnnxStepper` runs the ``step.onnx``
 graph of a model exported by :mod:`worldflux.export.onnx` (the graph of its dream env) for the
-planners, so a deployed planner needs the artifact's graphs, not the torch model.
+planners, so planning from encoded observations needs the artifact's graphs, not the torch
+model.
 
     backend = OnnxBackend(export_graphs(model, example_obs), threads=1)
     stepper = OnnxStepper(backend)
@@ -10,12 +11,18 @@ planners, so a deployed planner needs the artifact's graphs, not the torch model
 The step graph samples every transition from explicit noise inputs (what makes the dream env's
 seeded trajectories reproducible), so it has no deterministic mode: planners over it draw that
 noise from their seeded generator (``sample_transitions=True``, trajectory sampling as in PETS),
-and then score the same candidates as the torch model given the same seed, to float rounding.
-The value and policy prior of a family that has them (TD-MPC2) are not in the graphs, so
-planning with them stays on torch.
+and then score the same candidates as the torch model given the same seed, to float rounding
+(which can swap two elites whose scores tie to ~1e-7). The value and policy prior of a family
+that has them (TD-MPC2) are not in the graphs, so planning with them stays on torch.
 
-Runs on the CPU session of the backend (states go between torch and ONNX Runtime without copies);
-on a GPU plan with the torch model on ``device="cuda"``.
+Start states come from the ``encode`` graph (:meth:`OnnxStepper.encode`). There is no graph of
+the posterior ``update``, so :class:`~worldflux.planners.MPCPolicy` (which filters a real
+episode's observations with ``encode`` then ``update``) runs on torch; re-encoding every
+observation with :meth:`OnnxStepper.encode` is the same only for models whose state is the
+observation (the ensemble), not for recurrent filters (DreamerV3, PlaNet).
+
+Runs on the CPU session of the backend (float32 states and actions go between torch and ONNX
+Runtime without copies); on a GPU plan with the torch model on ``device="cuda"``.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ class OnnxStepper:
         self.backend = backend
         self.action_dim = int(backend.action_dim)
         self.device = torch.device("cpu")
+        self.deterministic_steps = not backend.noise_spec
 
     def noise_spec(self) -> Mapping[str, NoiseSpec]:
         return self.backend.noise_spec
@@ -82,7 +90,7 @@ class OnnxStepper:
         noise: Mapping[str, torch.Tensor] | None,
     ) -> ImaginedStep:
         spec = self.backend.noise_spec
-        if spec and (deterministic or noise is None):
+        if spec and (deterministic or noise is None):  # planners check this when they are built
             raise ConfigError(
                 f"OnnxStepper: the exported step graph samples every transition from the noise "
                 f"inputs {sorted(spec)} and has no deterministic mode; plan with "

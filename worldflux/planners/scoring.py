@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -58,6 +58,7 @@ class ImaginedStep:
     uncertainty: torch.Tensor | None
 
 
+@runtime_checkable
 class Stepper(Protocol):
     """What a :class:`ReturnScorer` rolls candidates out with."""
 
@@ -65,6 +66,9 @@ class Stepper(Protocol):
     action_dim: int
     #: where states, actions and noise live
     device: torch.device
+    #: whether ``step(..., deterministic=True)`` is supported (False: every step samples from
+    #: explicit noise, so planners must use ``sample_transitions=True``)
+    deterministic_steps: bool
 
     def noise_spec(self) -> Mapping[str, NoiseSpec]:
         """The explicit noise of a stochastic step (``{}`` for a deterministic model)."""
@@ -90,6 +94,7 @@ class ModelStepper:
         self.model = model
         self.action_dim = int(model.config.action_dim)
         self.device = model.device
+        self.deterministic_steps = True
 
     def noise_spec(self) -> Mapping[str, NoiseSpec]:
         return self.model.noise_spec()
@@ -191,7 +196,7 @@ class ReturnScorer:
                 if out.uncertainty is None:
                     raise ConfigError(
                         f"uncertainty_penalty={self.uncertainty_penalty} needs a model that gives "
-                        f"an uncertainty [B]; {_name(stepper)} gave None (set "
+                        f"an uncertainty [R]; {_name(stepper)} gave None (set "
                         "uncertainty_penalty=0)."
                     )
                 reward = reward - self.uncertainty_penalty * out.uncertainty.float()
