@@ -228,6 +228,36 @@ def test_partition_groups_rows_by_member() -> None:
     assert [present[int(d) // rows].item() for d in dest] == members.tolist()
 
 
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_elite_weights_kept_between_calls_follow_every_change(partitioned: bool) -> None:
+    """Without gradients the layers keep the elites' gathered weights between calls; an
+    optimiser step, a load_state_dict and new elites must all show in the next output."""
+    model, fresh = tiny(partitioned=partitioned), tiny(partitioned=partitioned)
+    g = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(64, OBS_DIM, generator=g), torch.randn(64, ACTION_DIM, generator=g)
+    noise = sample_noise_torch(model.noise_spec(), (64,), generator=g)
+
+    def step(m: EnsembleModel) -> torch.Tensor:
+        with torch.no_grad():
+            return m.transition(m.encode(obs), act, noise=noise)["obs"]
+
+    step(model)  # fills the kept weights
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # in place, as an optimiser does
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(step(model), step(fresh))
+    fresh.load_state_dict(tiny(partitioned=partitioned).state_dict())
+    torch.testing.assert_close(step(fresh), step(tiny(partitioned=partitioned)))
+    elites = model._dynamics.elite_idx
+    other = torch.tensor(sorted({*range(model.config.members)} - {int(elites[0])}))[: len(elites)]
+    model._dynamics.elite_idx.copy_(other)  # new elites, as after a validation pass
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(step(model), step(fresh))
+    with torch.no_grad():
+        assert not torch.equal(step(model), step(tiny(partitioned=partitioned)))
+
+
 @pytest.mark.parametrize("batch", [1, 7, 64])
 def test_partitioned_forward_equals_full_for_the_sampled_members(batch: int) -> None:
     full = tiny()

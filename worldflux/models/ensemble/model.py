@@ -426,9 +426,10 @@ class EnsembleDynamics(nn.Module):
             dest, present, rows_per = partition(slot, c.elites)
             chunks = features.new_zeros(present.numel() * rows_per, features.shape[1])
             chunks.index_copy_(0, dest, features)
-            mean, logvar, logit = self.heads(
-                chunks.view(present.numel(), rows_per, -1), self.elite_idx[present]
-            )
+            # every elite present (the usual case): the elites buffer itself, whose gathered
+            # weights the layers keep between calls
+            members = self.elite_idx if present.numel() == c.elites else self.elite_idx[present]
+            mean, logvar, logit = self.heads(chunks.view(present.numel(), rows_per, -1), members)
             mean, logvar = mean.reshape(-1, k)[dest], logvar.reshape(-1, k)[dest]
             y = mean + (0.5 * logvar).exp() * eps
             term = torch.sigmoid(logit.reshape(-1)[dest])
