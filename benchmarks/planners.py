@@ -83,6 +83,25 @@ def per_env(planners: list[SamplingPlanner], states: list[wf.State]) -> Callable
     return run
 
 
+def mbrl_peer(
+    args: argparse.Namespace, kind: str, envs: int
+) -> tuple[Callable[[np.ndarray], None], int]:
+    """mbrl-lib's agents for ``envs`` envs with this benchmark's settings (``mbrl_peer.py``)."""
+    from mbrl_peer import mbrl_agents
+
+    return mbrl_agents(
+        args.mbrl_path,
+        kind=kind,
+        obs_dim=OBS_DIM,
+        action_dim=ACTION_DIM,
+        envs=envs,
+        horizon=HORIZON,
+        samples=SAMPLES,
+        elites=ELITES,
+        iterations=args.iterations,
+    )
+
+
 def contestants(
     kind: str, envs: int, args: argparse.Namespace, models: dict[str, object]
 ) -> dict[str, Callable[[], None]]:
@@ -98,19 +117,7 @@ def contestants(
         ),
     }
     if "mbrl" in models:
-        from mbrl_peer import mbrl_agents
-
-        plan_all, _ = mbrl_agents(
-            args.mbrl_path,
-            kind=kind,
-            obs_dim=OBS_DIM,
-            action_dim=ACTION_DIM,
-            envs=envs,
-            horizon=HORIZON,
-            samples=SAMPLES,
-            elites=ELITES,
-            iterations=args.iterations,
-        )
+        plan_all, _ = mbrl_peer(args, kind, envs)
         array = obs.numpy()
         out["mbrl-lib per-env loop"] = lambda: plan_all(array)
     if "full" in models:
@@ -145,20 +152,7 @@ def build_models(args: argparse.Namespace) -> dict[str, object]:
     backend = OnnxBackend(export_graphs(full, example), threads=args.threads)
     models: dict[str, object] = {"main": main, "full": full, "onnx": OnnxStepper(backend)}
     if args.mbrl_path:
-        from mbrl_peer import mbrl_agents
-
-        _, parameters = mbrl_agents(
-            args.mbrl_path,
-            kind="mppi",
-            obs_dim=OBS_DIM,
-            action_dim=ACTION_DIM,
-            envs=1,
-            horizon=HORIZON,
-            samples=SAMPLES,
-            elites=ELITES,
-            iterations=args.iterations,
-        )
-        models["mbrl"] = parameters
+        models["mbrl"] = mbrl_peer(args, "mppi", 1)[1]
     return models
 
 
