@@ -85,6 +85,13 @@ def __getattr__(name: str) -> Any:
     return lazy_attribute(__name__, _TORCH_ONLY_SOURCES, name)
 
 
+def _register_real_envs() -> None:
+    """Register the project's real benchmark environments (:mod:`worldflux.envs`)."""
+    from .envs import register_envs
+
+    register_envs()
+
+
 def _register_env_cards() -> None:
     """Register the dream environments of the env cards (``envs/*.toml``) with gymnasium; a
     broken card only warns, so ``import worldflux`` keeps working."""
@@ -99,3 +106,4 @@ def _register_env_cards() -> None:
 
 
 _register_env_cards()
+_register_real_envs()

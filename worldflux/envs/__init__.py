@@ -1,0 +1,39 @@
+"""Real environments that WorldFlux provides for its own benchmarks, registered with gymnasium
+by ``import worldflux``:
+
+* ``WorldFlux/TwoRooms-v0``: :class:`~worldflux.envs.two_rooms.TwoRoomsEnv` with top-down grey
+  images ``uint8 [64, 64, 1]``; ``WorldFlux/TwoRooms-State-v0``: the same with the position
+  ``float32 [2]`` as observation; ``WorldFlux/TwoRooms-Explore-v0``: images, no goal (reward 0,
+  no termination), for collecting goal-free data. All truncate episodes after 100 steps.
+
+(The dream environments, ``WorldFlux/<Family>-<Env>-v0``, come from the env cards instead.)
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+#: id -> (entry point, keyword arguments, max episode steps)
+ENVS: dict[str, tuple[str, dict[str, object], int]] = {
+    "WorldFlux/TwoRooms-v0": ("worldflux.envs.two_rooms:TwoRoomsEnv", {}, 100),
+    "WorldFlux/TwoRooms-State-v0": (
+        "worldflux.envs.two_rooms:TwoRoomsEnv",
+        {"observation": "state"},
+        100,
+    ),
+    "WorldFlux/TwoRooms-Explore-v0": (
+        "worldflux.envs.two_rooms:TwoRoomsEnv",
+        {"task": "explore"},
+        100,
+    ),
+}
+
+
+def register_envs() -> list[str]:
+    """Register :data:`ENVS` with gymnasium (idempotent); returns the ids."""
+    for env_id, (entry_point, kwargs, steps) in ENVS.items():
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id, entry_point=entry_point, kwargs=dict(kwargs), max_episode_steps=steps
+            )
+    return list(ENVS)
