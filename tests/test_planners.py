@@ -817,8 +817,13 @@ def test_planning_on_onnx_runtime_matches_torch(
     on_torch = PLANNERS[kind](model, **settings)
     on_ort = PLANNERS[kind](stepper, **settings)
     start_torch, start_ort = model.encode(torch.from_numpy(obs)), stepper.encode(obs)
-    for _ in range(2):  # the second call starts warm from the first plan
-        a, b = on_torch.plan(start_torch), on_ort.plan(start_ort)
+    goal = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
+    goal_torch, goal_ort = model.encode(torch.from_numpy(goal)), stepper.encode(goal)
+    for call in range(3):  # warm starts from the first plan; the third plans towards a goal
+        if call < 2:
+            a, b = on_torch.plan(start_torch), on_ort.plan(start_ort)
+        else:
+            a, b = on_torch.plan(start_torch, goal_torch), on_ort.plan(start_ort, goal_ort)
         assert b.action.shape == (3, 2)
         torch.testing.assert_close(b.action, a.action, atol=1e-5, rtol=0)
         torch.testing.assert_close(b.extras[VALUE_KEY], a.extras[VALUE_KEY], atol=1e-4, rtol=1e-5)
@@ -852,3 +857,91 @@ def test_onnx_stepper_errors_say_what_was_expected(
         stepper.encode(np.zeros((2, 4), np.float32))
     with pytest.raises(ConfigError, match="expected an OnnxBackend, got str"):
         OnnxStepper("step.onnx")  # type: ignore[arg-type]
+
+
+# -- goal-conditioned planning ----------------------------------------------------------------------
+class TwoRoomsModel(FnModel):
+    """The true dynamics of ``WorldFlux/TwoRooms-State-v0`` (vectorised :meth:`TwoRoomsEnv.move`);
+    its latent features are the position alone."""
+
+    def __init__(self, step_size: float = 0.1, door: float = 0.4, gap: float = 0.01) -> None:
+        def step(x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+            target = torch.clamp(x + step_size * torch.clamp(u, -1, 1), -1, 1)
+            x0, x1 = x[:, 0], target[:, 0]
+            crosses = ((x0 < 0) != (x1 < 0)) & (x0 != x1)
+            y = x[:, 1] + (target[:, 1] - x[:, 1]) * (-x0) / torch.where(crosses, x1 - x0, 1.0)
+            blocked = crosses & (y.abs() >= door / 2)
+            wall = torch.where(x0 < 0, -gap, gap)
+            return torch.stack([torch.where(blocked, wall, x1), target[:, 1]], 1), x0 * 0, {}
+
+        super().__init__(2, 2, step)
+
+    def latent_keys(self) -> tuple[str, ...]:
+        return ("x",)
+
+
+def test_goal_conditioned_mpc_reaches_goals_that_random_actions_do_not() -> None:
+    """MPC towards goal observations with the true two-rooms model (goals 0.8-1.2 away in the
+    start's room) against uniform random actions, 100 steps each."""
+    env = gym.make("WorldFlux/TwoRooms-State-v0")
+    model = TwoRoomsModel()
+    planner = MPPIPlanner(model, horizon=8, num_samples=128, num_elites=16, iterations=3, seed=0)
+    policy = MPCPolicy(model, planner, env.action_space)
+    rng = np.random.default_rng(0)
+    pairs = []
+    while len(pairs) < 8:
+        start, goal = rng.uniform(-0.95, 0.95, 2), rng.uniform(-0.95, 0.95, 2)
+        if np.sign(start[0]) == np.sign(goal[0]) and 0.8 < np.linalg.norm(start - goal) < 1.2:
+            pairs.append({"start": start, "goal": goal})
+
+    def success(act: Callable[[np.ndarray, bool], np.ndarray]) -> int:
+        reached = 0
+        for options in pairs:
+            obs, _ = env.reset(seed=0, options=options)
+            first, done, info = True, False, {}
+            while not done:
+                obs, _, terminated, truncated, info = env.step(act(obs, first))
+                first, done = False, terminated or truncated
+            reached += bool(info["success"])
+        return reached
+
+    state: list[Any] = [None]
+
+    def planned(obs: np.ndarray, first: bool) -> np.ndarray:
+        if first:
+            policy.set_goal(env.unwrapped.goal_observation())
+            state[0] = None
+        action, state[0] = policy.predict(obs, state[0])
+        return action
+
+    assert success(planned) == len(pairs)
+    assert success(lambda obs, first: rng.uniform(-1, 1, 2).astype(np.float32)) <= 2
+
+
+def test_goal_errors_say_what_was_expected() -> None:
+    model = TwoRoomsModel()
+    start = model.encode(torch.zeros(2, 2))
+    planner = CEMPlanner(model, horizon=2, num_samples=8, num_elites=2)
+    with pytest.raises(
+        ContractError, match=r"expected a goal of B=2 rows \(one per state\), got 1"
+    ):
+        planner.plan(start, goal=model.encode(torch.zeros(1, 2)))
+    valued = CEMPlanner(
+        model, horizon=2, num_samples=8, num_elites=2, value_fn=lambda s: s["x"][:, 0]
+    )
+    with pytest.raises(ConfigError, match="expected no value_fn"):
+        valued.plan(start, goal=start)
+    policy = MPCPolicy(model, planner, gym.spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(ContractError, match=r"expected observations of shape"):
+        policy.set_goal(np.zeros((2, 3), np.float32))
+    policy.set_goal(np.zeros((3, 2), np.float32))
+    with pytest.raises(ContractError, match="the goal is for 3 envs, got observations of 2"):
+        policy.predict(np.zeros((2, 2), np.float32))
+
+    class NoGoals:
+        def plan(self, state: wf.State) -> Any:
+            raise AssertionError("not called")
+
+    other = MPCPolicy(model, NoGoals(), gym.spaces.Box(-1, 1, (2,), np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"expected a planner whose plan\(\) takes a goal"):
+        other.set_goal(np.zeros(2, np.float32))

@@ -6,6 +6,8 @@
   states of a batch are repeated to ``B x M`` candidates, rolled out with one ``transition`` and
   one ``decode`` per horizon step, and scored by their predicted discounted return
   (:mod:`.scoring`).
+* With a goal (``plan(state, goal=goal_state)``, :meth:`MPCPolicy.set_goal`) the planners
+  minimise the distance to the goal in the model's latent features instead of maximising reward.
 * An exported model plans on ONNX Runtime through :class:`~worldflux.planners.onnx.OnnxStepper`
   (a :class:`Stepper`: the model's step graph in place of ``transition`` + ``decode``).
 * :class:`MPCPolicy` filters real observations with a model and plans from the filtered state,

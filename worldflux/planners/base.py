@@ -108,6 +108,7 @@ def as_stepper(owner: str, model: Any) -> Stepper:
         for name, ok in (
             ("step()", callable(getattr(model, "step", None))),
             ("noise_spec()", callable(getattr(model, "noise_spec", None))),
+            ("latent()", callable(getattr(model, "latent", None))),
             ("action_dim", isinstance(getattr(model, "action_dim", None), int)),
             ("device (torch.device)", isinstance(getattr(model, "device", None), torch.device)),
             ("deterministic_steps", isinstance(getattr(model, "deterministic_steps", None), bool)),
@@ -254,6 +255,7 @@ class SamplingPlanner(ABC):
         self._min_std = self.min_std * half  # [A]
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
+        self.stepper = stepper
         self.scorer = ReturnScorer(
             stepper,
             horizon=self.horizon,
@@ -346,10 +348,15 @@ class SamplingPlanner(ABC):
         return self._clamp(actions.to(self.low.dtype)).view(batch, p, a)
 
     def _score(
-        self, start: State, samples: torch.Tensor, prior: torch.Tensor | None
+        self,
+        start: State,
+        samples: torch.Tensor,
+        prior: torch.Tensor | None,
+        goal: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scores ``[B, M]`` of the prior sequences ``[H, B, P, A]`` (computed on the way when
-        None and P >= 1) and the Gaussian ``samples [H, B, N, A]``; also the prior sequences."""
+        None and P >= 1) and the Gaussian ``samples [H, B, N, A]``; also the prior sequences.
+        ``goal``: ``[B, F]`` goal features or None."""
         _, b, n, a = samples.shape
         p = self.num_prior_samples
         m = n + p
@@ -365,12 +372,13 @@ class SamplingPlanner(ABC):
                     step = torch.cat([prior[t], step], 1)
             return step.reshape(b * m, a)
 
-        returns = self.scorer.score(start, actions_at)
+        goal_rows = None if goal is None else goal.repeat_interleave(m, dim=0)
+        returns = self.scorer.score(start, actions_at, goal_rows)
         if p and prior is None:
             prior = torch.stack(computed)
         return returns.view(b, m), prior
 
-    def _prior_sequences(self, state: State, batch: int) -> torch.Tensor:
+    def _prior_sequences(self, state: State, batch: int, goal: torch.Tensor | None) -> torch.Tensor:
         """The P prior sequences ``[H, B, P, A]`` of every state, rolled out on their own."""
         p = self.num_prior_samples
         start = state.map(lambda t: t.repeat_interleave(p, dim=0))
@@ -380,7 +388,8 @@ class SamplingPlanner(ABC):
             steps.append(self._prior_actions(rows, batch, p))
             return steps[-1].reshape(batch * p, self.action_dim)
 
-        self.scorer.score(start, actions_at)
+        goal_rows = None if goal is None else goal.repeat_interleave(p, dim=0)
+        self.scorer.score(start, actions_at, goal_rows)
         return torch.stack(steps)
 
     @abstractmethod
@@ -404,8 +413,10 @@ class SamplingPlanner(ABC):
         var = (w * (elites - mean.unsqueeze(2)) ** 2).sum(2)
         return mean, var.clamp_min(0).sqrt(), (weights * top).sum(1)
 
-    def plan(self, state: State) -> PlannerOutput:
-        """Plan for the ``B`` states of ``state``.
+    def plan(self, state: State, goal: State | None = None) -> PlannerOutput:
+        """Plan for the ``B`` states of ``state``; with ``goal`` (B rows: e.g. the encoded goal
+        observations), towards the goal in the model's latent features instead of for reward
+        (see :mod:`~worldflux.planners.scoring`).
 
         Returns:
             :class:`~worldflux.core.planner.PlannerOutput` with ``action [B, A]`` (the first step
@@ -415,6 +426,14 @@ class SamplingPlanner(ABC):
             ``[B, A]`` (the final standard deviation of the first action).
         """
         batch = self._check_state(state)
+        goal_features = None
+        if goal is not None:
+            if self._check_state(goal) != batch:
+                raise ContractError(
+                    f"{type(self).__name__}.plan: expected a goal of B={batch} rows (one per "
+                    f"state), got {goal.batch_size}."
+                )
+            goal_features = self.stepper.latent(goal)
         h, n, a = self.horizon, self.num_samples, self.action_dim
         m = n + self.num_prior_samples
         mean = self._initial_mean(batch)
@@ -424,12 +443,12 @@ class SamplingPlanner(ABC):
         value = torch.zeros(batch, device=self.device)  # set by every round
         with torch.no_grad():
             if self.centre_on_prior:
-                prior = self._prior_sequences(state, batch)
+                prior = self._prior_sequences(state, batch, goal_features)
                 mean = prior.mean(2)
             for _ in range(self.iterations):
                 eps = torch.randn((h, batch, n, a), generator=self.generator, device=self.device)
                 samples = self._clamp(mean.unsqueeze(2) + std.unsqueeze(2) * eps)
-                scores, prior = self._score(start, samples, prior)
+                scores, prior = self._score(start, samples, prior, goal_features)
                 candidates = samples if prior is None else torch.cat([prior, samples], 2)
                 mean, std, value = self._refit(candidates, scores)
                 std = torch.maximum(std, self._min_std)

@@ -8,6 +8,10 @@ Every call filters the real observations with the world model and plans from the
 * afterwards ``model.update(previous state, action taken, obs)``: the model's posterior step
   after the action this policy returned last, seeing the observation that followed it.
 
+With :meth:`MPCPolicy.set_goal` (goal observations, e.g. a goal-reaching env's goal image) the
+planner plans towards the encoded goal in the model's latent features instead of for predicted
+reward, as goal-conditioned latent planners (PLDM, DINO-WM) do.
+
 Observations go to the model raw, as the environment gives them (``[n_envs, *O]``; uint8 stays
 uint8, everything else becomes float32): the families normalise internally with the statistics
 of their training data (``set_data_statistics``, saved with the weights), so do not wrap the env
@@ -16,6 +20,7 @@ in an observation normaliser the model was not trained with.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +111,40 @@ class MPCPolicy:
                     )
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(self.seed)
+        self._goal: State | None = None
+
+    # -- goals ------------------------------------------------------------------------------------
+    def set_goal(self, observation: np.ndarray | Any | None) -> None:
+        """Plan towards goal observations from the next :meth:`predict` call on: ``[n_envs, *O]``
+        (one goal per env) or one ``[*O]`` for every env, encoded with the model; the planner
+        then minimises the latent distance to the goal instead of maximising predicted reward.
+        None: back to predicted rewards.
+
+        Raises:
+            ConfigError: a planner whose ``plan`` takes no ``goal``.
+            ContractError: observations of the wrong shape.
+        """
+        if observation is None:
+            self._goal = None
+            return
+        if "goal" not in inspect.signature(self.planner.plan).parameters:
+            raise ConfigError(
+                f"MPCPolicy.set_goal: expected a planner whose plan() takes a goal "
+                f"(CEMPlanner, MPPIPlanner), got {type(self.planner).__name__}."
+            )
+        obs, _ = self._observations(observation)
+        with torch.no_grad():
+            self._goal = self.model.encode(obs)
+
+    def _goal_for(self, n: int) -> State | None:
+        goal = self._goal
+        if goal is None or goal.batch_size == n:
+            return goal
+        if goal.batch_size == 1:
+            return goal.map(lambda t: t.expand(n, *t.shape[1:]))
+        raise ContractError(
+            f"MPCPolicy.predict: the goal is for {goal.batch_size} envs, got observations of {n}."
+        )
 
     # -- helpers ----------------------------------------------------------------------------------
     def _observations(self, observation: Any) -> tuple[torch.Tensor, bool]:
@@ -220,7 +259,11 @@ class MPCPolicy:
                 self.generator.manual_seed(self.seed)
             elif bool(starts.any()):
                 self._reset_planner(starts)
-            out = self.planner.plan(latent)
+            goal = self._goal_for(n)
+            if goal is None:
+                out = self.planner.plan(latent)
+            else:  # set_goal checked that this planner takes a goal
+                out = self.planner.plan(latent, goal=goal)  # type: ignore[call-arg]
             dims = {"n": n, "A": int(self.model.config.action_dim)}
             action = check_shape("MPCPolicy", "planner action", out.action, ("n", "A"), dims)
             action = action.float()

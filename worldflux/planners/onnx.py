@@ -36,7 +36,7 @@ from ..core.errors import ConfigError, ContractError
 from ..core.noise import NoiseSpec
 from ..core.state import State
 from ..dream.onnx_backend import OnnxBackend
-from .scoring import ImaginedStep
+from .scoring import ImaginedStep, latent_features
 
 
 class OnnxStepper:
@@ -68,6 +68,9 @@ class OnnxStepper:
 
     def noise_spec(self) -> Mapping[str, NoiseSpec]:
         return self.backend.noise_spec
+
+    def latent(self, state: State) -> torch.Tensor:
+        return latent_features(state, tuple(self.backend.latent_keys))
 
     def encode(self, obs: np.ndarray | torch.Tensor) -> State:
         """Observations ``[B, *O]`` (the model's layout) -> the planners' start state (B rows)."""

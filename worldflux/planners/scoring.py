@@ -9,6 +9,14 @@ The score of a candidate is its predicted discounted return::
     score = sum_{t < H} discount**t * alive_t * (reward_t - uncertainty_penalty * uncertainty_t)
             + discount**H * alive_H * value_fn(state_H)
 
+With a goal (goal-conditioned planning, as PLDM and DINO-WM plan), the reward is the negative
+distance in the model's latent features to the goal's features, and episode ends do not weigh::
+
+    score = -sum_{t < H} discount**t * (||phi(state_{t+1}) - phi(goal)||_2
+                                        + uncertainty_penalty * uncertainty_t)
+
+with ``phi`` the state's latent features (:meth:`Stepper.latent`; the model's ``latent_keys``).
+
 ``reward_t`` and ``uncertainty_t`` come from one imagined step (a :class:`Stepper`): for a torch
 world model ``decode(transition(state_t, action_t))`` (the reward for taking ``action_t``;
 ``uncertainty`` ``[R]`` where the family gives one), for an exported model the same from its ONNX
@@ -74,6 +82,10 @@ class Stepper(Protocol):
         """The explicit noise of a stochastic step (``{}`` for a deterministic model)."""
         ...
 
+    def latent(self, state: State) -> torch.Tensor:
+        """The latent features ``[R, F]`` of ``state`` (what goal distances are measured in)."""
+        ...
+
     def step(
         self,
         state: State,
@@ -84,6 +96,11 @@ class Stepper(Protocol):
     ) -> ImaginedStep:
         """One step of all ``R`` rows: actions ``[R, A]``, noise ``{k: [R, ...]}`` or None."""
         ...
+
+
+def latent_features(state: State, keys: tuple[str, ...]) -> torch.Tensor:
+    """The ``keys`` tensors of ``state``, flattened per row and concatenated: ``[R, F]``."""
+    return torch.cat([state[k].reshape(state.batch_size, -1).float() for k in keys], 1)
 
 
 class ModelStepper:
@@ -98,6 +115,9 @@ class ModelStepper:
 
     def noise_spec(self) -> Mapping[str, NoiseSpec]:
         return self.model.noise_spec()
+
+    def latent(self, state: State) -> torch.Tensor:
+        return latent_features(state, self.model.latent_keys())
 
     def step(
         self,
@@ -165,19 +185,28 @@ class ReturnScorer:
             return None
         return sample_noise_torch(spec, (rows,), device=device, generator=self.generator)
 
-    def score(self, start: State, action_fn: ActionFn) -> torch.Tensor:
+    def score(
+        self, start: State, action_fn: ActionFn, goal: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Returns ``[R]`` of rolling out ``action_fn``'s actions from ``start`` (``R`` rows).
 
         ``action_fn(t, state_t)`` gives the ``[R, A]`` actions of step ``t``; it sees the imagined
-        state so that a policy prior can act on it.
+        state so that a policy prior can act on it. ``goal``: ``[R, F]`` latent features of each
+        row's goal (see the module docstring), or None to score predicted rewards.
 
         Raises:
-            ConfigError: ``uncertainty_penalty > 0`` and the model gives no uncertainty.
-            ContractError: an action or value of the wrong shape, or a non-finite return.
+            ConfigError: ``uncertainty_penalty > 0`` and the model gives no uncertainty; a goal
+                with a ``value_fn``.
+            ContractError: an action, value or goal of the wrong shape, or a non-finite return.
         """
         stepper = self.stepper
         rows = start.batch_size
         dims = {"R": rows, "A": stepper.action_dim}
+        if goal is not None and self.value_fn is not None:
+            raise ConfigError(
+                "planner: a goal replaces the predicted rewards, so expected no value_fn (the "
+                "value of rewards) with it, got one."
+            )
         returns = torch.zeros(rows, device=start.device)
         alive = torch.ones(rows, device=start.device)
         weight = 1.0
@@ -191,7 +220,15 @@ class ReturnScorer:
                 noise=self._noise(rows, action.device),
             )
             state = out.state
-            reward = out.reward.float()
+            if goal is None:
+                reward = out.reward.float()
+            else:
+                features = stepper.latent(state)
+                if t == 0:
+                    check_shape(
+                        "planner", "goal", goal, ("R", "F"), {**dims, "F": features.shape[1]}
+                    )
+                reward = -(features - goal).norm(dim=1)
             if self.uncertainty_penalty > 0:
                 if out.uncertainty is None:
                     raise ConfigError(
@@ -201,7 +238,7 @@ class ReturnScorer:
                     )
                 reward = reward - self.uncertainty_penalty * out.uncertainty.float()
             returns = returns + weight * alive * reward
-            if out.continue_prob is not None:
+            if out.continue_prob is not None and goal is None:
                 alive = alive * out.continue_prob.float()
             weight *= self.discount
         if self.value_fn is not None:
