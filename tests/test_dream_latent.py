@@ -89,14 +89,16 @@ def test_latent_policy_deploys_on_the_real_env(backend: str) -> None:
         LatentObservation(gym.make("CartPole-v1"), sim)
 
 
-def test_decoder_free_family_dreams_in_latent_mode_only() -> None:
-    """TD-MPC2 has no observation decoder: its dream serves latents (both checkers, torch and
-    ONNX alike); asking for decoded observations says why and names the latent mode."""
-    sim = pendulum_sim("tdmpc2:tiny")
+@pytest.mark.parametrize("spec", ["tdmpc2:tiny", "jepa:tiny"])
+def test_decoder_free_family_dreams_in_latent_mode_only(spec: str) -> None:
+    """TD-MPC2 and JEPA have no observation decoder: their dreams serve latents (both checkers,
+    torch and ONNX alike); asking for decoded observations says why and names the latent mode."""
+    sim = pendulum_sim(spec)
     model = sim.torch_model()
+    latent_dim = int(model.state_spec()["z"][0])
     for backend in ("torch", "onnx"):
         env = make_dream_env(sim, observation="latent", backend=backend)
-        assert env.observation_space.shape == (model.config.latent_dim,)
+        assert env.observation_space.shape == (latent_dim,)
         gym_check_env(env, skip_render_check=True)
         sb3_check_env(env, warn=True)
     torch_env = make_dream_env(sim, observation="latent", backend="torch")
@@ -116,4 +118,4 @@ def test_decoder_free_family_dreams_in_latent_mode_only() -> None:
         make_dream_env(sim)
     real = LatentObservation(gym.make("Pendulum-v1"), sim, backend="onnx")  # type: ignore[arg-type]
     obs, _ = real.reset(seed=0)
-    assert obs.shape == (model.config.latent_dim,)
+    assert obs.shape == (latent_dim,)

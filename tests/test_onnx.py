@@ -125,8 +125,9 @@ def test_shipped_trajectories_agree_over_100_steps(name: str) -> None:
         ("planet", (5,), spaces.Box(-1, 1, (2,), np.float32)),
         ("ensemble:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
         ("tdmpc2:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
+        ("jepa:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
     ],
-    ids=["dreamer-vector", "dreamer-image", "planet", "ensemble", "tdmpc2"],
+    ids=["dreamer-vector", "dreamer-image", "planet", "ensemble", "tdmpc2", "jepa"],
 )
 def test_families_export_and_match_torch(
     spec: str, obs_shape: tuple[int, ...], action: spaces.Space

@@ -227,7 +227,14 @@ def test_closed_loop_cost_over_30_steps_within_1_1x_of_lqr(kind: str) -> None:
 
 
 # -- batching ------------------------------------------------------------------------------------------
-FAMILIES = ["toy:tiny", "ensemble:tiny", "dreamerv3:tiny", "planet:tiny", "tdmpc2:tiny"]
+FAMILIES = [
+    "toy:tiny",
+    "ensemble:tiny",
+    "dreamerv3:tiny",
+    "planet:tiny",
+    "tdmpc2:tiny",
+    "jepa:tiny",
+]
 
 
 @pytest.mark.parametrize("spec", FAMILIES)

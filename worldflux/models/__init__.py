@@ -1,6 +1,7 @@
 """Built-in world-model families (registered on import)."""
 
 from .ensemble import EnsembleConfig, EnsembleModel
+from .jepa import JEPAConfig, JEPAModel
 from .rssm import DreamerV3Config, DreamerV3Model, PlaNetConfig, PlaNetModel
 from .tdmpc2 import TDMPC2Config, TDMPC2Model
 
@@ -9,6 +10,8 @@ __all__ = [
     "DreamerV3Model",
     "EnsembleConfig",
     "EnsembleModel",
+    "JEPAConfig",
+    "JEPAModel",
     "PlaNetConfig",
     "PlaNetModel",
     "TDMPC2Config",
