@@ -23,6 +23,18 @@ from worldflux.planners import MPCPolicy, MPPIPlanner
 from worldflux.training import Trainer, TrainerConfig
 
 
+class WideEncoder(torch.nn.Module):
+    """An override encoder whose output size (8) is not the preset's embed_dim (16)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(int(config.obs_shape[0]), 8)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(obs.float())
+        return out
+
+
 def tiny(obs_shape: tuple[int, ...] = (2,), **overrides: Any) -> JEPAModel:
     torch.manual_seed(0)
     model = wf.create_world_model("jepa:tiny", obs_shape=obs_shape, action_dim=2, **overrides)
@@ -105,10 +117,21 @@ def test_contract_shapes_and_history_window(obs_shape: tuple[int, ...], history:
     )
     if history > 1:
         assert nxt["past"].shape == (4, history - 1, 16)
-        # the window shifts: the newest embedding before the step is the last of the past after
-        torch.testing.assert_close(nxt["past"][:, -1], state["z"])
-        after = model.update(state, torch.zeros(4, 2), obs)
-        torch.testing.assert_close(after["z"], state["z"])  # the observed embedding
+        # three different observations in turn: the window holds them oldest first
+        frames = [obs, obs.flip(0), torch.roll(obs, 1, 0)]
+        z = [model.encode(f)["z"] for f in frames]
+        window = model.update(
+            model.update(state, torch.zeros(4, 2), frames[1]), torch.ones(4, 2), frames[2]
+        )
+        torch.testing.assert_close(window["z"], z[2])
+        for k, past in enumerate(z[:2][-(history - 1) :]):
+            torch.testing.assert_close(window["past"][:, k], past)
+        # a transition predicts from that window: changing its oldest entry changes the step
+        changed = wf.State({**window.tensors, "past": window["past"] + 1.0})
+        assert not torch.allclose(
+            model.transition(changed, torch.zeros(4, 2))["z"],
+            model.transition(window, torch.zeros(4, 2))["z"],
+        )
     actions = torch.randn(3, 4, 2)
     trajectory = model.rollout(state, actions)  # time-major
     stepped = state
@@ -125,6 +148,12 @@ def test_bad_configs_and_inputs_name_expected_and_given() -> None:
         tiny(uncertainty_heads=1)
     with pytest.raises(ConfigError, match=r"expected a vector \(O,\) or an image \(C, H, W\)"):
         tiny((4, 4))
+    with pytest.raises(ConfigError, match=r"expected images of at least 16 x 16"):
+        tiny((1, 8, 8))
+    with pytest.raises(ConfigError, match=r"rollout_steps: expected >= 0"):
+        tiny(rollout_steps=-1)
+    with pytest.raises(ConfigError, match=r"expected embeddings \[B, embed_dim=16\]"):
+        tiny(component_overrides={"observation_encoder": WideEncoder})
     with pytest.raises(ContractError, match="expected no noise"):
         model = tiny()
         model.transition(
@@ -214,6 +243,10 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     torch.testing.assert_close(
         step["z"], model.transition(model.encode(obs), torch.ones(3, 2))["z"]
     )
+    assert isinstance(loaded, JEPAModel) and bool(loaded.statistics_set)
+    saved = model.target_encoder.state_dict()
+    for key, value in loaded.target_encoder.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
 
 
 def test_after_update_moves_the_target_encoder_by_tau() -> None:

@@ -232,12 +232,12 @@ def test_plan_cli_flags_reach_plan_eval(
     monkeypatch.setattr(plan, "plan_eval", capture)
     argv = ["plan", "runs/x", "--planner", "cem", "--env", "Hopper-v5", "--episodes", "3"]
     argv += ["--seed", "7", "--horizon", "4", "--samples", "32", "--iterations", "2"]
-    assert main([*argv, "--uncertainty-penalty", "0.5", "--search", "open"]) == 0
+    assert main([*argv, "--uncertainty-penalty", "0.5", "--search", "open", "--goal"]) == 0
     assert json.loads(capsys.readouterr().out) == {"ok": True}
     assert seen == {
         "source": "runs/x", "planner": "cem", "env_id": "Hopper-v5", "episodes": 3, "seed": 7,
         "horizon": 4, "num_samples": 32, "iterations": 2, "uncertainty_penalty": 0.5,
-        "search": "open",
+        "search": "open", "goal": True,
     }  # fmt: skip
     monkeypatch.undo()  # the real plan_eval checks its arguments before loading anything
     with pytest.raises(ConfigError, match="search: expected 'local' or 'open'"):

@@ -871,7 +871,7 @@ class TwoRoomsModel(FnModel):
     """The true dynamics of ``WorldFlux/TwoRooms-State-v0`` (vectorised :meth:`TwoRoomsEnv.move`);
     its latent features are the position alone."""
 
-    def __init__(self, step_size: float = 0.1, door: float = 0.4, gap: float = 0.01) -> None:
+    def __init__(self, step_size: float = 0.1, door: float = 0.4, gap: float = 0.05) -> None:
         def step(x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
             target = torch.clamp(x + step_size * torch.clamp(u, -1, 1), -1, 1)
             x0, x1 = x[:, 0], target[:, 0]
@@ -952,3 +952,64 @@ def test_goal_errors_say_what_was_expected() -> None:
     other = MPCPolicy(model, NoGoals(), gym.spaces.Box(-1, 1, (2,), np.float32))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"expected a planner whose plan\(\) takes a goal"):
         other.set_goal(np.zeros(2, np.float32))
+
+
+def test_goals_per_env_masks_broadcast_and_images_as_gymnasium_gives_them() -> None:
+    """One goal for every env broadcasts; a mask replaces some envs' goals only; channel-last
+    images (gymnasium's layout) reach a model of [C, H, W] observations transposed."""
+    model = TwoRoomsModel()
+    space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    planner = MPPIPlanner(model, horizon=4, num_samples=64, num_elites=8, iterations=2, seed=0)
+    policy = MPCPolicy(model, planner, space)
+    policy.set_goal(np.array([0.5, 0.5], np.float32))  # one goal, three envs
+    actions, _ = policy.predict(np.zeros((3, 2), np.float32))
+    assert (actions > 0.2).all()  # every env heads up and right
+    policy.set_goal(np.array([[0.5, 0.5], [-0.5, -0.5], [0.5, 0.5]], np.float32))
+    policy.set_goal(
+        np.array([[-0.5, 0.5], [0.0, 0.0], [0.0, 0.0]], np.float32), mask=[True, False, False]
+    )
+    actions, _ = policy.predict(np.zeros((3, 2), np.float32))
+    assert actions[0, 0] < -0.2 < 0.2 < actions[0, 1]  # replaced: up and left
+    assert (actions[1] < -0.2).all() and (actions[2] > 0.2).all()  # kept
+    with pytest.raises(ContractError, match="with a mask, expected goals already set"):
+        MPCPolicy(model, planner, space).set_goal(np.zeros((3, 2), np.float32), mask=[True] * 3)
+    valued = MPPIPlanner(
+        model, horizon=2, num_samples=8, num_elites=2, value_fn=lambda s: s["x"][:, 0]
+    )
+    with pytest.raises(ConfigError, match="expected a planner without value_fn"):
+        MPCPolicy(model, valued, space).set_goal(np.zeros(2, np.float32))
+
+    torch.manual_seed(0)
+    image_model = wf.create_world_model("jepa:tiny", obs_shape=(1, 16, 16), action_dim=2).eval()
+    image_planner = MPPIPlanner(image_model, horizon=2, num_samples=8, num_elites=2)
+    image_policy = MPCPolicy(image_model, image_planner, space)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 1), dtype=np.uint8)
+    image_policy.set_goal(frames)
+    with torch.no_grad():
+        expected = image_model.encode(torch.from_numpy(frames.transpose(0, 3, 1, 2).copy()))
+    assert image_policy._goal is not None
+    torch.testing.assert_close(image_policy._goal["z"], expected["z"])
+    actions, _ = image_policy.predict(frames)
+    assert actions.shape == (2, 2)
+
+
+def test_worldflux_plan_goal_path_gives_each_env_its_goal() -> None:
+    """``planned_episodes(goal=True)`` (``worldflux plan --goal``) hands every env's goal
+    observation to the policy after the reset and records which episodes ended at the goal:
+    with the true model 4 of 6 random start-goal pairs are reached (the other two lie behind
+    the wall), none without the goal."""
+    from worldflux.rl.plan import planned_episodes
+
+    model, space = TwoRoomsModel(), gym.spaces.Box(-1, 1, (2,), np.float32)
+    reached = {}
+    for goal in (True, False):
+        planner = MPPIPlanner(model, horizon=8, num_samples=128, num_elites=16, iterations=3)
+        episodes = planned_episodes(
+            model, planner, "WorldFlux/TwoRooms-State-v0", space, 6, 0, goal=goal
+        )
+        assert episodes.terminated is not None
+        np.testing.assert_array_equal(episodes.terminated, episodes.lengths < 100)
+        reached[goal] = int(episodes.terminated.sum())
+    assert reached == {True: 4, False: 0}
+    with pytest.raises(ConfigError, match="goal: expected an env with goal_observation"):
+        planned_episodes(model, planner, "Reacher-v5", space, 1, 0, goal=True)  # Box(2) actions

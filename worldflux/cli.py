@@ -565,6 +565,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         uncertainty_penalty=args.uncertainty_penalty,
         search=args.search,
+        goal=args.goal,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -917,6 +918,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tdmpc2 models: refine the policy prior's mode locally (default; for models trained "
         "offline) or search as TD-MPC2 does online (wide Gaussian from the warm start, prior "
         "samples)",
+    )
+    plan.add_argument(
+        "--goal",
+        action="store_true",
+        help="plan towards each episode's goal observation (envs with goal_observation(), e.g. "
+        "WorldFlux/TwoRooms-v0) in the model's latent space instead of for reward; adds the "
+        "success rate",
     )
     plan.set_defaults(func=_cmd_plan)
 

@@ -5,7 +5,8 @@ space.
 The arena is the square ``[-1, 1]^2``. A wall along ``x = 0`` splits it into a left and a right
 room; the agent passes only through the door, where ``|y| < door / 2``. An action ``a`` in
 ``[-1, 1]^2`` moves the agent by ``step_size * a``; a move that would cross the wall outside the
-door stops at the wall (``wall_gap`` from it), and the outer walls clip the position.
+door stops in front of the wall (``wall_gap`` from it, the drawn wall's half-width at 64 x 64),
+and the outer walls clip the position.
 
 Observations: ``"pixels"`` (default) a grey top-down image ``uint8 [size, size, 1]`` (walls
 dark, floor light, the agent a mid-grey disc; 4 KB a frame at 64 x 64); ``"state"`` the position
@@ -14,10 +15,10 @@ drawn: :meth:`TwoRoomsEnv.goal_observation` gives the observation of the agent s
 goal, which is how goal-conditioned planners receive it.
 
 Reward (``task="goal"``): ``-||position - goal||`` every step. An episode terminates when the
-agent is within ``goal_radius`` of the goal (``info["success"]``); the registered ids truncate it
-after 100 steps. ``task="explore"`` (for collecting goal-free data): reward 0, never terminates.
+agent is within ``goal_radius`` of the goal with no wall between them (``info["success"]``); the
+registered ids truncate it after 100 steps. ``task="explore"`` (for collecting goal-free data): reward 0, never terminates.
 ``reset(options={"start": (x, y), "goal": (x, y)})`` fixes either; otherwise both are drawn
-uniformly over the floor (the start and goal rooms at random).
+uniformly over the floor outside the wall's band (the start and goal rooms at random).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class TwoRoomsEnv(gym.Env[np.ndarray, np.ndarray]):
         step_size: float = 0.1,
         door: float = 0.4,
         goal_radius: float = 0.1,
-        wall_gap: float = 0.01,
+        wall_gap: float = 0.05,
         render_mode: str | None = None,
     ) -> None:
         if observation not in ("pixels", "state"):
@@ -106,19 +107,28 @@ class TwoRoomsEnv(gym.Env[np.ndarray, np.ndarray]):
         self._goal = np.zeros(2, np.float64)
 
     # -- geometry -----------------------------------------------------------------------------
+    def blocked(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Whether the wall lies on the segment from ``a`` to ``b`` (both ``[2]``)."""
+        x0, x1 = a[0], b[0]
+        if (x0 < 0.0) == (x1 < 0.0) or x0 == x1:  # does not cross x = 0
+            return False
+        y_cross = a[1] + (b[1] - a[1]) * (-x0) / (x1 - x0)
+        return bool(abs(y_cross) >= self.door / 2)
+
     def move(self, position: np.ndarray, action: np.ndarray) -> np.ndarray:
         """The position after ``action`` from ``position`` (both ``[2]``), walls applied."""
         target = np.clip(position + self.step_size * np.clip(action, -1.0, 1.0), -1.0, 1.0)
-        x0, x1 = position[0], target[0]
-        if (x0 < 0.0) != (x1 < 0.0) and x0 != x1:  # crosses x = 0
-            y_cross = position[1] + (target[1] - position[1]) * (-x0) / (x1 - x0)
-            if abs(y_cross) >= self.door / 2:  # hits the wall: stop in front of it
-                target = target.copy()
-                target[0] = -self.wall_gap if x0 < 0.0 else self.wall_gap
+        if self.blocked(position, target):  # stop in front of the wall
+            target = target.copy()
+            target[0] = -self.wall_gap if position[0] < 0.0 else self.wall_gap
         return target
 
     def _sample_position(self) -> np.ndarray:
-        return self.np_random.uniform(-0.95, 0.95, size=2)
+        """Uniform over the floor outside the wall's band (``|x| > 2 * wall_gap``)."""
+        while True:
+            point = self.np_random.uniform(-0.95, 0.95, size=2)
+            if abs(point[0]) > 2 * self.wall_gap:
+                return point
 
     # -- pictures -----------------------------------------------------------------------------
     def _pixel(self, coordinate: np.ndarray) -> np.ndarray:
@@ -192,7 +202,7 @@ class TwoRoomsEnv(gym.Env[np.ndarray, np.ndarray]):
             "position": self._position.astype(np.float32),
             "goal": self._goal.astype(np.float32),
             "distance": distance,
-            "success": distance < self.goal_radius,
+            "success": distance < self.goal_radius and not self.blocked(self._position, self._goal),
         }
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

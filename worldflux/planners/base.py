@@ -433,7 +433,8 @@ class SamplingPlanner(ABC):
                     f"{type(self).__name__}.plan: expected a goal of B={batch} rows (one per "
                     f"state), got {goal.batch_size}."
                 )
-            goal_features = self.stepper.latent(goal)
+            with torch.no_grad():
+                goal_features = self.stepper.latent(goal)
         h, n, a = self.horizon, self.num_samples, self.action_dim
         m = n + self.num_prior_samples
         mean = self._initial_mean(batch)

@@ -114,27 +114,57 @@ class MPCPolicy:
         self._goal: State | None = None
 
     # -- goals ------------------------------------------------------------------------------------
-    def set_goal(self, observation: np.ndarray | Any | None) -> None:
+    def set_goal(
+        self,
+        observation: np.ndarray | Any | None,
+        mask: np.ndarray | Any | None = None,
+    ) -> None:
         """Plan towards goal observations from the next :meth:`predict` call on: ``[n_envs, *O]``
         (one goal per env) or one ``[*O]`` for every env, encoded with the model; the planner
         then minimises the latent distance to the goal instead of maximising predicted reward.
-        None: back to predicted rewards.
+        Goals stay until they are set again (a new episode keeps its env's goal): give
+        ``mask`` (bool ``[n_envs]``) to replace only those envs' goals (e.g. the envs whose
+        episode started), with ``observation`` holding a goal for every env. None: back to
+        predicted rewards.
 
         Raises:
-            ConfigError: a planner whose ``plan`` takes no ``goal``.
-            ContractError: observations of the wrong shape.
+            ConfigError: a planner whose ``plan`` takes no ``goal``, or one that bootstraps with
+                a ``value_fn`` (a value of rewards, which a goal replaces).
+            ContractError: observations or mask of the wrong shape, or a mask without goals set
+                for every env.
         """
         if observation is None:
             self._goal = None
             return
+        name = type(self.planner).__name__
         if "goal" not in inspect.signature(self.planner.plan).parameters:
             raise ConfigError(
                 f"MPCPolicy.set_goal: expected a planner whose plan() takes a goal "
-                f"(CEMPlanner, MPPIPlanner), got {type(self.planner).__name__}."
+                f"(CEMPlanner, MPPIPlanner), got {name}."
             )
-        obs, _ = self._observations(observation)
+        if getattr(self.planner, "value_fn", None) is not None:
+            raise ConfigError(
+                f"MPCPolicy.set_goal: expected a planner without value_fn (a goal replaces the "
+                f"rewards a value sums), got {name} with one (e.g. tdmpc2_planner's)."
+            )
+        obs, _ = self._observations(observation, "MPCPolicy.set_goal")
         with torch.no_grad():
-            self._goal = self.model.encode(obs)
+            goal = self.model.encode(obs)
+        if mask is None:
+            self._goal = goal
+            return
+        flags = np.asarray(mask, dtype=bool).reshape(-1)
+        current = self._goal
+        if current is None or current.batch_size != flags.shape[0] or goal.batch_size != len(flags):
+            raise ContractError(
+                f"MPCPolicy.set_goal: with a mask, expected goals already set for its "
+                f"{flags.shape[0]} envs and {flags.shape[0]} goal observations, got "
+                f"{0 if current is None else current.batch_size} set and {goal.batch_size} given."
+            )
+        rows = torch.from_numpy(flags).to(self.model.device)
+        self._goal = State(
+            {k: torch.where(_expand(rows, v), goal[k], v) for k, v in current.tensors.items()}
+        )
 
     def _goal_for(self, n: int) -> State | None:
         goal = self._goal
@@ -147,23 +177,30 @@ class MPCPolicy:
         )
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _observations(self, observation: Any) -> tuple[torch.Tensor, bool]:
+    def _observations(
+        self, observation: Any, owner: str = "MPCPolicy.predict"
+    ) -> tuple[torch.Tensor, bool]:
         """The observations as a ``[n, *O]`` tensor on the model's device, and whether they
-        came batched."""
+        came batched. Images as gymnasium gives them (``[H, W, C]``, channels last) are
+        transposed to the model's ``[C, H, W]``, as the datasets store them for training."""
         obs_shape = tuple(self.model.config.obs_shape)
         if isinstance(observation, dict):
             raise ContractError(
-                f"MPCPolicy.predict: expected array observations of shape [n_envs, *{list(obs_shape)}], "
+                f"{owner}: expected array observations of shape [n_envs, *{list(obs_shape)}], "
                 "got a dict."
             )
         array = np.asarray(observation)
+        if len(obs_shape) == 3 and obs_shape[0] != obs_shape[2]:
+            channels_last = (obs_shape[1], obs_shape[2], obs_shape[0])
+            if array.shape[-3:] == channels_last and array.ndim in (3, 4):
+                array = np.moveaxis(array, -1, -3)
         if array.shape == obs_shape:
             array, batched = array[None], False
         elif array.shape[1:] == obs_shape and array.shape[0] >= 1:
             batched = True
         else:
             raise ContractError(
-                f"MPCPolicy.predict: expected observations of shape [n_envs, *{list(obs_shape)}] "
+                f"{owner}: expected observations of shape [n_envs, *{list(obs_shape)}] "
                 f"or {list(obs_shape)}, got {list(array.shape)}."
             )
         if array.dtype != np.uint8:
@@ -280,3 +317,8 @@ class MPCPolicy:
         actions = action.detach().cpu().numpy().astype(self.action_space.dtype, copy=False)
         new_state = MPCState(latent=latent, action=action)
         return (actions if batched else actions[0]), new_state
+
+
+def _expand(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B]`` -> ``[B, 1, ...]`` broadcastable against ``like [B, ...]``."""
+    return rows.view(-1, *([1] * (like.dim() - 1)))

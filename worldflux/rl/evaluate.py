@@ -44,10 +44,12 @@ def predictor_policy(agent: Predictor, deterministic: bool = True) -> Policy:
 
 @dataclass
 class Episodes:
-    """Returns and lengths of finished episodes (``[E]`` each)."""
+    """Returns and lengths of finished episodes (``[E]`` each), and whether each ended by
+    termination (not by the time limit) where that was recorded."""
 
     returns: np.ndarray
     lengths: np.ndarray
+    terminated: np.ndarray | None = None
 
     @property
     def mean(self) -> float:
@@ -58,12 +60,15 @@ class Episodes:
         return float(self.returns.std())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "mean": self.mean,
             "std": self.std,
             "returns": [round(float(r), 3) for r in self.returns],
             "lengths": [int(n) for n in self.lengths],
         }
+        if self.terminated is not None:
+            out["terminated"] = [bool(t) for t in self.terminated]
+        return out
 
 
 #: an evaluation stops with an error after this many steps (a dream that never ends an episode)
@@ -71,10 +76,15 @@ MAX_EVAL_STEPS = 100_000
 
 
 def first_episodes(
-    venv: gym.vector.VectorEnv, policy: Policy, seed: int, max_steps: int = MAX_EVAL_STEPS
+    venv: gym.vector.VectorEnv,
+    policy: Policy,
+    seed: int,
+    max_steps: int = MAX_EVAL_STEPS,
+    after_reset: Callable[[gym.vector.VectorEnv], None] | None = None,
 ) -> Episodes:
     """Run ``policy`` (batched: ``[N, *obs]`` -> ``[N, *act]``) in every environment of ``venv``
     (autoreset ``NextStep``, the gymnasium default) until each has finished its first episode.
+    ``after_reset(venv)`` runs once after the reset (e.g. to give a policy the envs' goals).
 
     Raises:
         ConfigError: an episode is still running after ``max_steps`` steps (give the env a
@@ -82,8 +92,11 @@ def first_episodes(
     """
     n = venv.num_envs
     obs, _ = venv.reset(seed=seed)
+    if after_reset is not None:
+        after_reset(venv)
     returns = np.zeros(n)
     lengths = np.zeros(n, np.int64)
+    ended_by_termination = np.zeros(n, bool)
     running = np.ones(n, bool)
     while running.any():
         if lengths.max() >= max_steps:
@@ -94,8 +107,9 @@ def first_episodes(
         obs, reward, terminated, truncated, _ = venv.step(policy(obs))
         returns += np.where(running, reward, 0.0)
         lengths += running
+        ended_by_termination |= running & np.asarray(terminated, bool)
         running &= ~(np.asarray(terminated) | np.asarray(truncated))
-    return Episodes(returns, lengths)
+    return Episodes(returns, lengths, ended_by_termination)
 
 
 def real_env_episodes(
@@ -105,10 +119,12 @@ def real_env_episodes(
     seed: int,
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[Callable[[gym.Env[Any, Any]], gym.Wrapper[Any, Any, Any, Any]]] = (),
+    after_reset: Callable[[gym.vector.VectorEnv], None] | None = None,
 ) -> Episodes:
     """``episodes`` episodes of ``policy`` in ``gym.make_vec(env_id)`` (synchronous copies,
     seeded ``seed``, ``seed + 1``, ...; each wrapped with ``wrappers``, e.g. a
-    :class:`~worldflux.dream.latent.LatentObservation` for latent policies)."""
+    :class:`~worldflux.dream.latent.LatentObservation` for latent policies); ``after_reset`` as
+    for :func:`first_episodes`."""
     if episodes < 1:
         raise ConfigError(f"episodes: expected >= 1, got {episodes}.")
     venv = gym.make_vec(
@@ -119,6 +135,6 @@ def real_env_episodes(
         **(env_kwargs or {}),
     )
     try:
-        return first_episodes(venv, policy, seed)
+        return first_episodes(venv, policy, seed, after_reset=after_reset)
     finally:
         venv.close()

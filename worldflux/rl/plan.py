@@ -12,6 +12,12 @@ filters the real observations and plans every action (:class:`~worldflux.planner
   (``search="local"``, :data:`~worldflux.planners.OFFLINE_PLANNING`, for models trained offline,
   as every model here is), or TD-MPC2's open search (``search="open"``);
 * ``prior``: the policy prior alone (:class:`~worldflux.planners.PolicyPriorPlanner`).
+
+With ``goal`` (``--goal``) ``mppi`` / ``cem`` plan towards each episode's goal observation
+instead of for reward (:meth:`~worldflux.planners.MPCPolicy.set_goal`): the env must give one
+(``env.unwrapped.goal_observation()``, as ``WorldFlux/TwoRooms-v0`` does), and the result adds
+the success rate, the fraction of episodes that ended by termination (goal-reaching envs end an
+episode at the goal).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..core.errors import ConfigError
 from .evaluate import Episodes, predictor_policy, real_env_episodes
 
@@ -27,15 +35,40 @@ PLANNERS = ("mppi", "cem", "prior")
 
 
 def planned_episodes(
-    model: Any, planner: Any, env_id: str, action_space: Any, episodes: int, seed: int
+    model: Any,
+    planner: Any,
+    env_id: str,
+    action_space: Any,
+    episodes: int,
+    seed: int,
+    *,
+    goal: bool = False,
 ) -> Episodes:
     """``episodes`` real episodes of ``env_id`` (seeds ``seed``, ``seed + 1``, ...) in which
     ``planner`` plans every action from the state ``model`` filters
-    (:class:`~worldflux.planners.MPCPolicy`, seeded with ``seed``)."""
+    (:class:`~worldflux.planners.MPCPolicy`, seeded with ``seed``); with ``goal``, towards each
+    env's ``goal_observation()`` after the reset."""
     from ..planners import MPCPolicy
 
     agent = MPCPolicy(model, planner, action_space, seed=seed)
-    return real_env_episodes(env_id, predictor_policy(agent), episodes, seed)
+
+    def give_goals(venv: Any) -> None:
+        try:
+            goals = venv.call("goal_observation")
+        except AttributeError:
+            raise ConfigError(
+                f"goal: expected an env with goal_observation() (e.g. WorldFlux/TwoRooms-v0), "
+                f"{env_id} has none."
+            ) from None
+        agent.set_goal(np.stack(goals))
+
+    return real_env_episodes(
+        env_id,
+        predictor_policy(agent),
+        episodes,
+        seed,
+        after_reset=give_goals if goal else None,
+    )
 
 
 def plan_eval(
@@ -50,10 +83,12 @@ def plan_eval(
     iterations: int | None = None,
     uncertainty_penalty: float = 1.0,
     search: str = "local",
+    goal: bool = False,
 ) -> dict[str, Any]:
     """Score planning with ``source``'s model on ``episodes`` real episodes (seeds ``seed``,
     ``seed + 1``, ...). ``horizon``, ``num_samples``, ``iterations`` override the planner's
-    defaults (``mppi``/``cem``: 5, 512, 3; TD-MPC2: its own, see ``TDMPC2_PLANNING``)."""
+    defaults (``mppi``/``cem``: 5, 512, 3; TD-MPC2: its own, see ``TDMPC2_PLANNING``); ``goal``:
+    see the module docstring."""
     import gymnasium as gym
 
     from ..dream.make import load_simulator
@@ -88,6 +123,11 @@ def plan_eval(
         if v is not None
     }
     with_prior = isinstance(model, PriorModel)
+    if goal and (planner == "prior" or with_prior):
+        raise ConfigError(
+            f"goal: expected planner mppi or cem over a model without a value (a goal replaces "
+            f"the rewards a value sums), got planner {planner!r} with {model.model_type}."
+        )
     if planner == "prior":
         if not with_prior:
             raise ConfigError(
@@ -113,9 +153,9 @@ def plan_eval(
         kind = MPPIPlanner if planner == "mppi" else CEMPlanner
         chosen = kind(model, low=space.low, high=space.high, seed=seed, **settings)
     started = time.perf_counter()
-    real = planned_episodes(model, chosen, env_id, space, episodes, seed)
+    real = planned_episodes(model, chosen, env_id, space, episodes, seed, goal=goal)
     seconds = time.perf_counter() - started
-    return {
+    out = {
         "source": str(source),
         "model": model.model_type,
         "env": env_id,
@@ -124,6 +164,11 @@ def plan_eval(
         "real": real.to_dict(),
         "seconds": round(seconds, 1),
     }
+    if goal:
+        assert real.terminated is not None
+        out["goal"] = True
+        out["success_rate"] = float(real.terminated.mean())
+    return out
 
 
 def _has_uncertainty(model: Any) -> bool:

@@ -33,8 +33,9 @@ Loss on a batch of sequences (T steps), every term masked to real steps:
 * **teacher-forced prediction**: ``||f(window of online embeddings at t, a_t) - sg(target(o_{t+1}))||^2``
   (mean over D) for every t;
 * **rollout prediction** (``rollout_coef``): the same with the predictor fed its own
-  predictions from ``z_0 = enc(o_0)``, open loop over all T steps (as V-JEPA 2-AC adds to teacher
-  forcing), so that multi-step plans stay on the embedding's manifold;
+  predictions from ``z_0 = enc(o_0)``, open loop over ``rollout_steps`` steps (all T by default;
+  V-JEPA 2-AC adds such a short rollout to teacher forcing), so that multi-step plans stay on
+  the embedding's manifold;
 * **anti-collapse** (VICReg's variance and covariance terms, as PLDM): ``var_coef`` x the mean
   hinge ``max(0, 1 - std_d)`` of each embedding dimension over the batch, and ``cov_coef`` x the
   sum of squared off-diagonal covariances / D, on the online embeddings of every frame. The EMA
@@ -91,6 +92,8 @@ class JEPAConfig(WorldModelConfig):
         cnn_depth: channels of the first convolution of the image encoder (doubled per layer).
         tau: EMA rate of the target encoder.
         rollout_coef: weight of the open-loop rollout prediction loss (0: teacher forcing only).
+        rollout_steps: steps of that rollout from the first frame (0: the whole sequence; long
+            sequences make it backpropagate through as many predictor calls).
         var_coef, cov_coef: weights of VICReg's variance and covariance terms.
         reward_coef, termination_coef: weights of the heads' losses.
         uncertainty_heads: small predictors (``hidden_dim / 2`` wide) of the next embedding from
@@ -106,6 +109,7 @@ class JEPAConfig(WorldModelConfig):
     cnn_depth: int = 16
     tau: float = 0.01
     rollout_coef: float = 1.0
+    rollout_steps: int = 0
     var_coef: float = 1.0
     cov_coef: float = 0.04
     reward_coef: float = 1.0
@@ -125,6 +129,16 @@ class JEPAConfig(WorldModelConfig):
         for key in ("embed_dim", "hidden_dim", "history", "cnn_depth"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{name}.{key}: expected >= 1, got {getattr(self, key)}.")
+        if self.rollout_steps < 0:
+            raise ConfigError(
+                f"{name}.rollout_steps: expected >= 0 (0: the whole sequence), got "
+                f"{self.rollout_steps}."
+            )
+        if len(self.obs_shape) == 3 and min(self.obs_shape[1:]) < 16:
+            raise ConfigError(
+                f"{name}.obs_shape: expected images of at least 16 x 16 (four stride-2 "
+                f"convolutions), got {self.obs_shape}."
+            )
         if not 0.0 < self.tau <= 1.0:
             raise ConfigError(f"{name}.tau: expected in (0, 1], got {self.tau}.")
         for key in ("rollout_coef", "var_coef", "cov_coef", "reward_coef", "termination_coef"):
@@ -322,7 +336,18 @@ class JEPAModel(WorldModel):
         trust_imports: bool = True,
     ) -> None:
         super().__init__(config, component_overrides, trust_imports=trust_imports)
-        self.target_encoder = copy.deepcopy(self.component("observation_encoder"))
+        encoder = self.component("observation_encoder")
+        c = self.config
+        dtype = torch.uint8 if len(c.obs_shape) == 3 else torch.float32
+        with torch.no_grad():
+            out = encoder(torch.zeros(2, *c.obs_shape, dtype=dtype))
+        if tuple(out.shape) != (2, c.embed_dim):
+            raise ConfigError(
+                f"JEPAModel.observation_encoder: expected embeddings [B, embed_dim={c.embed_dim}] "
+                f"from observations [B, *{list(c.obs_shape)}], got {list(out.shape)} (set "
+                "embed_dim to the encoder's output size)."
+            )
+        self.target_encoder = copy.deepcopy(encoder)
         self.target_encoder.requires_grad_(False)
         #: whether :meth:`set_data_statistics` has set the normalisation (saved with the weights)
         self.register_buffer("statistics_set", torch.zeros((), dtype=torch.bool))
@@ -440,10 +465,12 @@ class JEPAModel(WorldModel):
         )
         prediction = masked(((teacher - target[1:]) ** 2).mean(-1))
         if c.rollout_coef > 0:
+            span = steps if c.rollout_steps == 0 else min(c.rollout_steps, steps)
             rolled = [online[0]]
-            for t in range(steps):
+            for t in range(span):
                 rolled.append(predictor.next(torch.cat([windows(rolled, t), actions[t]], -1)))
-            rollout = masked(((torch.stack(rolled[1:]) - target[1:]) ** 2).mean(-1))
+            error = ((torch.stack(rolled[1:]) - target[1 : span + 1]) ** 2).mean(-1)
+            rollout = (error * mask[:span]).sum() / mask[:span].sum().clamp(min=1.0)
         else:
             rollout = torch.zeros((), device=online.device)
 
@@ -495,11 +522,19 @@ class JEPAModel(WorldModel):
 
     # -- hooks ------------------------------------------------------------------------------------
     def after_update(self) -> None:
-        """EMA of the encoder into the target encoder (rate ``tau``)."""
+        """EMA of the encoder into the target encoder (rate ``tau``): parameters and
+        floating-point buffers (e.g. normalisation statistics of an override encoder); other
+        buffers are copied."""
+        encoder = self.component("observation_encoder")
         with torch.no_grad():
-            online: list[torch.Tensor] = list(self.component("observation_encoder").parameters())
+            online: list[torch.Tensor] = list(encoder.parameters())
             target: list[torch.Tensor] = list(self.target_encoder.parameters())
             torch._foreach_lerp_(target, online, self.config.tau)
+            for mine, theirs in zip(self.target_encoder.buffers(), encoder.buffers(), strict=True):
+                if mine.is_floating_point():
+                    mine.lerp_(theirs, self.config.tau)
+                else:
+                    mine.copy_(theirs)
 
     def set_data_statistics(self, stats: Mapping[str, Any]) -> None:
         """Standardise vector observations with ``obs_mean`` / ``obs_std`` ``[O]`` of the
