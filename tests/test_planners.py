@@ -867,31 +867,18 @@ def test_onnx_stepper_errors_say_what_was_expected(
 
 
 # -- goal-conditioned planning ----------------------------------------------------------------------
-class TwoRoomsModel(FnModel):
-    """The true dynamics of ``WorldFlux/TwoRooms-State-v0`` (vectorised :meth:`TwoRoomsEnv.move`);
-    its latent features are the position alone."""
+def two_rooms_model() -> wf.WorldModel:
+    """The true dynamics of ``WorldFlux/TwoRooms-State-v0``; latent features: the position."""
+    from worldflux.envs.two_rooms_oracle import TwoRoomsOracle
 
-    def __init__(self, step_size: float = 0.1, door: float = 0.4, gap: float = 0.05) -> None:
-        def step(x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-            target = torch.clamp(x + step_size * torch.clamp(u, -1, 1), -1, 1)
-            x0, x1 = x[:, 0], target[:, 0]
-            crosses = ((x0 < 0) != (x1 < 0)) & (x0 != x1)
-            y = x[:, 1] + (target[:, 1] - x[:, 1]) * (-x0) / torch.where(crosses, x1 - x0, 1.0)
-            blocked = crosses & (y.abs() >= door / 2)
-            wall = torch.where(x0 < 0, -gap, gap)
-            return torch.stack([torch.where(blocked, wall, x1), target[:, 1]], 1), x0 * 0, {}
-
-        super().__init__(2, 2, step)
-
-    def latent_keys(self) -> tuple[str, ...]:
-        return ("x",)
+    return TwoRoomsOracle()
 
 
 def test_goal_conditioned_mpc_reaches_goals_that_random_actions_do_not() -> None:
     """MPC towards goal observations with the true two-rooms model (goals 0.8-1.2 away in the
     start's room) against uniform random actions, 100 steps each."""
     env = gym.make("WorldFlux/TwoRooms-State-v0")
-    model = TwoRoomsModel()
+    model = two_rooms_model()
     planner = MPPIPlanner(model, horizon=8, num_samples=128, num_elites=16, iterations=3, seed=0)
     policy = MPCPolicy(model, planner, env.action_space)
     rng = np.random.default_rng(0)
@@ -926,7 +913,7 @@ def test_goal_conditioned_mpc_reaches_goals_that_random_actions_do_not() -> None
 
 
 def test_goal_errors_say_what_was_expected() -> None:
-    model = TwoRoomsModel()
+    model = two_rooms_model()
     start = model.encode(torch.zeros(2, 2))
     planner = CEMPlanner(model, horizon=2, num_samples=8, num_elites=2)
     with pytest.raises(
@@ -957,7 +944,7 @@ def test_goal_errors_say_what_was_expected() -> None:
 def test_goals_per_env_masks_broadcast_and_images_as_gymnasium_gives_them() -> None:
     """One goal for every env broadcasts; a mask replaces some envs' goals only; channel-last
     images (gymnasium's layout) reach a model of [C, H, W] observations transposed."""
-    model = TwoRoomsModel()
+    model = two_rooms_model()
     space = gym.spaces.Box(-1, 1, (2,), np.float32)
     planner = MPPIPlanner(model, horizon=4, num_samples=64, num_elites=8, iterations=2, seed=0)
     policy = MPCPolicy(model, planner, space)
@@ -1000,7 +987,7 @@ def test_worldflux_plan_goal_path_gives_each_env_its_goal() -> None:
     the wall), none without the goal."""
     from worldflux.rl.plan import planned_episodes
 
-    model, space = TwoRoomsModel(), gym.spaces.Box(-1, 1, (2,), np.float32)
+    model, space = two_rooms_model(), gym.spaces.Box(-1, 1, (2,), np.float32)
     reached = {}
     for goal in (True, False):
         planner = MPPIPlanner(model, horizon=8, num_samples=128, num_elites=16, iterations=3)

@@ -98,3 +98,24 @@ def test_bad_settings_and_actions_are_named() -> None:
         env.step(np.array([np.nan, 0.0]))
     with pytest.raises(ConfigError, match=r"options\['goal'\] as \(x, y\) within \[-1, 1\]"):
         env.reset(options={"goal": (2.0, 0.0)})
+
+
+def test_the_oracle_moves_as_the_env_does() -> None:
+    """The planning oracle's batched torch dynamics equal the env's own, wall and door included."""
+    import torch
+
+    from worldflux.envs.two_rooms_oracle import TwoRoomsOracle
+
+    env = TwoRoomsEnv("state")
+    oracle = TwoRoomsOracle(env)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2000, 2))
+    x[:500, 0] = rng.uniform(-0.15, 0.15, 500)  # many moves across the wall's line
+    u = rng.uniform(-1.5, 1.5, (2000, 2))
+    expected = np.stack([env.move(a, b) for a, b in zip(x, u, strict=True)])
+    got = oracle.move(torch.tensor(x, dtype=torch.float64), torch.tensor(u, dtype=torch.float64))
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
+    with pytest.raises(ConfigError, match="expected a TwoRoomsEnv with observation='state'"):
+        TwoRoomsOracle(TwoRoomsEnv())
+    with pytest.raises(ConfigError, match="nothing to learn"):
+        oracle.loss(None)  # type: ignore[arg-type]

@@ -4,7 +4,8 @@ by ``import worldflux``:
 * ``WorldFlux/TwoRooms-v0``: :class:`~worldflux.envs.two_rooms.TwoRoomsEnv` with top-down grey
   images ``uint8 [64, 64, 1]``; ``WorldFlux/TwoRooms-State-v0``: the same with the position
   ``float32 [2]`` as observation; ``WorldFlux/TwoRooms-Explore-v0``: images, no goal (reward 0,
-  no termination), for collecting goal-free data. All truncate episodes after 100 steps.
+  no termination), for collecting goal-free data (``WorldFlux/TwoRooms-State-Explore-v0`` with
+  positions). All truncate episodes after 100 steps.
 
 (The dream environments, ``WorldFlux/<Family>-<Env>-v0``, come from the env cards instead.)
 """
@@ -24,6 +25,11 @@ ENVS: dict[str, tuple[str, dict[str, object], int]] = {
     "WorldFlux/TwoRooms-Explore-v0": (
         "worldflux.envs.two_rooms:TwoRoomsEnv",
         {"task": "explore"},
+        100,
+    ),
+    "WorldFlux/TwoRooms-State-Explore-v0": (
+        "worldflux.envs.two_rooms:TwoRoomsEnv",
+        {"observation": "state", "task": "explore"},
         100,
     ),
 }

@@ -1,0 +1,185 @@
+"""Goal reaching in the two rooms by planning in a learned embedding, against random actions and a
+planner with the true simulator at the same search budget.
+
+    python benchmarks/goal_reaching.py --runs runs/jepa-rooms-state-s0 runs/jepa-rooms-state-s1 ...
+        [--env WorldFlux/TwoRooms-State-v0] [--pairs 50] [--horizon 10] [--samples 256]
+        [--iterations 3] [--seed 1000] [--threads 1] [--name NAME]
+
+Each run is a ``worldflux train`` folder of a model trained on the two rooms' goal-free random
+walks (``worldflux collect --recipe two-rooms-state-random`` for positions, ``two-rooms-random``
+for images), e.g.::
+
+    worldflux train jepa:small --dataset worldflux/two-rooms/state-random-v0 \\
+        --run-dir runs/jepa-rooms-state-s0 --steps 3000 --batch-size 64 --seq-len 8 --lr 1e-3 \\
+        --grad-clip 10 --seed 0 --no-fidelity
+
+Held-out start-goal pairs (``--pairs`` of each kind, drawn from ``--seed``, never from the
+training data's seeds): "same room" and "other room" (the door between them), each at least 0.5
+apart. Every policy gets 100 steps per pair (the env's time limit) and succeeds when the env ends
+the episode at the goal. Planners: MPPI, ``--horizon`` steps, ``--samples`` samples, 32 elites,
+``--iterations`` rounds, towards the goal observation (learned: the distance between embeddings;
+oracle: :class:`~worldflux.envs.two_rooms_oracle.TwoRoomsOracle`, the true dynamics, with
+Euclidean distance between positions). Prints a table (success rate per kind; learned: mean ±
+std over the runs) and saves it to benchmarks/results/goal_reaching[-NAME].md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import worldflux as wf
+from worldflux.envs.two_rooms_oracle import TwoRoomsOracle
+from worldflux.files import write_text_atomic
+from worldflux.planners import MPCPolicy, MPPIPlanner
+
+RESULTS = Path(__file__).with_name("results") / "goal_reaching.md"
+KINDS = ("same room", "other room")
+
+
+def draw_pairs(count: int, seed: int) -> dict[str, list[dict[str, np.ndarray]]]:
+    """``count`` start-goal pairs of each kind, at least 0.5 apart, off the wall's band."""
+    rng = np.random.default_rng(seed)
+    pairs: dict[str, list[dict[str, np.ndarray]]] = {kind: [] for kind in KINDS}
+    while any(len(v) < count for v in pairs.values()):
+        start, goal = rng.uniform(-0.95, 0.95, 2), rng.uniform(-0.95, 0.95, 2)
+        if min(abs(start[0]), abs(goal[0])) < 0.1 or np.linalg.norm(start - goal) < 0.5:
+            continue
+        kind = KINDS[0] if np.sign(start[0]) == np.sign(goal[0]) else KINDS[1]
+        if len(pairs[kind]) < count:
+            pairs[kind].append({"start": start, "goal": goal})
+    return pairs
+
+
+def success_rate(env_id: str, pairs: list[dict[str, np.ndarray]], act: Any) -> float:
+    """Run every pair in its own env (up to 100 steps), all envs acted for in one batch by
+    ``act(obs [N, *O] | None, goals [N, *O] | None)`` (goals once first); the fraction of
+    episodes that ended at the goal."""
+    envs = [gym.make(env_id) for _ in pairs]
+    try:
+        obs = np.stack(
+            [
+                env.reset(seed=i, options=p)[0]
+                for i, (env, p) in enumerate(zip(envs, pairs, strict=True))
+            ]
+        )
+        act(None, np.stack([env.unwrapped.goal_observation() for env in envs]))  # type: ignore[attr-defined]
+        done = np.zeros(len(envs), bool)
+        reached = np.zeros(len(envs), bool)
+        while not done.all():
+            actions = act(obs, None)
+            for i, env in enumerate(envs):
+                if not done[i]:
+                    obs[i], _, terminated, truncated, _ = env.step(actions[i])
+                    reached[i] |= terminated
+                    done[i] = terminated or truncated
+        return float(reached.mean())
+    finally:
+        for env in envs:
+            env.close()
+
+
+def planner_policy(model: wf.WorldModel, args: argparse.Namespace, seed: int) -> Any:
+    """``act(obs, goals)``: goals first (a new run), then MPPI actions for observations."""
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    planner = MPPIPlanner(
+        model,
+        horizon=args.horizon,
+        num_samples=args.samples,
+        num_elites=32,
+        iterations=args.iterations,
+        seed=seed,
+    )
+    policy = MPCPolicy(model, planner, space, seed=seed)
+    memory: dict[str, Any] = {"state": None}
+
+    def act(obs: np.ndarray | None, goals: np.ndarray | None) -> np.ndarray:
+        if goals is not None:
+            policy.set_goal(goals)
+            memory["state"] = None
+            return np.zeros(0)
+        actions, memory["state"] = policy.predict(obs, memory["state"])
+        return np.asarray(actions)
+
+    return act
+
+
+def random_policy(seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+
+    def act(obs: np.ndarray | None, goals: np.ndarray | None) -> np.ndarray:
+        if obs is None:
+            return np.zeros(0)
+        return rng.uniform(-1, 1, (len(obs), 2)).astype(np.float32)
+
+    return act
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True, help="trained run folders (seeds)")
+    parser.add_argument("--env", default="WorldFlux/TwoRooms-State-v0")
+    parser.add_argument("--pairs", type=int, default=50, help="pairs of each kind")
+    parser.add_argument("--horizon", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the held-out pairs")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default=None, help="results file suffix")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pairs = draw_pairs(args.pairs, args.seed)
+    state_env = "WorldFlux/TwoRooms-State-v0"
+    rows: dict[str, dict[str, list[float]]] = {}
+    started = time.perf_counter()
+    for kind, chosen in pairs.items():
+        rows.setdefault("random actions", {})[kind] = [
+            success_rate(state_env, chosen, random_policy(args.seed))
+        ]
+        oracle = TwoRoomsOracle()
+        rows.setdefault("MPPI, true simulator", {})[kind] = [
+            success_rate(state_env, chosen, planner_policy(oracle, args, 0))
+        ]
+        learned = []
+        for index, run in enumerate(args.runs):
+            model = wf.create_world_model(str(Path(run) / "model")).eval()
+            learned.append(success_rate(args.env, chosen, planner_policy(model, args, index)))
+            print(f"{kind}: {run}: {learned[-1]:.2f}", file=sys.stderr, flush=True)
+        rows.setdefault(f"MPPI, learned ({len(args.runs)} runs)", {})[kind] = learned
+    lines = ["| policy | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    for name, by_kind in rows.items():
+        cells = []
+        for kind in KINDS:
+            values = by_kind[kind]
+            if len(values) == 1:
+                cells.append(f"{values[0]:.2f}")
+            else:
+                cells.append(
+                    f"{statistics.mean(values):.2f} ± {statistics.pstdev(values):.2f} "
+                    f"({', '.join(f'{v:.2f}' for v in values)})"
+                )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    note = (
+        f"Goal reaching in the two rooms ({args.env}; success rate over {args.pairs} held-out "
+        f"start-goal pairs of each kind, seed {args.seed}, 100 steps each). MPPI: horizon "
+        f"{args.horizon}, {args.samples} samples, 32 elites, {args.iterations} rounds, towards "
+        f"the goal observation. Learned runs: {', '.join(args.runs)}. torch "
+        f"{torch.__version__}, {args.threads} thread(s), {time.perf_counter() - started:.0f} s; "
+        f"{time.strftime('%Y-%m-%d')}.\n\n"
+    )
+    out = RESULTS if args.name is None else RESULTS.with_name(f"goal_reaching-{args.name}.md")
+    write_text_atomic(out, note + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
