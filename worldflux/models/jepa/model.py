@@ -57,7 +57,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,6 +74,7 @@ from ...core.payloads import (
 )
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
+from .._statistics import copy_obs_statistics
 from ..tdmpc2.nets import NormedEnsemble
 
 #: Floor of the observation standard deviations given to :meth:`JEPAModel.set_data_statistics`.
@@ -207,20 +207,9 @@ class JEPAEncoder(nn.Module):
         are scaled by 255 and need none."""
         if self.image:
             return
-        n = self.obs_mean.numel()
-        for key, buffer in (("obs_mean", self.obs_mean), ("obs_std", self.obs_std)):
-            value = stats.get(key)
-            if value is None:
-                raise ContractError(
-                    f"set_data_statistics: expected {key!r} of shape [{n}] for vector "
-                    "observations, got None."
-                )
-            t = torch.as_tensor(np.asarray(value, dtype=np.float32))
-            if tuple(t.shape) != (n,):
-                raise ContractError(
-                    f"set_data_statistics: {key!r} expected shape [{n}], got {list(t.shape)}."
-                )
-            buffer.copy_(t.clamp(min=MIN_STD) if key == "obs_std" else t)
+        copy_obs_statistics(
+            stats, self.obs_mean, self.obs_std, min_std=MIN_STD, hint="for vector observations"
+        )
 
 
 class JEPAPredictor(nn.Module):

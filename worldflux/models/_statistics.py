@@ -1,0 +1,40 @@
+"""Standardisation statistics handed to the families by ``set_data_statistics``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.errors import ContractError
+
+
+def copy_obs_statistics(
+    stats: Mapping[str, Any],
+    obs_mean: torch.Tensor,
+    obs_std: torch.Tensor,
+    *,
+    min_std: float,
+    hint: str,
+) -> None:
+    """Copy ``stats["obs_mean"]`` / ``stats["obs_std"]`` (``[O]`` each) into the buffers, the
+    standard deviations floored at ``min_std``; ``hint`` ends the message of a missing key.
+
+    Raises:
+        ContractError: a key missing or of another shape than the buffer's ``[O]``.
+    """
+    n = obs_mean.numel()
+    for key, buffer in (("obs_mean", obs_mean), ("obs_std", obs_std)):
+        value = stats.get(key)
+        if value is None:
+            raise ContractError(
+                f"set_data_statistics: expected {key!r} of shape [{n}], got None ({hint})."
+            )
+        t = torch.as_tensor(np.asarray(value, dtype=np.float32))
+        if tuple(t.shape) != (n,):
+            raise ContractError(
+                f"set_data_statistics: {key!r} expected shape [{n}], got {list(t.shape)}."
+            )
+        buffer.copy_(t.clamp(min=min_std) if key == "obs_std" else t)
