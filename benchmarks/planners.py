@@ -70,7 +70,11 @@ def make_planner(kind: str, model: object, iterations: int, seed: int) -> Sampli
 
 def batched(planner: SamplingPlanner, state: wf.State) -> Callable[[], None]:
     """One ``plan`` call for every env of ``state``."""
-    return lambda: planner.plan(state) and None
+
+    def run() -> None:
+        planner.plan(state)
+
+    return run
 
 
 def per_env(planners: list[SamplingPlanner], states: list[wf.State]) -> Callable[[], None]:

@@ -352,11 +352,11 @@ class SamplingPlanner(ABC):
         start: State,
         samples: torch.Tensor,
         prior: torch.Tensor | None,
-        goal: torch.Tensor | None,
+        goal_rows: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scores ``[B, M]`` of the prior sequences ``[H, B, P, A]`` (computed on the way when
         None and P >= 1) and the Gaussian ``samples [H, B, N, A]``; also the prior sequences.
-        ``goal``: ``[B, F]`` goal features or None."""
+        ``goal_rows``: ``[B x M, F]`` goal features of every candidate row, or None."""
         _, b, n, a = samples.shape
         p = self.num_prior_samples
         m = n + p
@@ -372,7 +372,6 @@ class SamplingPlanner(ABC):
                     step = torch.cat([prior[t], step], 1)
             return step.reshape(b * m, a)
 
-        goal_rows = None if goal is None else goal.repeat_interleave(m, dim=0)
         returns = self.scorer.score(start, actions_at, goal_rows)
         if p and prior is None:
             prior = torch.stack(computed)
@@ -437,6 +436,7 @@ class SamplingPlanner(ABC):
                 goal_features = self.stepper.latent(goal)
         h, n, a = self.horizon, self.num_samples, self.action_dim
         m = n + self.num_prior_samples
+        goal_rows = None if goal_features is None else goal_features.repeat_interleave(m, dim=0)
         mean = self._initial_mean(batch)
         std = self._init_std.expand(h, batch, a)
         start = state.map(lambda t: t.repeat_interleave(m, dim=0))
@@ -449,7 +449,7 @@ class SamplingPlanner(ABC):
             for _ in range(self.iterations):
                 eps = torch.randn((h, batch, n, a), generator=self.generator, device=self.device)
                 samples = self._clamp(mean.unsqueeze(2) + std.unsqueeze(2) * eps)
-                scores, prior = self._score(start, samples, prior, goal_features)
+                scores, prior = self._score(start, samples, prior, goal_rows)
                 candidates = samples if prior is None else torch.cat([prior, samples], 2)
                 mean, std, value = self._refit(candidates, scores)
                 std = torch.maximum(std, self._min_std)

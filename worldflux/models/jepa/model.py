@@ -449,9 +449,11 @@ class JEPAModel(WorldModel):
             return (x * mask).sum() / count
 
         seen = list(online)
-        teacher = torch.stack(
-            [predictor.next(torch.cat([windows(seen, t), actions[t]], -1)) for t in range(steps)]
-        )
+        # teacher forcing: every window is known, so all T steps go through the predictor at once
+        teacher_features = torch.cat(
+            [torch.stack([windows(seen, t) for t in range(steps)]), actions], -1
+        )  # [T, B, L * D + A]
+        teacher = predictor.next(teacher_features.flatten(0, 1)).view(steps, rows, -1)
         prediction = masked(((teacher - target[1:]) ** 2).mean(-1))
         if c.rollout_coef > 0:
             span = steps if c.rollout_steps == 0 else min(c.rollout_steps, steps)
@@ -474,10 +476,7 @@ class JEPAModel(WorldModel):
         za = torch.cat([online[:-1].detach(), actions], -1)
         reward = masked((predictor.reward(za).squeeze(-1) - rewards) ** 2)
         if predictor.heads is not None:
-            window_features = torch.cat(
-                [torch.stack([windows(seen, t) for t in range(steps)]).detach(), actions], -1
-            )  # [T, B, L * D + A]
-            guesses = predictor.heads(window_features.flatten(0, 1)).view(
+            guesses = predictor.heads(teacher_features.detach().flatten(0, 1)).view(
                 -1, steps, rows, c.embed_dim
             )
             heads = masked(((guesses - target[1:].unsqueeze(0)) ** 2).mean((0, -1)))
