@@ -262,3 +262,32 @@ def test_after_update_moves_the_target_encoder_by_tau() -> None:
     ):
         torch.testing.assert_close(new, old + 0.25 * (source - old))
     assert not any(p.requires_grad for p in model.target_encoder.parameters())
+
+
+def test_every_loss_weight_and_the_rollout_span_reach_the_loss() -> None:
+    """Raising a weight by one adds exactly its component; ``rollout_steps`` shortens the
+    open-loop rollout (its error changes), teacher forcing untouched."""
+    g = torch.Generator().manual_seed(0)
+    batch = wf.Batch(
+        obs=torch.randn(8, 5, 2, generator=g),
+        actions=torch.rand(8, 4, 2, generator=g) * 2 - 1,
+        rewards=torch.randn(8, 4, generator=g),
+        terminations=torch.zeros(8, 4),
+        truncations=torch.zeros(8, 4),
+    )
+    base = tiny().loss(batch)
+    for coef, part in (
+        ("rollout_coef", "rollout"),
+        ("var_coef", "variance"),
+        ("cov_coef", "covariance"),
+        ("reward_coef", "reward"),
+        ("termination_coef", "termination"),
+    ):
+        default = getattr(tiny().config, coef)
+        raised = tiny(**{coef: default + 1.0}).loss(batch)
+        torch.testing.assert_close(
+            raised.loss - base.loss, base.components[part], rtol=1e-4, atol=1e-6
+        )
+    short = tiny(rollout_steps=1).loss(batch)
+    torch.testing.assert_close(short.components["prediction"], base.components["prediction"])
+    assert not torch.isclose(short.components["rollout"], base.components["rollout"])
