@@ -983,8 +983,7 @@ def test_goals_per_env_masks_broadcast_and_images_as_gymnasium_gives_them() -> N
 def test_worldflux_plan_goal_path_gives_each_env_its_goal() -> None:
     """``planned_episodes(goal=True)`` (``worldflux plan --goal``) hands every env's goal
     observation to the policy after the reset and records which episodes ended at the goal:
-    with the true model 4 of 6 random start-goal pairs are reached (the other two lie behind
-    the wall), none without the goal."""
+    with the true model 4 of 6 random start-goal pairs are reached, none without the goal."""
     from worldflux.rl.plan import planned_episodes
 
     model, space = two_rooms_model(), gym.spaces.Box(-1, 1, (2,), np.float32)
