@@ -189,6 +189,24 @@ def test_image_observations_are_chw_uint8(datasets: Path) -> None:
     assert np.array_equal(obs[:, 1:, 0, 0, 0][real], (obs[:, :-1, 0, 0, 0] + 1)[real])
 
 
+def test_image_statistics_are_the_mean_frame_and_channel_spread(datasets: Path) -> None:
+    p = MinariBatchProvider(IMAGE, validation_fraction=0.25, split_seed=0)
+    s, train = p.store, p.episodes["train"]
+    rows = np.concatenate(
+        [np.arange(s.obs_starts[e], s.obs_starts[e] + s.lengths[e] + 1) for e in train]
+    )
+    frames = s.obs[rows].astype(np.float64) / 255.0  # every frame of the train split's episodes
+    mean = frames.mean(0)
+    std = np.sqrt(np.square(frames - mean).mean(axis=(0, 2, 3)))
+    assert p.stats.image_mean is not None and p.stats.image_std is not None
+    assert p.stats.image_mean.shape == (3, 6, 5) and p.stats.image_std.shape == (3,)
+    np.testing.assert_allclose(p.stats.image_mean, mean, atol=1e-6)
+    np.testing.assert_allclose(p.stats.image_std, np.maximum(std, 1e-6), rtol=1e-5)
+    assert p.stats.image_mean[2, 0, 0] == pytest.approx(200 / 255)  # the constant marker
+    vector = MinariBatchProvider(LINEAR)
+    assert vector.stats.image_mean is None and vector.stats.image_std is None
+
+
 def test_learning_through_the_data_layer(datasets: Path) -> None:
     """The toy family trained from the provider predicts rewards that depend on the current
     action; an off-by-one pipeline could not reach this error."""

@@ -38,6 +38,11 @@ class NormalizationStats:
 
     Attributes:
         obs_mean, obs_std: ``[*O]`` for vector observations; None for images (scale by 1/255).
+        image_mean: ``[C, H, W]`` mean frame of image observations, in pixel / 255 units; None
+            for vectors.
+        image_std: ``[C]`` standard deviation of each channel around that mean frame (pixel /
+            255 units); None for vectors. Frames of a static scene differ only where something
+            moves: subtracting the mean frame and scaling by these leaves that part.
         delta_mean, delta_std: ``[*O]`` of ``obs[t+1] - obs[t]`` (vector observations only).
         action_mean, action_std: ``[A]``.
         reward_mean, reward_std: scalars.
@@ -52,12 +57,33 @@ class NormalizationStats:
     action_std: np.ndarray
     reward_mean: float
     reward_std: float
+    image_mean: np.ndarray | None = None
+    image_std: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (lists and floats)."""
         return {
             k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
         }
+
+
+def _image_mean_std(
+    frames: np.ndarray, rows: np.ndarray, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames ``[N, C, H, W]`` at ``rows`` -> their mean frame ``[C, H, W]`` and each
+    channel's standard deviation around it ``[C]``, in pixel / 255 units (float64 sums over
+    chunks of rows, so no copy of all frames is made)."""
+    rows = np.sort(rows)
+    total = np.zeros(frames.shape[1:], dtype=np.float64)
+    for i in range(0, len(rows), chunk):
+        total += frames[rows[i : i + chunk]].sum(0, dtype=np.float64)
+    mean = total / (255.0 * len(rows))
+    square = np.zeros(frames.shape[1], dtype=np.float64)
+    for i in range(0, len(rows), chunk):
+        residual = frames[rows[i : i + chunk]] / 255.0 - mean
+        square += np.square(residual).sum(axis=(0, 2, 3))
+    std = np.sqrt(square / (len(rows) * mean[0].size))
+    return mean.astype(np.float32), np.maximum(std, MIN_STD).astype(np.float32)
 
 
 def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,13 +187,15 @@ class MinariBatchProvider:
     def _compute_stats(self) -> NormalizationStats:
         s, steps = self.store, self._steps["train"]
         before, after = s.obs_rows(steps)
-        obs_mean = obs_std = delta_mean = delta_std = None
+        obs_mean = obs_std = delta_mean = delta_std = image_mean = image_std = None
+        train_obs = np.concatenate(
+            [before, s.obs_starts[self.episodes["train"]] + s.lengths[self.episodes["train"]]]
+        )
         if s.obs_layout.kind == "vector":
-            train_obs = np.concatenate(
-                [before, s.obs_starts[self.episodes["train"]] + s.lengths[self.episodes["train"]]]
-            )
             obs_mean, obs_std = _mean_std(s.obs[train_obs])
             delta_mean, delta_std = _mean_std(s.obs[after] - s.obs[before])
+        else:
+            image_mean, image_std = _image_mean_std(s.obs, train_obs)
         action_mean, action_std = _mean_std(s.actions[steps])
         rewards = s.rewards[steps].astype(np.float64)
         return NormalizationStats(
@@ -179,6 +207,8 @@ class MinariBatchProvider:
             action_std=action_std,
             reward_mean=float(rewards.mean()),
             reward_std=float(max(rewards.std(), MIN_STD)),
+            image_mean=image_mean,
+            image_std=image_std,
         )
 
     # -- sampling -------------------------------------------------------------------------------

@@ -38,3 +38,33 @@ def copy_obs_statistics(
                 f"set_data_statistics: {key!r} expected shape [{n}], got {list(t.shape)}."
             )
         buffer.copy_(t.clamp(min=min_std) if key == "obs_std" else t)
+
+
+def copy_image_statistics(
+    stats: Mapping[str, Any],
+    image_mean: torch.Tensor,
+    image_std: torch.Tensor,
+    *,
+    min_std: float,
+) -> None:
+    """Copy ``stats["image_mean"]`` (``[C, H, W]``, pixel / 255 units) and
+    ``stats["image_std"]`` (``[C]``) into the buffers, the standard deviations floored at
+    ``min_std``.
+
+    Raises:
+        ContractError: a key missing or of another shape than the buffer's.
+    """
+    for key, buffer in (("image_mean", image_mean), ("image_std", image_std)):
+        value = stats.get(key)
+        shape = list(buffer.shape)
+        if value is None:
+            raise ContractError(
+                f"set_data_statistics: expected {key!r} of shape {shape} for image "
+                "observations, got None."
+            )
+        t = torch.as_tensor(np.asarray(value, dtype=np.float32))
+        if list(t.shape) != shape:
+            raise ContractError(
+                f"set_data_statistics: {key!r} expected shape {shape}, got {list(t.shape)}."
+            )
+        buffer.copy_(t.clamp(min=min_std) if key == "image_std" else t)

@@ -6,8 +6,12 @@ Layers (D = ``embed_dim``, L = ``history``, A = action size):
 
 * ``observation_encoder``: observations -> embeddings ``[B, D]``. Vectors ``[B, O]``
   (standardised with the training data's statistics) go through an MLP (LayerNorm + Mish);
-  images ``uint8 [B, C, H, W]`` (scaled to pixel/255 - 0.5) through a CNN of four stride-2
-  convolutions and a linear layer. A user's own pretrained encoder is a component override of
+  images ``uint8 [B, C, H, W]`` (pixel/255, minus the training data's mean frame, divided by each
+  channel's standard deviation around it; pixel/255 - 0.5 before statistics are set) through a
+  CNN of four stride-2 convolutions and a linear layer. Standardising images matters here: in a
+  static scene frames differ only where something moves, a freshly initialised CNN maps them to
+  nearly one embedding (std 3e-4 across two-rooms frames when scaled by 1/255 alone), and
+  VICReg's variance term cannot pull them apart from there. A user's own pretrained encoder is a component override of
   this role (the EMA target copies whatever encoder the model was built with).
 * ``dynamics_model``: the predictor ``z_{t+1} = z_t + f([z_{t-L+1}, ..., z_t], a_t)`` (an MLP over
   the last L embeddings and the action), with a reward head ``R(z_t, a_t)`` and a termination head
@@ -45,6 +49,12 @@ Loss on a batch of sequences (T steps), every term masked to real steps:
   per-dimension std) and ``embed_rank`` (the effective rank, exp of the entropy of the normalised
   singular values), which fall towards 0 and 1 on collapse, so training logs show it
   (``train/embed_std``, ``val/embed_rank``); they are diagnostics, not added to the loss;
+* **temporal smoothness** (``smooth_coef``, as PLDM): ``||enc(o_{t+1}) - enc(o_t)||^2`` (mean
+  over D) for every step. With the variance term this is a Laplacian-eigenmap objective:
+  consecutive frames close, all frames spread out, so distances between embeddings grow with
+  the number of steps between observations, which is what goal planning minimises. Without
+  it the embedding only orders nearby observations (measured on the two rooms: the distance
+  to a goal 1 unit away stays flat or rises over the first half of the straight path to it);
 * reward MSE and termination BCE of the heads, and the uncertainty heads' MSE to the target
   embeddings (all on detached inputs).
 """
@@ -74,11 +84,13 @@ from ...core.payloads import (
 )
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
-from .._statistics import copy_obs_statistics
+from .._statistics import copy_image_statistics, copy_obs_statistics
 from ..tdmpc2.nets import NormedEnsemble
 
 #: Floor of the observation standard deviations given to :meth:`JEPAModel.set_data_statistics`.
 MIN_STD = 1e-6
+#: Floor of the image channels' standard deviations (pixel / 255 units).
+MIN_IMAGE_STD = 1e-3
 
 
 @dataclass
@@ -95,6 +107,7 @@ class JEPAConfig(WorldModelConfig):
         rollout_steps: steps of that rollout from the first frame (0: the whole sequence; long
             sequences make it backpropagate through as many predictor calls).
         var_coef, cov_coef: weights of VICReg's variance and covariance terms.
+        smooth_coef: weight of the temporal smoothness of consecutive embeddings (0: off).
         reward_coef, termination_coef: weights of the heads' losses.
         uncertainty_heads: small predictors (``hidden_dim / 2`` wide) of the next embedding from
             the detached window and action; their disagreement is ``decode(...).uncertainty``
@@ -112,6 +125,7 @@ class JEPAConfig(WorldModelConfig):
     rollout_steps: int = 0
     var_coef: float = 1.0
     cov_coef: float = 0.04
+    smooth_coef: float = 10.0
     reward_coef: float = 1.0
     termination_coef: float = 1.0
     uncertainty_heads: int = 5
@@ -141,7 +155,14 @@ class JEPAConfig(WorldModelConfig):
             )
         if not 0.0 < self.tau <= 1.0:
             raise ConfigError(f"{name}.tau: expected in (0, 1], got {self.tau}.")
-        for key in ("rollout_coef", "var_coef", "cov_coef", "reward_coef", "termination_coef"):
+        for key in (
+            "rollout_coef",
+            "var_coef",
+            "cov_coef",
+            "smooth_coef",
+            "reward_coef",
+            "termination_coef",
+        ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{name}.{key}: expected >= 0, got {getattr(self, key)}.")
         if self.uncertainty_heads < 0 or self.uncertainty_heads == 1:
@@ -172,6 +193,8 @@ class JEPAEncoder(nn.Module):
 
     obs_mean: torch.Tensor
     obs_std: torch.Tensor
+    image_mean: torch.Tensor
+    image_std: torch.Tensor
 
     def __init__(self, config: JEPAConfig) -> None:
         super().__init__()
@@ -188,6 +211,9 @@ class JEPAEncoder(nn.Module):
                 flat = self.conv(torch.zeros(1, *shape)).shape[1]
             self.head = nn.Linear(flat, c.embed_dim)
             size = 1
+            # pixel/255 - 0.5 until the data's statistics are set
+            self.register_buffer("image_mean", torch.full(shape, 0.5))
+            self.register_buffer("image_std", torch.ones(shape[0]))
         else:
             self.net = _mlp([shape[0], c.hidden_dim, c.hidden_dim, c.embed_dim])
             size = shape[0]
@@ -196,16 +222,22 @@ class JEPAEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.image:
-            x = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
+            x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+            x = (x - self.image_mean) / self.image_std[:, None, None]
             out: torch.Tensor = self.head(self.conv(x))
             return out
         out = self.net((obs.float() - self.obs_mean) / self.obs_std)
         return out
 
     def set_statistics(self, stats: Mapping[str, Any]) -> None:
-        """Standardisation of vector observations (``obs_mean`` / ``obs_std`` ``[O]``); images
-        are scaled by 255 and need none."""
+        """Standardisation of vector observations (``obs_mean`` / ``obs_std`` ``[O]``) or of
+        images (``image_mean [C, H, W]`` and ``image_std [C]``, pixel / 255 units).
+
+        Raises:
+            ContractError: a key missing, or of another shape than expected.
+        """
         if self.image:
+            copy_image_statistics(stats, self.image_mean, self.image_std, min_std=MIN_IMAGE_STD)
             return
         copy_obs_statistics(
             stats, self.obs_mean, self.obs_std, min_std=MIN_STD, hint="for vector observations"
@@ -473,6 +505,8 @@ class JEPAModel(WorldModel):
         cov = centred.T @ centred / max(embeddings.shape[0] - 1, 1)
         covariance = (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / c.embed_dim
 
+        smooth = masked(((online[1:] - online[:-1]) ** 2).mean(-1))
+
         za = torch.cat([online[:-1].detach(), actions], -1)
         reward = masked((predictor.reward(za).squeeze(-1) - rewards) ** 2)
         if predictor.heads is not None:
@@ -490,6 +524,7 @@ class JEPAModel(WorldModel):
             + c.rollout_coef * rollout
             + c.var_coef * variance
             + c.cov_coef * covariance
+            + c.smooth_coef * smooth
             + c.reward_coef * reward
             + c.termination_coef * termination
             + heads
@@ -499,6 +534,7 @@ class JEPAModel(WorldModel):
             "rollout": rollout.detach(),
             "variance": variance.detach(),
             "covariance": covariance.detach(),
+            "smoothness": smooth.detach(),
             "reward": reward.detach(),
             "termination": termination.detach(),
             "uncertainty_heads": heads.detach(),
@@ -525,8 +561,9 @@ class JEPAModel(WorldModel):
                     mine.copy_(theirs)
 
     def set_data_statistics(self, stats: Mapping[str, Any]) -> None:
-        """Standardise vector observations with ``obs_mean`` / ``obs_std`` ``[O]`` of the
-        training data (the encoder and its target alike). The first call wins: a model whose
+        """Standardise observations with the training data's statistics (the encoder and its
+        target alike): vectors with ``obs_mean`` / ``obs_std`` ``[O]``, images with
+        ``image_mean [C, H, W]`` / ``image_std [C]``. The first call wins: a model whose
         statistics are set (also one loaded from disk) keeps them."""
         if bool(self.statistics_set):
             return
