@@ -20,7 +20,8 @@ the episode at the goal. Planners: MPPI, ``--horizon`` steps, ``--samples`` samp
 ``--iterations`` rounds, towards the goal observation (learned: the distance between embeddings;
 oracle: :class:`~worldflux.envs.two_rooms_oracle.TwoRoomsOracle`, the true dynamics, with
 Euclidean distance between positions). Prints a table (success rate per kind; learned: mean ±
-std over the runs) and saves it to benchmarks/results/goal_reaching[-NAME].md.
+std over the runs; planning time per action, i.e. per env step, and per batched call of all of
+a kind's pairs) and saves it to benchmarks/results/goal_reaching[-NAME].md.
 """
 
 from __future__ import annotations
@@ -87,6 +88,34 @@ def success_rate(env_id: str, pairs: list[dict[str, np.ndarray]], act: Any) -> f
             env.close()
 
 
+class Clock:
+    """Time spent in ``act`` calls that return actions, and the actions returned."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self.actions = 0
+
+    def wrap(self, act: Any) -> Any:
+        def timed(obs: np.ndarray | None, goals: np.ndarray | None) -> np.ndarray:
+            started = time.perf_counter()
+            out = act(obs, goals)
+            if obs is not None:
+                self.seconds += time.perf_counter() - started
+                self.calls += 1
+                self.actions += len(out)
+            return np.asarray(out)
+
+        return timed
+
+    def cell(self) -> str:
+        if not self.calls:
+            return "n/a"
+        per_action = 1e3 * self.seconds / self.actions
+        per_call = 1e3 * self.seconds / self.calls
+        return f"{per_action:.1f} ms ({per_call:.0f} ms per call of {self.actions // self.calls})"
+
+
 def planner_policy(model: wf.WorldModel, args: argparse.Namespace, seed: int) -> Any:
     """``act(obs, goals)``: goals first (a new run), then MPPI actions for observations."""
     space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -139,6 +168,8 @@ def main() -> None:
     pairs = draw_pairs(args.pairs, args.seed)
     state_env = "WorldFlux/TwoRooms-State-v0"
     rows: dict[str, dict[str, list[float]]] = {}
+    learned_name = f"MPPI, learned ({len(args.runs)} runs)"
+    clocks = {name: Clock() for name in ("MPPI, true simulator", learned_name)}
     started = time.perf_counter()
     for kind, chosen in pairs.items():
         rows.setdefault("random actions", {})[kind] = [
@@ -146,15 +177,23 @@ def main() -> None:
         ]
         oracle = TwoRoomsOracle()
         rows.setdefault("MPPI, true simulator", {})[kind] = [
-            success_rate(state_env, chosen, planner_policy(oracle, args, 0))
+            success_rate(
+                state_env,
+                chosen,
+                clocks["MPPI, true simulator"].wrap(planner_policy(oracle, args, 0)),
+            )
         ]
         learned = []
         for index, run in enumerate(args.runs):
             model = wf.create_world_model(str(Path(run) / "model")).eval()
-            learned.append(success_rate(args.env, chosen, planner_policy(model, args, index)))
+            act = clocks[learned_name].wrap(planner_policy(model, args, index))
+            learned.append(success_rate(args.env, chosen, act))
             print(f"{kind}: {run}: {learned[-1]:.2f}", file=sys.stderr, flush=True)
-        rows.setdefault(f"MPPI, learned ({len(args.runs)} runs)", {})[kind] = learned
-    lines = ["| policy | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+        rows.setdefault(learned_name, {})[kind] = learned
+    lines = [
+        "| policy | " + " | ".join(KINDS) + " | planning time per action |",
+        "|---|" + "---|" * len(KINDS) + "---|",
+    ]
     for name, by_kind in rows.items():
         cells = []
         for kind in KINDS:
@@ -166,6 +205,8 @@ def main() -> None:
                     f"{statistics.mean(values):.2f} ± {statistics.pstdev(values):.2f} "
                     f"({', '.join(f'{v:.2f}' for v in values)})"
                 )
+        clock = clocks.get(name)
+        cells.append(clock.cell() if clock is not None else "n/a")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)

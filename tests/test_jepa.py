@@ -6,17 +6,20 @@ target."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import worldflux as wf
 from worldflux.core import ConfigError, ContractError
 from worldflux.data import EpisodeStore, MinariBatchProvider
 from worldflux.data.spaces import ActionLayout, ObservationLayout
+from worldflux.dream import LatentObservation, LearnedSimulator, ResetStates, make_dream_env
 from worldflux.envs.two_rooms import TwoRoomsEnv
 from worldflux.models import JEPAModel
 from worldflux.planners import MPCPolicy, MPPIPlanner
@@ -42,9 +45,11 @@ def tiny(obs_shape: tuple[int, ...] = (2,), **overrides: Any) -> JEPAModel:
     return model
 
 
-def random_walks(episodes: int, steps: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Goal-free random walks in the two rooms (positions as observations)."""
-    env = TwoRoomsEnv("state", task="explore")
+def random_walks(
+    episodes: int, steps: int, seed: int, observation: Literal["state", "pixels"] = "state"
+) -> list[dict[str, np.ndarray]]:
+    """Goal-free random walks in the two rooms (positions, or frames with ``"pixels"``)."""
+    env = TwoRoomsEnv(observation, task="explore")
     rng = np.random.default_rng(seed)
     out = []
     for i in range(episodes):
@@ -172,6 +177,39 @@ def test_embedding_does_not_collapse(trained: tuple[JEPAModel, list[dict[str, fl
         assert point["val/embed_rank"] > 3.0, point
 
 
+def test_image_embedding_spreads_with_the_data_statistics_and_does_not_collapse() -> None:
+    """Two-rooms frames differ only by the moving dot: scaled by 1/255 alone a fresh CNN maps
+    them to nearly one embedding (VICReg's variance term cannot pull them apart from there);
+    standardised with the data's mean frame and channel spread they start spread out, and
+    training keeps them spread (validation std near 1, rank well above 1)."""
+    store = EpisodeStore.from_episodes(
+        random_walks(40, 20, 3, observation="pixels"),
+        ObservationLayout("image", (1, 64, 64)),
+        ActionLayout("continuous", 2),
+    )
+    data = MinariBatchProvider.from_store(store, validation_fraction=0.2, seed=0)
+    model = tiny(obs_shape=(1, 64, 64))
+    frames = torch.as_tensor(store.obs[:: max(len(store.obs) // 64, 1)])
+    encoder = model.component("observation_encoder")
+    with torch.no_grad():
+        raw = encoder(frames).std(0).mean().item()
+        model.set_data_statistics(data.stats.to_dict())
+        standardised = encoder(frames).std(0).mean().item()
+    assert standardised > 10 * raw, (raw, standardised)
+    torch.testing.assert_close(
+        model.target_encoder.image_mean, torch.as_tensor(data.stats.image_mean)
+    )
+    cfg = TrainerConfig(
+        steps=150, batch_size=16, seq_len=4, lr=1e-3, grad_clip=10.0, eval_every=150,
+        eval_batches=2, checkpoint_every=0, log_every=150, seed=0,
+    )  # fmt: skip
+    trainer = Trainer(model, data, cfg, progress=False)
+    trainer.fit()
+    point = trainer.history[-1]
+    assert point["val/embed_std"] > 0.5, point
+    assert point["val/embed_rank"] > 3.0, point
+
+
 def test_predictor_beats_copying_the_last_embedding(
     trained: tuple[JEPAModel, list[dict[str, float]]],
 ) -> None:
@@ -231,6 +269,65 @@ def test_planning_in_the_embedding_reaches_goals_that_random_actions_do_not(
     assert reached(planned=False) <= 2
 
 
+def test_goal_conditioned_latent_dream_rewards_the_embedding_distance(
+    trained: tuple[JEPAModel, list[dict[str, float]]],
+) -> None:
+    """``goal_reward=True``: the agent sees ``[z, z_goal]`` and earns ``-||z' - z_goal||``; goals
+    come from the dataset or the reset option; both env checkers pass; the vector env matches
+    the single env; a policy of it deploys on the real env through ``LatentObservation(goal=)``
+    with the same features."""
+    model, _ = trained
+    real = gym.make("WorldFlux/TwoRooms-State-v0")
+    walks = random_walks(4, 20, 9)
+    states = np.concatenate([w["observations"] for w in walks]).astype(np.float32)
+    sim = LearnedSimulator(
+        model=model,
+        observation_space=real.observation_space,
+        action_space=real.action_space,
+        reset_states=ResetStates(start=states[::21], any=states),
+        defaults={"horizon": 30},
+        source_env="WorldFlux/TwoRooms-State-v0",
+    )
+    env = make_dream_env(sim, observation="latent", goal_reward=True)
+    assert env.observation_space.shape == (32,)  # jepa:tiny's 16-dim embedding, twice
+    gym_check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=True)
+
+    def embed(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.encode(torch.as_tensor(obs[None]))["z"][0].numpy()
+
+    start, goal = np.array([-0.5, 0.2], np.float32), np.array([-0.1, -0.4], np.float32)
+    obs, _ = env.reset(seed=0, options={"obs": start, "goal": goal})
+    np.testing.assert_allclose(obs, np.concatenate([embed(start), embed(goal)]), atol=1e-5)
+    nxt, reward, _, _, info = env.step(np.array([0.5, -0.5], np.float32))
+    np.testing.assert_allclose(nxt[16:], embed(goal), atol=1e-5)
+    distance = float(np.linalg.norm(nxt[:16] - nxt[16:]))
+    assert reward == pytest.approx(-distance, rel=1e-5)
+    assert info["wf.goal_distance"] == pytest.approx(distance, rel=1e-5)
+    # goals drawn from the dataset: a dataset state's embedding, per env as in a single env
+    drawn, _ = env.reset(seed=3)
+    venv = make_dream_env(sim, num_envs=3, observation="latent", goal_reward=True)
+    v_obs, _ = venv.reset(seed=3)
+    np.testing.assert_allclose(v_obs[0], drawn, atol=1e-5)
+    with torch.no_grad():
+        pool = model.encode(torch.as_tensor(states))["z"].numpy()
+    assert np.abs(pool - drawn[16:]).max(1).min() < 1e-5
+    # deployment: the real env's start and goal give the dream's features
+    deployed = LatentObservation(
+        real,
+        sim,
+        goal=lambda e: e.unwrapped.goal_observation(),  # type: ignore[attr-defined]
+    )
+    assert deployed.observation_space == env.observation_space
+    seen, _ = deployed.reset(seed=0, options={"start": start, "goal": goal})
+    np.testing.assert_allclose(seen, obs, atol=1e-5)
+    with pytest.raises(ConfigError, match="expected observation='latent'"):
+        make_dream_env(sim, goal_reward=True)
+    with pytest.raises(ConfigError, match="this dream has no goals"):
+        make_dream_env(sim, observation="latent").reset(options={"goal": goal})
+
+
 # -- persistence and the target ----------------------------------------------------------------------
 def test_save_load_round_trip(tmp_path: Path) -> None:
     model = tiny(history=2)
@@ -280,6 +377,7 @@ def test_every_loss_weight_and_the_rollout_span_reach_the_loss() -> None:
         ("rollout_coef", "rollout"),
         ("var_coef", "variance"),
         ("cov_coef", "covariance"),
+        ("smooth_coef", "smoothness"),
         ("reward_coef", "reward"),
         ("termination_coef", "termination"),
     ):

@@ -63,6 +63,11 @@ class DreamSettings:
             float32; the mode for families without an observation decoder). A policy trained
             on latents runs on the real environment through
             :class:`~worldflux.dream.latent.LatentObservation`.
+        goal_reward: goal-conditioned latent dreams (``observation="latent"`` only): every
+            episode gets a goal, a dataset state drawn like an ``"any"`` reset, or the reset
+            option ``{"goal": observation}``. The agent sees ``[features, goal features]``
+            ``[2F]``, and the reward is ``-||features - goal features||`` after each step
+            (the distance planners minimise towards a goal), in place of the model's reward.
     """
 
     reset: ResetMode = "start"
@@ -73,6 +78,7 @@ class DreamSettings:
     penalty: float = 0.0
     halt: float | None = None
     observation: ObservationMode = "decoded"
+    goal_reward: bool = False
 
     def __post_init__(self) -> None:
         choices = {
@@ -101,6 +107,15 @@ class DreamSettings:
         if not 0.0 < self.continue_threshold < 1.0:
             raise ConfigError(
                 f"dream setting continue_threshold: expected in (0, 1), got {self.continue_threshold}."
+            )
+        if not isinstance(self.goal_reward, bool | np.bool_):
+            raise ConfigError(
+                f"dream setting goal_reward: expected True or False, got {self.goal_reward!r}."
+            )
+        if self.goal_reward and self.observation != "latent":
+            raise ConfigError(
+                "dream setting goal_reward: goals are given in the model's latent features; "
+                f"expected observation='latent', got observation={self.observation!r}."
             )
         if self.horizon is not None and self.horizon < 1:
             raise ConfigError(f"dream setting horizon: expected >= 1 or None, got {self.horizon}.")
@@ -208,9 +223,13 @@ class DreamCore:
                 "observations), so its dream cannot show observations; make it with "
                 "observation='latent' and deploy the policy with LatentObservation."
             )
+        goal_width = 0
         if self.latent:
             width = backend.latent(backend.encode(reset_states.start[:1])).shape[1]
-            self.observation_space = spaces.Box(-np.inf, np.inf, (width,), np.float32)
+            goal_width = width if settings.goal_reward else 0
+            self.observation_space = spaces.Box(-np.inf, np.inf, (width + goal_width,), np.float32)
+        #: goal features ``[N, F]`` (``goal_reward`` only; ``[N, 0]`` otherwise)
+        self.goals = np.zeros((num_envs, goal_width), np.float32)
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
         self.keys = np.zeros(num_envs, np.uint64)
         self.counters = np.zeros(num_envs, np.uint64)
@@ -311,9 +330,12 @@ class DreamCore:
         return wide.astype(np.float32)
 
     # -- reset and step ---------------------------------------------------------------------------
-    def reset(self, index: np.ndarray, obs: np.ndarray | None = None) -> np.ndarray:
+    def reset(
+        self, index: np.ndarray, obs: np.ndarray | None = None, goal: np.ndarray | None = None
+    ) -> np.ndarray:
         """Start new episodes in environments ``index`` ``[K]``; returns their observations
-        ``[K, *S]``. ``obs`` (``[K, *S]``) starts them from given observations instead."""
+        ``[K, *S]``. ``obs`` (``[K, *S]``) starts them from given observations instead;
+        ``goal`` (``[K, *S]``, with ``goal_reward``) gives their goals."""
         index = np.asarray(index, dtype=np.int64)
         k = len(index)
         if obs is not None:
@@ -322,6 +344,18 @@ class DreamCore:
                 raise ConfigError(
                     f"reset observations: expected {k} (one per environment reset), got {len(given)}."
                 )
+        if goal is not None:
+            if not self.settings.goal_reward:
+                raise ConfigError(
+                    "reset option 'goal': this dream has no goals; make it with "
+                    "observation='latent', goal_reward=True."
+                )
+            goal_obs = self.from_space(goal, "goal observations")
+            if len(goal_obs) != k:
+                raise ConfigError(
+                    f"goal observations: expected {k} (one per environment reset), got "
+                    f"{len(goal_obs)}."
+                )
         pool = self.reset_states.start if self.settings.reset == "start" else self.reset_states.any
         rows = np.empty(k, np.int64)
         for j, i in enumerate(index):
@@ -329,6 +363,11 @@ class DreamCore:
             self.keys[i] = np.uint64(rng.integers(0, 2**63, dtype=np.int64))
             rows[j] = rng.integers(len(pool))
         model_obs = given if obs is not None else pool[rows]
+        if self.settings.goal_reward:
+            if goal is None:
+                goal_rows = [self.rngs[i].integers(len(self.reset_states.any)) for i in index]
+                goal_obs = self.reset_states.any[goal_rows]
+            self.goals[index] = self.backend.latent(self.backend.encode(goal_obs))
         new_state = self.backend.encode(model_obs)
         if self.state is None or (k == self.num_envs and (index == np.arange(k)).all()):
             if k != self.num_envs:
@@ -340,8 +379,16 @@ class DreamCore:
         self.elapsed[index] = 0
         self._started[index] = True
         if self.latent:
-            return self.backend.latent(new_state)
+            return self._with_goals(self.backend.latent(new_state), index)
         return self.to_space(model_obs)
+
+    def _with_goals(self, features: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+        """Latent features ``[K, F]`` -> what the agent sees: ``[K, 2F]`` with the goals of
+        environments ``index`` (all when None) under ``goal_reward``, else unchanged."""
+        if not self.settings.goal_reward:
+            return features
+        goals = self.goals if index is None else self.goals[index]
+        return np.concatenate([features, goals], axis=1)
 
     def step(
         self, actions: Any
@@ -377,7 +424,13 @@ class DreamCore:
         else:
             terminated = res.continue_prob < s.continue_threshold
         raw = res.reward.astype(np.float32)
-        info: dict[str, np.ndarray] = {"wf.raw_reward": raw}
+        info: dict[str, np.ndarray] = {}
+        if s.goal_reward:
+            assert latent is not None  # goal_reward needs latent observations
+            distance = np.linalg.norm(latent - self.goals, axis=1).astype(np.float32)
+            info["wf.goal_distance"] = distance
+            raw = -distance
+        info["wf.raw_reward"] = raw
         penalty = np.zeros_like(raw)
         halted = np.zeros(self.num_envs, bool)
         if res.uncertainty is not None:
@@ -391,7 +444,7 @@ class DreamCore:
         truncated = (
             self.elapsed >= s.horizon if s.horizon is not None else np.zeros(self.num_envs, bool)
         )
-        obs = latent if latent is not None else self.to_space(shown)
+        obs = self._with_goals(latent) if latent is not None else self.to_space(shown)
         reward = raw - penalty
         if not np.isfinite(reward).all():  # e.g. a huge but finite uncertainty times the penalty
             bad = np.flatnonzero(~np.isfinite(reward))[:5].tolist()

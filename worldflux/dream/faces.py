@@ -3,7 +3,9 @@
 seeded with ``s`` behaves exactly like a single env seeded with ``s + i``.
 
 Reset options (all faces): ``{"obs": observations}`` starts from given observations (one per
-environment being reset) instead of the configured reset distribution; the vector env also takes
+environment being reset) instead of the configured reset distribution; ``{"goal":
+observations}`` gives goal-conditioned dreams (``goal_reward=True``) their goals instead of
+drawing them from the dataset; the vector env also takes
 ``{"reset_mask": bool [N]}`` to reset only some environments (needed with
 ``autoreset_mode="Disabled"``).
 """
@@ -23,8 +25,13 @@ from ..core.errors import ConfigError, ContractError
 from .core import DreamCore
 from .render import FrameRenderer
 
-_RESET_OPTIONS = ("obs",)
-_VECTOR_RESET_OPTIONS = ("obs", "reset_mask")
+_RESET_OPTIONS = ("obs", "goal")
+_VECTOR_RESET_OPTIONS = ("obs", "goal", "reset_mask")
+
+
+def _one(value: Any) -> np.ndarray | None:
+    """A single env's reset option (one observation) -> ``[1, *S]``, or None."""
+    return None if value is None else np.asarray(value)[None]
 
 
 def check_seed(seed: Any) -> None:
@@ -82,10 +89,7 @@ class DreamEnv(gym.Env[np.ndarray, Any]):
         opts = _check_options(options, _RESET_OPTIONS)
         super().reset(seed=seed)
         self.core.rngs[0] = self.np_random
-        given = opts.get("obs")
-        obs = self.core.reset(
-            np.zeros(1, np.int64), None if given is None else np.asarray(given)[None]
-        )
+        obs = self.core.reset(np.zeros(1, np.int64), _one(opts.get("obs")), _one(opts.get("goal")))
         if self.frames is not None:
             self.frames.observe(obs[0], reset=True)
         self._ended = False
@@ -180,8 +184,12 @@ class DreamVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
                 self.core.rngs[i] = seeding.np_random(s)[0]
         if self.core.state is None and len(index) != self.num_envs:
             raise ConfigError("the first reset of a vector env must reset every environment.")
-        given = opts.get("obs")
-        obs_new = self.core.reset(index, None if given is None else np.asarray(given))
+        given, goal = opts.get("obs"), opts.get("goal")
+        obs_new = self.core.reset(
+            index,
+            None if given is None else np.asarray(given),
+            None if goal is None else np.asarray(goal),
+        )
         if len(index) == self.num_envs:
             obs = obs_new
         else:

@@ -6,10 +6,15 @@ filtered with the model's posterior step (``update(state, action, obs)``) where 
 one (the torch backend), as a Dreamer-style agent tracks its state, and re-encoded from the new
 observation otherwise (the ONNX backend exports no ``update`` graph: exact for models whose latent
 is a function of the current observation, such as ensembles, an approximation for RSSMs).
+
+A policy trained in a goal-conditioned dream (``goal_reward=True``) sees ``[features, goal
+features]``: give the wrapper ``goal``, a function that returns the real environment's goal
+observation after each reset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -30,6 +35,10 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
         env: the real environment (its spaces must be the simulator's).
         source: the simulator (object, run or artifact folder, card name or id).
         backend, device: where the model runs (``"torch"`` filters with the posterior step).
+        goal: for policies of goal-conditioned dreams: ``goal(env)`` returns the goal
+            observation (in the environment's observation space) after each reset, e.g.
+            ``lambda env: env.unwrapped.goal_observation()`` for the two rooms; observations
+            are then ``[F + F]``, the features and the goal's.
     """
 
     def __init__(
@@ -39,8 +48,16 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
         *,
         backend: Backend = "torch",
         device: str = "cpu",
+        goal: Callable[[gym.Env[Any, Any]], Any] | None = None,
     ) -> None:
         super().__init__(env)
+        if goal is not None and not callable(goal):
+            raise ConfigError(
+                "LatentObservation: goal: expected a function of the environment that returns "
+                f"its goal observation, got {type(goal).__name__}."
+            )
+        self.goal = goal
+        self.goal_features: np.ndarray | None = None
         sim = source if isinstance(source, LearnedSimulator) else load_simulator(source)
         if env.observation_space.shape != sim.observation_space.shape:
             raise ConfigError(
@@ -54,15 +71,31 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
         self.act_layout = action_layout(sim.action_space)
         self.state: Any = None
         width = self.model.latent(self.model.encode(sim.reset_states.start[:1])).shape[1]
+        if goal is not None:
+            width *= 2
         self.observation_space = spaces.Box(-np.inf, np.inf, (width,), np.float32)
 
     def _model_obs(self, obs: Any) -> np.ndarray:
         return self.obs_layout.convert(np.asarray(obs)[None])
 
+    def _features(self) -> np.ndarray:
+        features = self.model.latent(self.state)[0]
+        if self.goal_features is None:
+            return features
+        return np.concatenate([features, self.goal_features])
+
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
         self.state = self.model.encode(self._model_obs(obs))
-        return self.model.latent(self.state)[0], info
+        if self.goal is not None:
+            goal_obs = np.asarray(self.goal(self.env))
+            if goal_obs.shape != self.env.observation_space.shape:
+                raise ConfigError(
+                    "LatentObservation: goal(env): expected an observation of shape "
+                    f"{self.env.observation_space.shape}, got {goal_obs.shape}."
+                )
+            self.goal_features = self.model.latent(self.model.encode(self._model_obs(goal_obs)))[0]
+        return self._features(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, Any, bool, bool, dict[str, Any]]:
         if self.state is None:
@@ -75,4 +108,4 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
             self.state = update(self.state, model_action, model_obs)
         else:
             self.state = self.model.encode(model_obs)
-        return self.model.latent(self.state)[0], reward, terminated, truncated, info
+        return self._features(), reward, terminated, truncated, info

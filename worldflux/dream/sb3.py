@@ -36,18 +36,21 @@ class DreamSB3VecEnv(VecEnv):
         for i, s in enumerate(self._seeds):
             if s is not None or self.core.state is None:
                 self.core.rngs[i] = seeding.np_random(s)[0]
-        given = [o.get("obs") for o in self._options]
-        if any(g is not None for g in given):
-            if any(g is None for g in given):
-                raise ConfigError("reset options 'obs': give one observation to every env.")
-            obs = self.core.reset(
-                np.arange(self.num_envs), np.stack([g for g in given if g is not None])
-            )
-        else:
-            obs = self.core.reset(np.arange(self.num_envs))
+        given = {key: self._per_env_option(key) for key in ("obs", "goal")}
+        obs = self.core.reset(np.arange(self.num_envs), given["obs"], given["goal"])
         self._reset_seeds()
         self._reset_options()
         return obs
+
+    def _per_env_option(self, key: str) -> np.ndarray | None:
+        """Reset option ``key`` (``"obs"``, ``"goal"``) of every env (``set_options``) stacked
+        ``[N, *S]``, or None when no env has it."""
+        given = [o.get(key) for o in self._options]
+        if all(g is None for g in given):
+            return None
+        if any(g is None for g in given):
+            raise ConfigError(f"reset options {key!r}: give one observation to every env.")
+        return np.stack([np.asarray(g) for g in given])
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
