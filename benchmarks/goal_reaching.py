@@ -19,7 +19,12 @@ apart. Every policy gets 100 steps per pair (the env's time limit) and succeeds 
 the episode at the goal. Planners: MPPI, ``--horizon`` steps, ``--samples`` samples, 32 elites,
 ``--iterations`` rounds, towards the goal observation (learned: the distance between embeddings;
 oracle: :class:`~worldflux.envs.two_rooms_oracle.TwoRoomsOracle`, the true dynamics, with
-Euclidean distance between positions). Prints a table (success rate per kind; learned: mean ±
+Euclidean distance between positions). With ``--dream-agent-steps N`` (default 40,000; 0: off)
+each learned run also trains a SAC agent for N steps only inside its goal-conditioned latent
+dream (``observation="latent", goal_reward=True``: the agent sees the embedding and the goal's,
+and earns minus their distance; starts and goals drawn from the dataset's states, 50-step
+episodes, 16 envs) and acts on the real env with the embeddings of the observation and the
+goal, without planning. Prints a table (success rate per kind; learned: mean ±
 std over the runs; planning time per action, i.e. per env step, and per batched call of all of
 a kind's pairs) and saves it to benchmarks/results/goal_reaching[-NAME].md.
 """
@@ -38,6 +43,8 @@ import numpy as np
 import torch
 
 import worldflux as wf
+from worldflux.data.spaces import observation_layout
+from worldflux.dream import load_simulator, make_dream_env
 from worldflux.envs.two_rooms_oracle import TwoRoomsOracle
 from worldflux.files import write_text_atomic
 from worldflux.planners import MPCPolicy, MPPIPlanner
@@ -141,6 +148,42 @@ def planner_policy(model: wf.WorldModel, args: argparse.Namespace, seed: int) ->
     return act
 
 
+def dream_agent_policy(run: str, steps: int, seed: int) -> Any:
+    """``act(obs, goals)`` of a SAC agent trained ``steps`` steps in ``run``'s goal-conditioned
+    latent dream; it acts on ``[embedding, goal embedding]`` of the real observations."""
+    from stable_baselines3 import SAC
+
+    sim = load_simulator(run)
+    venv = make_dream_env(
+        sim,
+        num_envs=16,
+        vectorization="sb3",
+        backend="torch",
+        observation="latent",
+        goal_reward=True,
+        reset="any",
+        horizon=50,
+    )
+    agent = SAC("MlpPolicy", venv, learning_starts=2_000, gradient_steps=4, seed=seed, device="cpu")
+    agent.learn(steps)
+    backend = sim.make_backend("torch")
+    layout = observation_layout(sim.observation_space)
+    memory: dict[str, np.ndarray] = {}
+
+    def act(obs: np.ndarray | None, goals: np.ndarray | None) -> np.ndarray:
+        if goals is not None:
+            memory["goal"] = backend.latent(backend.encode(layout.convert(goals)))
+            return np.zeros(0)
+        assert obs is not None
+        features = backend.latent(backend.encode(layout.convert(obs)))
+        actions, _ = agent.predict(
+            np.concatenate([features, memory["goal"]], 1), deterministic=True
+        )
+        return np.asarray(actions)
+
+    return act
+
+
 def random_policy(seed: int) -> Any:
     rng = np.random.default_rng(seed)
 
@@ -161,6 +204,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1000, help="seed of the held-out pairs")
+    parser.add_argument("--dream-agent-steps", type=int, default=40_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default=None, help="results file suffix")
     args = parser.parse_args()
@@ -169,8 +213,16 @@ def main() -> None:
     state_env = "WorldFlux/TwoRooms-State-v0"
     rows: dict[str, dict[str, list[float]]] = {}
     learned_name = f"MPPI, learned ({len(args.runs)} runs)"
+    agent_name = f"SAC trained in the latent dream ({len(args.runs)} runs)"
     clocks = {name: Clock() for name in ("MPPI, true simulator", learned_name)}
     started = time.perf_counter()
+    agents = [
+        dream_agent_policy(run, args.dream_agent_steps, index)
+        for index, run in enumerate(args.runs)
+        if args.dream_agent_steps > 0
+    ]
+    if agents:
+        print(f"dream agents trained: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     for kind, chosen in pairs.items():
         rows.setdefault("random actions", {})[kind] = [
             success_rate(state_env, chosen, random_policy(args.seed))
@@ -190,6 +242,10 @@ def main() -> None:
             learned.append(success_rate(args.env, chosen, act))
             print(f"{kind}: {run}: {learned[-1]:.2f}", file=sys.stderr, flush=True)
         rows.setdefault(learned_name, {})[kind] = learned
+        if agents:
+            rows.setdefault(agent_name, {})[kind] = [
+                success_rate(args.env, chosen, act) for act in agents
+            ]
     lines = [
         "| policy | " + " | ".join(KINDS) + " | planning time per action |",
         "|---|" + "---|" * len(KINDS) + "---|",
@@ -214,7 +270,8 @@ def main() -> None:
         f"Goal reaching in the two rooms ({args.env}; success rate over {args.pairs} held-out "
         f"start-goal pairs of each kind, seed {args.seed}, 100 steps each). MPPI: horizon "
         f"{args.horizon}, {args.samples} samples, 32 elites, {args.iterations} rounds, towards "
-        f"the goal observation. Learned runs: {', '.join(args.runs)}. torch "
+        f"the goal observation. Learned runs: {', '.join(args.runs)}. Dream agents: SAC, "
+        f"{args.dream_agent_steps} steps each in the run's goal-conditioned latent dream. torch "
         f"{torch.__version__}, {args.threads} thread(s), {time.perf_counter() - started:.0f} s; "
         f"{time.strftime('%Y-%m-%d')}.\n\n"
     )
