@@ -295,8 +295,8 @@ def test_goal_conditioned_latent_dream_rewards_the_embedding_distance(
     trained: tuple[JEPAModel, list[dict[str, float]]],
 ) -> None:
     """``goal_reward=True``: the agent sees ``[z, z_goal]`` and earns ``-||z' - z_goal||``; goals
-    come from the dataset or the reset option; both env checkers pass; the vector env matches
-    the single env; a policy of it deploys on the real env through ``LatentObservation(goal=)``
+    come from the dataset or the reset option; both env checkers pass; the vector env on ONNX
+    Runtime matches the single env on torch; a policy of it deploys on the real env through ``LatentObservation(goal=)``
     with the same features."""
     model, _ = trained
     real = gym.make("WorldFlux/TwoRooms-State-v0")
@@ -329,9 +329,13 @@ def test_goal_conditioned_latent_dream_rewards_the_embedding_distance(
     assert info["wf.goal_distance"] == pytest.approx(distance, rel=1e-5)
     # goals drawn from the dataset: a dataset state's embedding, per env as in a single env
     drawn, _ = env.reset(seed=3)
-    venv = make_dream_env(sim, num_envs=3, observation="latent", goal_reward=True)
+    venv = make_dream_env(sim, num_envs=3, observation="latent", goal_reward=True, backend="onnx")
     v_obs, _ = venv.reset(seed=3)
-    np.testing.assert_allclose(v_obs[0], drawn, atol=1e-5)
+    np.testing.assert_allclose(v_obs[0], drawn, atol=1e-4)  # ONNX Runtime's vector env
+    v_next, v_reward, *_ = venv.step(np.full((3, 2), 0.3, np.float32))
+    one_next, one_reward, *_ = env.step(np.full(2, 0.3, np.float32))
+    np.testing.assert_allclose(v_next[0], one_next, atol=1e-4)
+    assert v_reward[0] == pytest.approx(one_reward, abs=1e-4)
     with torch.no_grad():
         pool = model.encode(torch.as_tensor(states))["z"].numpy()
     assert np.abs(pool - drawn[16:]).max(1).min() < 1e-5
