@@ -357,15 +357,18 @@ class DreamCore:
                     f"{len(goal_obs)}."
                 )
         pool = self.reset_states.start if self.settings.reset == "start" else self.reset_states.any
+        draw_goals = self.settings.goal_reward and goal is None
         rows = np.empty(k, np.int64)
+        goal_rows = np.empty(k if draw_goals else 0, np.int64)
         for j, i in enumerate(index):
             rng = self.rngs[i]
             self.keys[i] = np.uint64(rng.integers(0, 2**63, dtype=np.int64))
             rows[j] = rng.integers(len(pool))
+            if draw_goals:
+                goal_rows[j] = rng.integers(len(self.reset_states.any))
         model_obs = given if obs is not None else pool[rows]
         if self.settings.goal_reward:
-            if goal is None:
-                goal_rows = [self.rngs[i].integers(len(self.reset_states.any)) for i in index]
+            if draw_goals:
                 goal_obs = self.reset_states.any[goal_rows]
             self.goals[index] = self.backend.latent(self.backend.encode(goal_obs))
         new_state = self.backend.encode(model_obs)

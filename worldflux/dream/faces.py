@@ -29,6 +29,11 @@ _RESET_OPTIONS = ("obs", "goal")
 _VECTOR_RESET_OPTIONS = ("obs", "goal", "reset_mask")
 
 
+def _array(value: Any) -> np.ndarray | None:
+    """A reset option's observations as an array, or None."""
+    return None if value is None else np.asarray(value)
+
+
 def _one(value: Any) -> np.ndarray | None:
     """A single env's reset option (one observation) -> ``[1, *S]``, or None."""
     return None if value is None else np.asarray(value)[None]
@@ -184,12 +189,7 @@ class DreamVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
                 self.core.rngs[i] = seeding.np_random(s)[0]
         if self.core.state is None and len(index) != self.num_envs:
             raise ConfigError("the first reset of a vector env must reset every environment.")
-        given, goal = opts.get("obs"), opts.get("goal")
-        obs_new = self.core.reset(
-            index,
-            None if given is None else np.asarray(given),
-            None if goal is None else np.asarray(goal),
-        )
+        obs_new = self.core.reset(index, _array(opts.get("obs")), _array(opts.get("goal")))
         if len(index) == self.num_envs:
             obs = obs_new
         else:

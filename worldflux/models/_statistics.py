@@ -11,6 +11,35 @@ import torch
 from ..core.errors import ContractError
 
 
+def _copy_statistics(
+    stats: Mapping[str, Any],
+    buffers: Mapping[str, torch.Tensor],
+    *,
+    std_key: str,
+    min_std: float,
+    hint: str,
+) -> None:
+    """Copy ``stats[key]`` into each of ``buffers`` (by key, shapes checked), the values of
+    ``std_key`` floored at ``min_std``; ``hint`` ends the message of a missing key.
+
+    Raises:
+        ContractError: a key missing or of another shape than its buffer's.
+    """
+    for key, buffer in buffers.items():
+        shape = list(buffer.shape)
+        value = stats.get(key)
+        if value is None:
+            raise ContractError(
+                f"set_data_statistics: expected {key!r} of shape {shape}, got None ({hint})."
+            )
+        t = torch.as_tensor(np.asarray(value, dtype=np.float32))
+        if list(t.shape) != shape:
+            raise ContractError(
+                f"set_data_statistics: {key!r} expected shape {shape}, got {list(t.shape)}."
+            )
+        buffer.copy_(t.clamp(min=min_std) if key == std_key else t)
+
+
 def copy_obs_statistics(
     stats: Mapping[str, Any],
     obs_mean: torch.Tensor,
@@ -25,19 +54,8 @@ def copy_obs_statistics(
     Raises:
         ContractError: a key missing or of another shape than the buffer's ``[O]``.
     """
-    n = obs_mean.numel()
-    for key, buffer in (("obs_mean", obs_mean), ("obs_std", obs_std)):
-        value = stats.get(key)
-        if value is None:
-            raise ContractError(
-                f"set_data_statistics: expected {key!r} of shape [{n}], got None ({hint})."
-            )
-        t = torch.as_tensor(np.asarray(value, dtype=np.float32))
-        if tuple(t.shape) != (n,):
-            raise ContractError(
-                f"set_data_statistics: {key!r} expected shape [{n}], got {list(t.shape)}."
-            )
-        buffer.copy_(t.clamp(min=min_std) if key == "obs_std" else t)
+    buffers = {"obs_mean": obs_mean, "obs_std": obs_std}
+    _copy_statistics(stats, buffers, std_key="obs_std", min_std=min_std, hint=hint)
 
 
 def copy_image_statistics(
@@ -54,17 +72,7 @@ def copy_image_statistics(
     Raises:
         ContractError: a key missing or of another shape than the buffer's.
     """
-    for key, buffer in (("image_mean", image_mean), ("image_std", image_std)):
-        value = stats.get(key)
-        shape = list(buffer.shape)
-        if value is None:
-            raise ContractError(
-                f"set_data_statistics: expected {key!r} of shape {shape} for image "
-                "observations, got None."
-            )
-        t = torch.as_tensor(np.asarray(value, dtype=np.float32))
-        if list(t.shape) != shape:
-            raise ContractError(
-                f"set_data_statistics: {key!r} expected shape {shape}, got {list(t.shape)}."
-            )
-        buffer.copy_(t.clamp(min=min_std) if key == "image_std" else t)
+    buffers = {"image_mean": image_mean, "image_std": image_std}
+    _copy_statistics(
+        stats, buffers, std_key="image_std", min_std=min_std, hint="for image observations"
+    )
