@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -51,3 +53,18 @@ def toy() -> toy_model.ToyModel:
     model = wf.create_world_model("toy:tiny", obs_shape=(OBS_DIM,), action_dim=ACTION_DIM)
     assert isinstance(model, toy_model.ToyModel)
     return model
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[Any]:
+    """A local Ray instance of 2 CPUs for the sweep tests, started once (Ray sweeps use a Ray
+    this process has initialised as it is)."""
+    import ray
+
+    from worldflux.sweep import WORKER_NICENESS
+
+    os.environ.setdefault(WORKER_NICENESS, "0")  # as a sweep's own local Ray does
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024**2,
+             log_to_driver=False)  # fmt: skip
+    yield ray
+    ray.shutdown()

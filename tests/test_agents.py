@@ -460,3 +460,54 @@ def test_td3_warm_start_moves_the_target_actor_too(pendulum_run: Path) -> None:
             AgentRecipe(env=str(pendulum_run), budget=1, behaviour=elsewhere), sim, model, venv
         )
     venv.close()
+
+
+def test_agent_seeds_on_ray_match_the_serial_runs(
+    pendulum_run: Path, tmp_path: Path, local_ray: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agent train --seeds`: one run per seed and the returns over seeds in results.json; the
+    same seeds give the same agents as parallel Ray tasks as one after another."""
+    from worldflux.cli import main
+
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+env = "{pendulum_run}"
+algorithm = "ppo"
+budget = 256
+n_envs = 4
+backend = "onnx"
+[dream]
+horizon = 50
+[hyperparameters]
+n_steps = 64
+batch_size = 64
+[evaluation]
+env = "Pendulum-v1"
+every = 0
+final_episodes = 2
+""",
+    )
+    runs = {}
+    for name, flags in (("serial", []), ("ray", ["--ray", "--workers", "2"])):
+        out = tmp_path / name
+        argv = ["agent", "train", str(recipe), "--seeds", "3", "5", "--out", str(out), "--quiet"]
+        assert main([*argv, *flags]) == 0
+        runs[name] = json.loads((out / "results.json").read_text())
+        assert json.loads((out / "seed5" / "agent.json").read_text())["recipe"]["seed"] == 5
+    serial, parallel = runs["serial"], runs["ray"]
+    assert [r["seed"] for r in parallel["runs"]] == [3, 5] and parallel["summary"]["seeds"] == 2
+    assert parallel["sweep"]["launcher"] == "ray" and serial["sweep"] == {"launcher": "serial"}
+    for key in ("real_return", "dream_return"):
+        np.testing.assert_allclose(
+            [r[key] for r in parallel["runs"]], [r[key] for r in serial["runs"]], rtol=1e-5
+        )
+    assert "| 5 |" in (tmp_path / "ray" / "results.md").read_text()
+    capsys.readouterr()
+    for flags, message in (
+        (["--seeds", "1", "--seed", "2"], "expected --seed or --seeds, got both"),
+        (["--ray"], "expected --seeds with them"),
+        (["--seeds", "1", "--workers", "2"], "--workers: expected with --ray"),
+    ):
+        assert main(["agent", "train", str(recipe), *flags]) == 2
+        assert message in capsys.readouterr().err

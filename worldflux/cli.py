@@ -10,9 +10,12 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .sweep import Sweep
 
 #: the agent recipes `worldflux demo` runs, in order (agents/<name>.toml)
 DEMO_RECIPES = ("demo-ppo-ensemble-walker", "demo-ppo-dreamer-walker")
@@ -512,6 +515,26 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             )
         recipe = find_agent_recipe(args.recipe)
         out = args.out or f"runs/agent-{recipe.name}"
+        sweep = _sweep(args)
+        if args.seeds is not None:
+            if args.seed is not None:
+                raise ConfigError("agent train: expected --seed or --seeds, got both.")
+            from .rl.seeds import train_agent_seeds
+
+            print(f"training {recipe.algorithm.upper()} in {recipe.env} ({recipe.name}), seeds "
+                  f"{args.seeds}, into {out}/seed*")  # fmt: skip
+            results = train_agent_seeds(
+                recipe, out, tuple(args.seeds), budget=args.budget, sweep=sweep,
+                progress=not args.quiet,
+            )  # fmt: skip
+            print((Path(out) / "results.md").read_text())
+            print(f"results: {out}/results.json, {out}/results.md")
+            return 0 if results["runs"] else 1
+        if sweep.ray:
+            raise ConfigError(
+                "agent train: the Ray flags run several seeds in parallel; expected --seeds with "
+                "them, got a single run."
+            )
         print(f"training {recipe.algorithm.upper()} in {recipe.env} ({recipe.name}) into {out}")
         summary = train_agent(
             recipe, out, budget=args.budget, seed=args.seed, progress=not args.quiet
@@ -526,6 +549,48 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """The flags of :class:`~worldflux.sweep.Sweep`: parallel jobs on Ray."""
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help=f"{prefix}run the jobs (seeds, methods) in parallel as Ray tasks on a local Ray "
+        "instance (pip install 'worldflux[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        help=f"{prefix}run the Ray tasks on an existing cluster (e.g. ray://head:10001 or auto; "
+        "implies --ray)",
+    )
+    parser.add_argument(
+        "--workers", type=int, help=f"{prefix}local Ray: jobs at a time (default: the CPU count)"
+    )
+    parser.add_argument(
+        "--job-threads", type=int, help=f"{prefix}Ray: CPUs and torch threads per job (default 1)"
+    )
+    parser.add_argument(
+        "--retries", type=int, help=f"{prefix}Ray: reruns of a failed job (default 1)"
+    )
+
+
+def _sweep(args: argparse.Namespace) -> Sweep:
+    """The sweep the Ray flags ask for (serial without them)."""
+    from .sweep import Sweep
+
+    ray = args.ray or args.ray_address is not None
+    given = {"workers": args.workers, "threads": args.job_threads, "retries": args.retries}
+    if not ray:
+        flags = {"workers": "--workers", "threads": "--job-threads", "retries": "--retries"}
+        used = [flags[name] for name, value in given.items() if value is not None]
+        if used:
+            from .core.errors import ConfigError
+
+            raise ConfigError(f"{', '.join(used)}: expected with --ray or --ray-address.")
+        return Sweep()
+    options = {name: value for name, value in given.items() if value is not None}
+    return Sweep(ray=True, address=args.ray_address, **options)
 
 
 def _cmd_offline(args: argparse.Namespace) -> int:
@@ -544,6 +609,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         gradient_steps=args.gradient_steps,
         episodes=args.episodes,
         checkpoints=args.checkpoints,
+        sweep=_sweep(args),
         progress=not args.quiet,
     )
     print(results_markdown(results))
@@ -834,6 +900,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--out", help="train: output folder (default runs/agent-RECIPE)")
     agent.add_argument("--budget", type=int, help="train: dream steps (overrides the recipe)")
     agent.add_argument("--seed", type=int, help="train: seed (overrides the recipe); eval: seed")
+    agent.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="train: one run per seed into OUT/seedS, returns over seeds in OUT/results.json",
+    )
+    _add_sweep_arguments(agent, "train --seeds: ")
     agent.add_argument("--quiet", action="store_true", help="train: no progress output")
     agent.add_argument("--model", help="eval: SB3 model zip")
     agent.add_argument("--env", help="eval: real environment id")
@@ -885,6 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluations of each dream agent during training, in the dream and on the real env "
         "(offline policy selection: how well the dream's prediction ranks them; default 0)",
     )
+    _add_sweep_arguments(off, "")
     off.add_argument("--quiet", action="store_true", help="no progress output")
     off.set_defaults(func=_cmd_offline)
 

@@ -27,6 +27,9 @@ Scores are returns on the real environment and normalised scores
 them: the random return the dataset recorded, and the dataset's mean episode return). Results go
 to ``results.json`` and ``results.md`` in the output folder.
 
+Each method and seed is one job; ``sweep`` runs the jobs here one after another or as parallel
+Ray tasks (:mod:`worldflux.sweep`), with the same results for the same seeds.
+
 Offline policy selection (``checkpoints``): every method's policy is scored ``checkpoints`` times
 during training and at the end, on the real environment and in the world model's dream (the
 baselines too, whenever a world model is there); ``results["selection"]`` holds every pair and
@@ -52,6 +55,7 @@ from ..data.provider import MinariBatchProvider
 from ..dream.make import recorded_dataset
 from ..eval.fidelity import spearman
 from ..files import write_text_atomic
+from ..sweep import SERIAL, Job, JobFailure, Sweep, raise_failures, run_jobs
 from .baselines import (
     Checkpoints,
     Transitions,
@@ -215,6 +219,7 @@ def offline_run(
     episodes: int = 10,
     checkpoints: int = 0,
     behaviour: BehaviourSettings = BEHAVIOUR,
+    sweep: Sweep = SERIAL,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run ``methods`` x ``seeds`` on ``dataset_id``; write and return the results.
@@ -223,7 +228,11 @@ def offline_run(
     ``tdmpc2*`` model (``tdmpc2_model``, a ``family:preset``); ``checkpoints``:
     evenly spaced evaluations of each dream agent during training (in the dream and on the real
     env; the final one always runs) for offline policy selection; ``behaviour``: the ``dream``
-    method's use of the dataset's actions."""
+    method's use of the dataset's actions; ``sweep``: where the jobs (one per method and seed;
+    the ``tdmpc2*`` methods of a seed share one) run: here in order, or as parallel Ray tasks
+    (:mod:`worldflux.sweep`). results.json is rewritten as each job finishes; jobs that fail on
+    Ray are listed under ``failed`` and raise a :class:`~worldflux.sweep.SweepError` at the
+    end."""
     if not isinstance(checkpoints, int) or isinstance(checkpoints, bool) or checkpoints < 0:
         raise ConfigError(f"checkpoints: expected an integer >= 0, got {checkpoints!r}.")
     unknown = [m for m in methods if m not in METHODS]
@@ -283,6 +292,7 @@ def offline_run(
             "episodes": episodes,
             "checkpoints": checkpoints,
             "behaviour": asdict(behaviour),
+            "sweep": sweep.describe(),
         },
         "random_return": random_return,
         "random_return_source": random_source,
@@ -301,72 +311,76 @@ def offline_run(
                 trainer={**MODEL_TRAINER, "steps": model_steps},
                 progress=progress,
             )
-    transitions = None
-    #: every scored policy (dream agents; baselines too where a world model exists): its
-    #: dream-predicted and real returns
-    selection: list[dict[str, Any]] = []
-    judge = _DreamJudge(model_run, env_id, episodes) if checkpoints and model_run else None
-    for method in methods:
-        for seed in seeds:
-            started = time.time()
-            if method.startswith(("dream", "mopo")):
-                recipe = dream_recipe(
-                    method, seed, str(model_run), env_id, agent_steps, gradient_steps, episodes,
-                    behaviour,
-                )  # fmt: skip
-                if checkpoints:
-                    # + 1: the last checkpoint falls before the end, where the final one runs
-                    recipe.evaluation.every = _trained_steps(recipe) // (checkpoints + 1) + 1
-                summary = train_agent(recipe, folder / f"{method}-seed{seed}", progress=progress)
-                real = summary["final"]["real"]
-                *earlier, last = summary["evaluations"]  # last: the final evaluation
-                selection.extend(
-                    {"method": method, "seed": seed, "step": e["step"],
-                     "dream": e["dream"]["mean"], "real": e["real"]["mean"]}
-                    for e in [*(e for e in earlier if e["step"] < last["step"]), last]
-                )  # fmt: skip
-            elif method == "mppi":
-                real = _ensemble_mpc_score(Path(str(model_run)), env_id, space, seed, episodes)
-            elif method.startswith("tdmpc2"):
-                real = _tdmpc2_score(
-                    method, folder / f"tdmpc2-seed{seed}", dataset_id, tdmpc2_model,
-                    gradient_steps, seed, env_id, space, episodes, progress,
-                )  # fmt: skip
-            else:
-                if transitions is None:
-                    transitions = Transitions.from_store(store, space)
-                common: dict[str, Any] = {"steps": gradient_steps, "seed": seed}
-                if method == "iql":
-                    common["reward_scale"] = return_range_scale(store)
-                train = {"bc": behaviour_cloning, "td3bc": td3_bc, "iql": iql}[method]
-                if judge is not None:  # the same checkpoints as the dream agents'
-                    every = gradient_steps // (checkpoints + 1) + 1
-                    common["checkpoints"] = judge.checkpoints(every, method, seed, selection)
-                policy = train(transitions, space, progress=progress, **common)
-                real = real_env_episodes(env_id, policy, episodes, FINAL_SEED + seed).to_dict()
-                if judge is not None:
-                    selection.append(
-                        judge.score(method, seed, gradient_steps, policy, FINAL_SEED, real["mean"])
-                    )
-            row = {
-                "method": method,
-                "seed": seed,
-                "real_return": real["mean"],
-                "real_std": real["std"],
-                "normalised": normalised(real["mean"], low, high),
-                "seconds": round(time.time() - started, 1),
-            }
-            results["runs"].append(row)
+    shared = {
+        "dataset_id": dataset_id,
+        "folder": str(folder.resolve()),
+        "model_run": None if model_run is None else str(Path(model_run).resolve()),
+        "env_id": env_id,
+        "action_space": space,
+        "tdmpc2_model": tdmpc2_model,
+        "agent_steps": agent_steps,
+        "gradient_steps": gradient_steps,
+        "episodes": episodes,
+        "checkpoints": checkpoints,
+        "behaviour": behaviour,
+        "progress": progress and not sweep.ray,  # parallel jobs' progress bars would interleave
+    }
+    jobs = [
+        Job(
+            f"{'+'.join(group)} seed {seed}",
+            offline_job,
+            {**shared, "methods": group, "seed": seed},
+        )
+        for group in _method_groups(methods)
+        for seed in seeds
+    ]
+    done: dict[str, list[dict[str, Any]]] = {}
+
+    def save(job: Job, outcome: list[dict[str, Any]]) -> None:
+        done[job.key] = outcome
+        for entry in outcome:
+            row = entry["row"]
+            row["normalised"] = normalised(row["real_return"], low, high)
             if progress:
                 print(
-                    f"{method:>6} seed {seed}: real return {row['real_return']:.1f} "
-                    f"(normalised {row['normalised']:.1f})",
+                    f"{row['method']:>6} seed {row['seed']}: real return "
+                    f"{row['real_return']:.1f} (normalised {row['normalised']:.1f})",
                     flush=True,
                 )
-    if judge is not None:
-        judge.close()
+        _write_results(folder, results, [done[j.key] for j in jobs if j.key in done], [])
+
+    failures = run_jobs(jobs, sweep, save, progress=progress)
+    _write_results(folder, results, [done[j.key] for j in jobs if j.key in done], failures)
+    raise_failures(failures, f"results so far in {folder / 'results.json'}")
+    return results
+
+
+def _method_groups(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The methods cut into jobs: one per method, except that the ``tdmpc2*`` methods share a
+    job (they share the seed's TD-MPC2 model, trained once)."""
+    planning = tuple(m for m in methods if m.startswith("tdmpc2"))
+    groups: list[tuple[str, ...]] = []
+    for method in methods:
+        if not method.startswith("tdmpc2"):
+            groups.append((method,))
+        elif method == planning[0]:  # the group goes where its first method stands
+            groups.append(planning)
+    return groups
+
+
+def _write_results(
+    folder: Path,
+    results: dict[str, Any],
+    outcomes: list[list[dict[str, Any]]],
+    failures: list[JobFailure],
+) -> None:
+    """Fill ``results`` with the finished jobs' rows (in the sweep's order) and write
+    results.json and results.md (after every job, so a long sweep shows its progress)."""
+    results["runs"] = [entry["row"] for outcome in outcomes for entry in outcome]
+    selection = [p for outcome in outcomes for entry in outcome for p in entry["selection"]]
     results["summary"] = _summary(results["runs"])
-    if selection and checkpoints:
+    results.pop("selection", None)
+    if selection and results["settings"]["checkpoints"]:
         rho = spearman(
             np.array([p["dream"] for p in selection]), np.array([p["real"] for p in selection])
         )
@@ -374,9 +388,116 @@ def offline_run(
             "policies": selection,
             "spearman": rho if np.isfinite(rho) else None,  # None: under 3 policies or constant
         }
+    if failures:
+        results["failed"] = [{"job": f.key, "error": f.error} for f in failures]
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(folder / "results.md", results_markdown(results))
-    return results
+
+
+def offline_job(
+    *,
+    methods: tuple[str, ...],
+    seed: int,
+    dataset_id: str,
+    folder: str,
+    model_run: str | None,
+    env_id: str,
+    action_space: Any,
+    tdmpc2_model: str,
+    agent_steps: int,
+    gradient_steps: int,
+    episodes: int,
+    checkpoints: int,
+    behaviour: BehaviourSettings,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """One job of :func:`offline_run`: train and score ``methods`` (one method, or the
+    ``tdmpc2*`` methods that share a model) for ``seed``. Returns, per method, its result
+    ``row`` (without the normalised score) and its ``selection`` entries (dream vs real return
+    of every scored policy; empty without checkpoints)."""
+    out = Path(folder)
+    outcome = []
+    for method in methods:
+        started = time.time()
+        selection: list[dict[str, Any]] = []
+        if method.startswith(("dream", "mopo")):
+            assert model_run is not None  # trained by offline_run before any dream job
+            recipe = dream_recipe(
+                method, seed, model_run, env_id, agent_steps, gradient_steps, episodes, behaviour
+            )
+            if checkpoints:
+                # + 1: the last checkpoint falls before the end, where the final one runs
+                recipe.evaluation.every = _trained_steps(recipe) // (checkpoints + 1) + 1
+            summary = train_agent(recipe, out / f"{method}-seed{seed}", progress=progress)
+            real = summary["final"]["real"]
+            if checkpoints:
+                *earlier, last = summary["evaluations"]  # last: the final evaluation
+                selection.extend(
+                    {"method": method, "seed": seed, "step": e["step"],
+                     "dream": e["dream"]["mean"], "real": e["real"]["mean"]}
+                    for e in [*(e for e in earlier if e["step"] < last["step"]), last]
+                )  # fmt: skip
+        elif method == "mppi":
+            assert model_run is not None
+            real = _ensemble_mpc_score(Path(model_run), env_id, action_space, seed, episodes)
+        elif method.startswith("tdmpc2"):
+            real = _tdmpc2_score(
+                method, out / f"tdmpc2-seed{seed}", dataset_id, tdmpc2_model, gradient_steps,
+                seed, env_id, action_space, episodes, progress,
+            )  # fmt: skip
+        else:
+            real = _baseline_score(
+                method, seed, dataset_id, action_space, model_run if checkpoints else None,
+                env_id, gradient_steps, episodes, checkpoints, selection, progress,
+            )  # fmt: skip
+        row = {
+            "method": method,
+            "seed": seed,
+            "real_return": real["mean"],
+            "real_std": real["std"],
+            "seconds": round(time.time() - started, 1),
+        }
+        outcome.append({"row": row, "selection": selection})
+    return outcome
+
+
+def _baseline_score(
+    method: str,
+    seed: int,
+    dataset_id: str,
+    action_space: Any,
+    judge_model: str | None,
+    env_id: str,
+    gradient_steps: int,
+    episodes: int,
+    checkpoints: int,
+    selection: list[dict[str, Any]],
+    progress: bool,
+) -> dict[str, Any]:
+    """Train baseline ``method`` (``bc``, ``td3bc``, ``iql``) on the dataset's transitions and
+    score it on the real env; with ``judge_model``, also score its checkpoints in that model's
+    dream into ``selection`` (the same checkpoints as the dream agents')."""
+    store = MinariBatchProvider(dataset_id).store
+    transitions = Transitions.from_store(store, action_space)
+    common: dict[str, Any] = {"steps": gradient_steps, "seed": seed}
+    if method == "iql":
+        common["reward_scale"] = return_range_scale(store)
+    train = {"bc": behaviour_cloning, "td3bc": td3_bc, "iql": iql}[method]
+    judge = _DreamJudge(judge_model, env_id, episodes) if judge_model is not None else None
+    try:
+        if judge is not None:
+            every = gradient_steps // (checkpoints + 1) + 1
+            common["checkpoints"] = judge.checkpoints(every, method, seed, selection)
+        policy = train(transitions, action_space, progress=progress, **common)
+        real = real_env_episodes(env_id, policy, episodes, FINAL_SEED + seed).to_dict()
+        if judge is not None:
+            selection.append(
+                judge.score(method, seed, gradient_steps, policy, FINAL_SEED, real["mean"])
+            )
+    finally:
+        if judge is not None:
+            judge.close()
+    return real
 
 
 def _ensemble_mpc_score(
@@ -542,4 +663,6 @@ def results_markdown(results: dict[str, Any]) -> str:
                 for p in selection["policies"]
             ),
         ]
+    for failure in results.get("failed", []):
+        lines += ["", f"Failed: {failure['job']}: {failure['error']}"]
     return "\n".join(lines) + "\n"
