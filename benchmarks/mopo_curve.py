@@ -4,7 +4,7 @@ correlation of the two over the checkpoints (offline policy selection).
 
     python benchmarks/mopo_curve.py --model-run RUN [--dataset-env Walker2d-v5] [--algo sac]
         [--seed 0] [--gradient-steps 100000] [--every 10000] [--episodes 5]
-        [--penalty 1.0] [--halt p99] [--real-fraction 0.05] [--threads 1] [--name NAME]
+        [--penalty 5.0] [--halt p99] [--real-fraction 0.05] [--threads 1] [--name NAME]
     python benchmarks/mopo_curve.py --from-run runs/.../mopo-sac-s0 --name NAME
 
 The agent goes to ``runs/mopo-curve-NAME/``; the table to
@@ -25,7 +25,7 @@ import numpy as np
 
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
-from worldflux.rl.offline import BEHAVIOUR, dream_recipe
+from worldflux.rl.offline import BEHAVIOUR, MOPO_PENALTY, dream_recipe
 from worldflux.rl.replay import ReplaySettings
 from worldflux.rl.train import train_agent
 
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--gradient-steps", type=int, default=100_000)
     parser.add_argument("--every", type=int, default=10_000, help="updates between checkpoints")
     parser.add_argument("--episodes", type=int, default=5)
-    parser.add_argument("--penalty", type=float, default=1.0)
+    parser.add_argument("--penalty", type=float, default=MOPO_PENALTY)
     parser.add_argument("--halt", default="none", help="none, a number or p50/p90/p95/p99")
     parser.add_argument("--real-fraction", type=float, default=0.05)
     parser.add_argument("--name", required=True)
