@@ -29,12 +29,15 @@ import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from .core.errors import ConfigError, WorldFluxError
 
 #: environment variables passed on to Ray tasks when set here
 FORWARDED_ENV = ("MINARI_DATASETS_PATH", "WORLDFLUX_CACHE", "OMP_WAIT_POLICY", "MUJOCO_GL")
+T = TypeVar("T")
+
 #: the environment variable that sets the niceness of a local Ray instance's workers
 WORKER_NICENESS = "RAY_worker_niceness"
 #: object store of a local Ray instance: jobs return small dicts, so Ray's default (30% of RAM)
@@ -136,6 +139,32 @@ def run_jobs(
             on_result(job, job.function(**job.kwargs))
         return []
     return _run_on_ray(jobs, sweep, on_result, progress)
+
+
+def run_sweep(
+    jobs: Sequence[Job],
+    sweep: Sweep,
+    collect: Callable[[Job, Any], T],
+    write: Callable[[list[T], list[JobFailure]], Path],
+    *,
+    progress: bool = True,
+) -> None:
+    """Run ``jobs`` and keep their results saved: ``collect(job, result)`` turns each finished
+    job's result into what ``write(outcomes, failures)`` saves (the outcomes of the finished jobs
+    in the order of ``jobs``; returns the results file). ``write`` runs after every job and once
+    at the end with the failures, which then raise a :class:`SweepError`."""
+    done: dict[str, T] = {}
+
+    def finished() -> list[T]:
+        return [done[job.key] for job in jobs if job.key in done]
+
+    def on_result(job: Job, result: Any) -> None:
+        done[job.key] = collect(job, result)
+        write(finished(), [])
+
+    failures = run_jobs(jobs, sweep, on_result, progress=progress)
+    saved = write(finished(), failures)
+    raise_failures(failures, f"results so far in {saved}")
 
 
 def _in_task(

@@ -55,7 +55,7 @@ from ..data.provider import MinariBatchProvider
 from ..dream.make import recorded_dataset
 from ..eval.fidelity import spearman
 from ..files import write_text_atomic
-from ..sweep import SERIAL, Job, JobFailure, Sweep, raise_failures, run_jobs
+from ..sweep import SERIAL, Job, JobFailure, Sweep, run_sweep
 from .baselines import (
     Checkpoints,
     Transitions,
@@ -337,10 +337,8 @@ def offline_run(
         for group in _method_groups(methods)
         for seed in seeds
     ]
-    done: dict[str, list[dict[str, Any]]] = {}
 
-    def save(job: Job, outcome: list[dict[str, Any]]) -> None:
-        done[job.key] = outcome
+    def collect(job: Job, outcome: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for entry in outcome:
             row = entry["row"]
             row["normalised"] = normalised(row["real_return"], low, high)
@@ -350,11 +348,12 @@ def offline_run(
                     f"{row['real_return']:.1f} (normalised {row['normalised']:.1f})",
                     flush=True,
                 )
-        _write_results(folder, results, [done[j.key] for j in jobs if j.key in done], [])
+        return outcome
 
-    failures = run_jobs(jobs, sweep, save, progress=progress)
-    _write_results(folder, results, [done[j.key] for j in jobs if j.key in done], failures)
-    raise_failures(failures, f"results so far in {folder / 'results.json'}")
+    def write(outcomes: list[list[dict[str, Any]]], failures: list[JobFailure]) -> Path:
+        return _write_results(folder, results, outcomes, failures)
+
+    run_sweep(jobs, sweep, collect, write, progress=progress)
     return results
 
 
@@ -376,9 +375,10 @@ def _write_results(
     results: dict[str, Any],
     outcomes: list[list[dict[str, Any]]],
     failures: list[JobFailure],
-) -> None:
+) -> Path:
     """Fill ``results`` with the finished jobs' rows (in the sweep's order) and write
-    results.json and results.md (after every job, so a long sweep shows its progress)."""
+    results.json and results.md (after every job, so a long sweep shows its progress); returns
+    the path of results.json."""
     results["runs"] = [entry["row"] for outcome in outcomes for entry in outcome]
     selection = [p for outcome in outcomes for entry in outcome for p in entry["selection"]]
     results["summary"] = _summary(results["runs"])
@@ -395,6 +395,7 @@ def _write_results(
         results["failed"] = [{"job": f.key, "error": f.error} for f in failures]
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(folder / "results.md", results_markdown(results))
+    return folder / "results.json"
 
 
 def offline_job(

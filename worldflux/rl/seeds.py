@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..files import write_text_atomic
-from ..sweep import SERIAL, Job, JobFailure, Sweep, raise_failures, run_jobs
+from ..sweep import SERIAL, Job, JobFailure, Sweep, run_sweep
 from .recipes import AgentRecipe
 from .train import train_agent
 
@@ -69,12 +69,11 @@ def train_agent_seeds(
         )
         for seed in seeds
     ]
-    done: dict[str, dict[str, Any]] = {}
 
-    def save(job: Job, outcome: dict[str, Any]) -> None:
+    def collect(job: Job, outcome: dict[str, Any]) -> dict[str, Any]:
         summary = outcome["summary"]
         final = summary["final"]
-        done[job.key] = {
+        row = {
             "seed": job.kwargs["seed"],
             "dream_return": final["dream"]["mean"],
             "real_return": final["real"]["mean"],
@@ -83,23 +82,25 @@ def train_agent_seeds(
             "seconds": outcome["seconds"],
         }
         if progress:
-            row = done[job.key]
             print(
                 f"seed {row['seed']}: real return {row['real_return']:.1f} "
                 f"(dream {row['dream_return']:.1f})",
                 flush=True,
             )
-        _write(folder, results, [done[j.key] for j in jobs if j.key in done], [])
+        return row
 
-    failures = run_jobs(jobs, sweep, save, progress=progress)
-    _write(folder, results, [done[j.key] for j in jobs if j.key in done], failures)
-    raise_failures(failures, f"results so far in {folder / 'results.json'}")
+    def write(runs: list[dict[str, Any]], failures: list[JobFailure]) -> Path:
+        return _write(folder, results, runs, failures)
+
+    run_sweep(jobs, sweep, collect, write, progress=progress)
     return results
 
 
 def _write(
     folder: Path, results: dict[str, Any], runs: list[dict[str, Any]], failures: list[JobFailure]
-) -> None:
+) -> Path:
+    """Fill ``results`` with the finished seeds' rows and write results.json and results.md;
+    returns the path of results.json."""
     results["runs"] = runs
     if runs:
         real = np.array([r["real_return"] for r in runs])
@@ -115,6 +116,7 @@ def _write(
         results["failed"] = [{"job": f.key, "error": f.error} for f in failures]
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(folder / "results.md", seeds_markdown(results))
+    return folder / "results.json"
 
 
 def seeds_markdown(results: dict[str, Any]) -> str:
