@@ -26,6 +26,7 @@ from worldflux.rl.baselines import (
 from worldflux.rl.behaviour import BehaviourSettings
 from worldflux.rl.evaluate import real_env_episodes
 from worldflux.rl.offline import offline_run
+from worldflux.sweep import Sweep
 
 K = np.array([[-0.8, 0.3], [0.2, -0.6]], dtype=np.float32)
 
@@ -212,9 +213,12 @@ def test_offline_cli_defaults_to_the_default_methods(monkeypatch: pytest.MonkeyP
         main(["offline", "some/dataset-v0"])
     assert seen["methods"] == offline.DEFAULT_METHODS == ("dream", "bc", "td3bc")
     assert seen["tdmpc2_model"] == "tdmpc2:1m"
+    assert seen["resume"] is False and seen["sweep"] == Sweep()
     with pytest.raises(Stop):
-        main(["offline", "some/dataset-v0", "--tdmpc2-model", "tdmpc2:5m"])
-    assert seen["tdmpc2_model"] == "tdmpc2:5m"
+        main(["offline", "some/dataset-v0", "--tdmpc2-model", "tdmpc2:5m", "--resume", "--ray",
+              "--workers", "3", "--retries", "2"])  # fmt: skip
+    assert seen["tdmpc2_model"] == "tdmpc2:5m" and seen["resume"] is True
+    assert seen["sweep"] == Sweep(ray=True, workers=3, retries=2)
 
 
 def test_plan_cli_flags_reach_plan_eval(

@@ -102,3 +102,30 @@ def test_offline_on_ray_matches_the_serial_run(
     saved = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert saved["settings"]["sweep"]["launcher"] == "ray" and "failed" not in saved
     assert saved["summary"]["td3bc"]["seeds"] == 2
+
+
+def test_offline_resume_runs_only_the_missing_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--resume` keeps the (method, seed) jobs of results.json and runs the others; changed
+    settings are refused."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    rollouts.write_random_dataset("test/pendulum/resume-v0", "Pendulum-v1", 600, n_envs=2)
+    common: dict[str, Any] = {"gradient_steps": 20, "episodes": 1, "progress": False}
+    out = tmp_path / "out"
+    first = offline_run("test/pendulum/resume-v0", out, methods=("bc",), seeds=(0,), **common)
+    more = offline_run(
+        "test/pendulum/resume-v0", out, methods=("bc", "td3bc"), seeds=(0, 1), resume=True,
+        **common,
+    )  # fmt: skip
+    assert [(r["method"], r["seed"]) for r in more["runs"]] == [
+        ("bc", 0), ("bc", 1), ("td3bc", 0), ("td3bc", 1),
+    ]  # fmt: skip
+    assert more["runs"][0] == first["runs"][0]  # kept as it was, not run again
+    fresh = offline_run("test/pendulum/resume-v0", tmp_path / "fresh", methods=("td3bc",),
+                        seeds=(1,), **common)  # fmt: skip
+    assert more["runs"][3]["real_return"] == fresh["runs"][0]["real_return"]
+    with pytest.raises(ConfigError, match=r"expected the settings of its results.json, got "
+                       r"different gradient_steps \(saved: gradient_steps=20"):  # fmt: skip
+        offline_run("test/pendulum/resume-v0", out, methods=("bc",), resume=True,
+                    gradient_steps=30, episodes=1, progress=False)  # fmt: skip

@@ -610,6 +610,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         episodes=args.episodes,
         checkpoints=args.checkpoints,
         sweep=_sweep(args),
+        resume=args.resume,
         progress=not args.quiet,
     )
     print(results_markdown(results))
@@ -959,6 +960,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(offline policy selection: how well the dream's prediction ranks them; default 0)",
     )
     _add_sweep_arguments(off, "")
+    off.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the jobs (method, seed) that OUT/results.json holds and run the others "
+        "(the other settings must match)",
+    )
     off.add_argument("--quiet", action="store_true", help="no progress output")
     off.set_defaults(func=_cmd_offline)
 

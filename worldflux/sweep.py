@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -147,13 +147,17 @@ def run_sweep(
     collect: Callable[[Job, Any], T],
     write: Callable[[list[T], list[JobFailure]], Path],
     *,
+    finished_before: Mapping[str, T] | None = None,
     progress: bool = True,
 ) -> None:
     """Run ``jobs`` and keep their results saved: ``collect(job, result)`` turns each finished
     job's result into what ``write(outcomes, failures)`` saves (the outcomes of the finished jobs
     in the order of ``jobs``; returns the results file). ``write`` runs after every job and once
-    at the end with the failures, which then raise a :class:`SweepError`."""
-    done: dict[str, T] = {}
+    at the end with the failures, which then raise a :class:`SweepError`.
+    ``finished_before``: outcomes of jobs (by key) that an earlier run of the sweep finished;
+    those jobs do not run again."""
+    done: dict[str, T] = dict(finished_before or {})
+    jobs_to_run = [job for job in jobs if job.key not in done]
 
     def finished() -> list[T]:
         return [done[job.key] for job in jobs if job.key in done]
@@ -162,7 +166,7 @@ def run_sweep(
         done[job.key] = collect(job, result)
         write(finished(), [])
 
-    failures = run_jobs(jobs, sweep, on_result, progress=progress)
+    failures = run_jobs(jobs_to_run, sweep, on_result, progress=progress)
     saved = write(finished(), failures)
     raise_failures(failures, f"results so far in {saved}")
 

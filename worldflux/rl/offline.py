@@ -54,7 +54,7 @@ from ..data.minari_io import load_minari_dataset
 from ..data.provider import MinariBatchProvider
 from ..dream.make import recorded_dataset
 from ..eval.fidelity import spearman
-from ..files import write_text_atomic
+from ..files import read_json_object, write_text_atomic
 from ..sweep import SERIAL, Job, JobFailure, Sweep, run_sweep
 from .baselines import (
     Checkpoints,
@@ -223,6 +223,7 @@ def offline_run(
     checkpoints: int = 0,
     behaviour: BehaviourSettings = BEHAVIOUR,
     sweep: Sweep = SERIAL,
+    resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run ``methods`` x ``seeds`` on ``dataset_id``; write and return the results.
@@ -235,7 +236,8 @@ def offline_run(
     the ``tdmpc2*`` methods of a seed share one) run: here in order, or as parallel Ray tasks
     (:mod:`worldflux.sweep`). results.json is rewritten as each job finishes; jobs that fail on
     Ray are listed under ``failed`` and raise a :class:`~worldflux.sweep.SweepError` at the
-    end."""
+    end; ``resume``: keep the jobs that ``out``'s results.json holds (written with the same
+    settings but perhaps other methods and seeds) and run only the others."""
     if not isinstance(checkpoints, int) or isinstance(checkpoints, bool) or checkpoints < 0:
         raise ConfigError(f"checkpoints: expected an integer >= 0, got {checkpoints!r}.")
     unknown = [m for m in methods if m not in METHODS]
@@ -353,8 +355,46 @@ def offline_run(
     def write(outcomes: list[list[dict[str, Any]]], failures: list[JobFailure]) -> Path:
         return _write_results(folder, results, outcomes, failures)
 
-    run_sweep(jobs, sweep, collect, write, progress=progress)
+    finished = _finished_jobs(folder, results, jobs) if resume else {}
+    if progress and finished:
+        print(f"resuming: {len(finished)} of {len(jobs)} jobs finished before", flush=True)
+    run_sweep(jobs, sweep, collect, write, finished_before=finished, progress=progress)
     return results
+
+
+def _finished_jobs(
+    folder: Path, results: dict[str, Any], jobs: list[Job]
+) -> dict[str, list[dict[str, Any]]]:
+    """The outcomes of ``jobs`` that the results.json in ``folder`` holds (every method of the
+    job scored), when it was written with the same settings (the launcher aside); none when
+    there is no results.json."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return {}
+    saved = read_json_object(path)
+    ignore = ("sweep", "methods", "seeds")  # jobs are matched by method and seed
+    before = {k: v for k, v in saved.get("settings", {}).items() if k not in ignore}
+    now = {k: v for k, v in results["settings"].items() if k not in ignore}
+    if before != now:
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        raise ConfigError(
+            f"resume {folder}: expected the settings of its results.json, got different "
+            f"{', '.join(changed)} (saved: {', '.join(f'{k}={before.get(k)!r}' for k in changed)}; "
+            "start a new folder to change them)."
+        )
+    rows = {(r["method"], r["seed"]): r for r in saved.get("runs", [])}
+    policies = (saved.get("selection") or {}).get("policies", [])
+    finished = {}
+    for job in jobs:
+        seed = job.kwargs["seed"]
+        methods = job.kwargs["methods"]
+        if all((m, seed) in rows for m in methods):
+            finished[job.key] = [
+                {"row": rows[m, seed],
+                 "selection": [p for p in policies if (p["method"], p["seed"]) == (m, seed)]}
+                for m in methods
+            ]  # fmt: skip
+    return finished
 
 
 def _method_groups(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
