@@ -131,7 +131,9 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert [r["method"] for r in saved["runs"]] == methods and list(results["summary"]) == methods
     for row in saved["runs"]:
         assert np.isfinite(row["real_return"]) and np.isfinite(row["normalised"])
-    assert "| td3bc | 1 |" in (tmp_path / "out" / "results.md").read_text()
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| td3bc | 1 |" in table  # the summary over seeds
+    assert f"| td3bc | 0 | {saved['runs'][4]['real_return']:.1f} ± " in table  # each seed
     agent = json.loads((tmp_path / "out" / "dream-seed0" / "agent.json").read_text())
     assert len(agent["evaluations"]) == 2  # one checkpoint, then the final evaluation
     # offline policy selection: every scored policy of every method (baselines' checkpoints

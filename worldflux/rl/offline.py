@@ -691,6 +691,16 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"| {method} | {int(s['seeds'])} | {s['return_mean']:.1f} ± {s['return_std']:.1f} "
             f"| {s['normalised_mean']:.1f} ± {s['normalised_std']:.1f} |"
         )
+    lines += [
+        "",
+        "| method | seed | real return (mean ± std over episodes) | normalised | minutes |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {r['method']} | {r['seed']} | {r['real_return']:.1f} ± {r['real_std']:.1f} "
+            f"| {r['normalised']:.1f} | {r['seconds'] / 60:.1f} |"
+            for r in results["runs"]
+        ),
+    ]
     selection = results.get("selection")
     if selection:
         lines += [
