@@ -218,9 +218,9 @@ def test_offline_cli_defaults_to_the_default_methods(monkeypatch: pytest.MonkeyP
     assert seen["resume"] is False and seen["sweep"] == Sweep()
     with pytest.raises(Stop):
         main(["offline", "some/dataset-v0", "--tdmpc2-model", "tdmpc2:5m", "--resume", "--ray",
-              "--workers", "3", "--retries", "2"])  # fmt: skip
+              "--workers", "3", "--retries", "2", "--job-threads", "2"])  # fmt: skip
     assert seen["tdmpc2_model"] == "tdmpc2:5m" and seen["resume"] is True
-    assert seen["sweep"] == Sweep(ray=True, workers=3, retries=2)
+    assert seen["sweep"] == Sweep(ray=True, workers=3, retries=2, threads=2)
 
 
 def test_plan_cli_flags_reach_plan_eval(

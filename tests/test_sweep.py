@@ -34,6 +34,14 @@ def fails_once(marker: str) -> str:
     return "retried"
 
 
+def threads_seen() -> tuple[int, str]:
+    import os
+
+    import torch
+
+    return torch.get_num_threads(), os.environ["OMP_NUM_THREADS"]
+
+
 def test_serial_sweep_runs_in_order_and_stops_at_the_first_failure() -> None:
     seen: list[tuple[str, Any]] = []
     jobs = [Job(f"x={x}", double, {"x": x}) for x in (3, 1, 2)]
@@ -77,6 +85,14 @@ def test_ray_sweep_retries_and_reports_failures(local_ray: Any, tmp_path: Path) 
     assert sweep.describe() == {
         "launcher": "ray", "address": None, "workers": 2, "threads": 1, "retries": 1,
     }  # fmt: skip
+
+
+def test_ray_jobs_get_the_sweeps_threads(local_ray: Any) -> None:
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    seen: list[Any] = []
+    sweep = Sweep(ray=True, threads=2)
+    run_jobs([Job("threads", threads_seen)], sweep, lambda job, out: seen.append(out))
+    assert seen == [(2, "2")]
 
 
 def test_offline_on_ray_matches_the_serial_run(
