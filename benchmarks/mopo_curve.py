@@ -4,7 +4,8 @@ correlation of the two over the checkpoints (offline policy selection).
 
     python benchmarks/mopo_curve.py --model-run RUN [--dataset-env Walker2d-v5] [--algo sac]
         [--seed 0] [--gradient-steps 100000] [--every 10000] [--episodes 5]
-        [--penalty 5.0] [--halt p99] [--real-fraction 0.05] [--threads 1] [--name NAME]
+        [--penalty 5.0] [--halt p99] [--real-fraction 0.05] [--activation relu]
+        [--threads 1] [--name NAME]
     python benchmarks/mopo_curve.py --from-run runs/.../mopo-sac-s0 --name NAME
 
 The agent goes to ``runs/mopo-curve-NAME/``; the table to
@@ -25,6 +26,7 @@ import numpy as np
 
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
+from worldflux.rl.activations import ACTIVATIONS
 from worldflux.rl.offline import BEHAVIOUR, MOPO_PENALTY, dream_recipe
 from worldflux.rl.replay import ReplaySettings
 from worldflux.rl.train import train_agent
@@ -47,11 +49,14 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
     rows = summary["evaluations"]
     dream = np.array([r["dream"]["mean"] for r in rows])
     real = np.array([r["real"]["mean"] for r in rows])
+    estimates = sorted(rows[0].get("dream_pessimistic", {})) if rows else []
     lines = [
         f"# MOPO-style {recipe['algorithm'].upper()} learning curve: {name}",
         "",
         f"Dream {recipe['env']}; dream settings {json.dumps(recipe['dream'])}; replay "
-        f"{json.dumps(summary['replay'])}; {n_envs} branches per vector step, one gradient step "
+        f"{json.dumps(summary['replay'])}; policy_kwargs "
+        f"{json.dumps(recipe['hyperparameters'].get('policy_kwargs', {}))}; "
+        f"{n_envs} branches per vector step, one gradient step "
         f"per vector step; seed {recipe['seed']}. Returns: mean over "
         f"{recipe['evaluation']['episodes']} episodes per checkpoint "
         f"({recipe['evaluation']['final_episodes']} at the end), the dream's from the dataset's "
@@ -60,11 +65,19 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
         + ("" if threads is None else f", {threads} torch threads")
         + ").",
         "",
-        f"Spearman (dream-predicted vs real return over the checkpoints): "
-        f"{spearman(dream, real):.2f}",
+        f"Spearman (dream-predicted vs real return over the checkpoints): raw "
+        f"{spearman(dream, real):.2f}"
+        + "".join(
+            f"; {key} {spearman(np.array([r['dream_pessimistic'][key] for r in rows]), real):.2f}"
+            for key in estimates
+        ),
+    ]
+    lines += [
         "",
-        "| gradient updates | dream return | real return |",
-        "|---:|---:|---:|",
+        "| gradient updates | dream return | "
+        + "".join(f"dream {key} | " for key in estimates)
+        + "real return |",
+        "|---:|---:|" + "---:|" * len(estimates) + "---:|",
     ]
     hyper = recipe["hyperparameters"]
     # SB3 updates once per vector step from the first vector step past learning_starts
@@ -72,7 +85,8 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
     per_step = int(hyper.get("gradient_steps", 1))
     for r in rows:
         updates = max(0, r["step"] // n_envs - idle) * per_step
-        lines.append(f"| {updates:,} | {r['dream']['mean']:.1f} | {r['real']['mean']:.1f} |")
+        extra = "".join(f"{r['dream_pessimistic'][key]:.1f} | " for key in estimates)
+        lines.append(f"| {updates:,} | {r['dream']['mean']:.1f} | {extra}{r['real']['mean']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -89,6 +103,11 @@ def main() -> None:
     parser.add_argument("--penalty", type=float, default=MOPO_PENALTY)
     parser.add_argument("--halt", default="none", help="none, a number or p50/p90/p95/p99")
     parser.add_argument("--real-fraction", type=float, default=0.05)
+    parser.add_argument(
+        "--activation",
+        choices=sorted(ACTIVATIONS),
+        help="the actor's and critic's hidden activation (default: the method's)",
+    )
     parser.add_argument("--name", required=True)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (saved with the table)"
@@ -110,6 +129,8 @@ def main() -> None:
             halt = float(args.halt)
         recipe.dream["halt"] = halt
         recipe.replay = ReplaySettings(real_fraction=args.real_fraction)
+        if args.activation:
+            recipe.hyperparameters["policy_kwargs"]["activation_fn"] = args.activation
         recipe.evaluation.every = args.every * recipe.n_envs
         use_threads(args.threads)
         threads = args.threads

@@ -332,6 +332,11 @@ def test_mopo_style_sac_on_a_mixed_buffer_beats_random_on_the_real_pendulum(
     summary = train_agent(recipe, tmp_path / "agent", progress=False)
     final = summary["final"]
     assert final["real"]["mean"] > final["random_real"]["mean"] + PENDULUM_MARGIN, final
+    # offline policy selection: pessimistic estimates beside the raw dream return; the penalty
+    # changes rewards only, so the same seeds give the raw return less the uncertainty
+    scored = summary["evaluations"][-1]
+    assert set(scored["dream_pessimistic"]) == {"penalised", "halted"}
+    assert scored["dream_pessimistic"]["penalised"] < scored["dream"]["mean"]
     assert summary["replay"] == {
         "dataset": "test/pendulum/random-v0",
         "transitions": 30_000,

@@ -70,15 +70,15 @@ def test_sb3_policy_loads_without_unpickling(
 
 
 def test_pickled_policy_kwargs_and_wrong_spaces_are_refused(ppo_file: Path, tmp_path: Path) -> None:
-    path = tmp_path / "tanh.zip"
+    path = tmp_path / "softsign.zip"
     PPO(
         "MlpPolicy",
         "CartPole-v1",
         n_steps=64,
         batch_size=32,
-        policy_kwargs={"activation_fn": torch.nn.Tanh},
+        policy_kwargs={"activation_fn": torch.nn.Softsign},  # not among the named activations
     ).save(path)
-    with pytest.raises(UnsafePolicyFileError, match="policy_kwargs are pickled"):
+    with pytest.raises(UnsafePolicyFileError, match="activation_fn is <class .*Softsign"):
         load_sb3_policy(path, gym.make("CartPole-v1"))
     with pytest.raises(
         UnsafePolicyFileError,

@@ -3,7 +3,8 @@
 An SB3 ``.zip`` stores its weights with ``torch.save`` (read here with ``weights_only=True``) and
 some settings as cloudpickle blobs, which ``PPO.load`` would execute. This loader rebuilds the
 policy from the readable parts only: the policy class (from a whitelist of SB3's own MLP policy
-classes), plain-JSON ``policy_kwargs``, the spaces of the environment, and ``policy.pth``.
+classes), plain-JSON ``policy_kwargs`` (an activation class only when known by name, see
+:mod:`worldflux.rl.activations`), the spaces of the environment, and ``policy.pth``.
 
 Observation normalisation used in training (SB3's ``VecNormalize``) is saved beside the zip as
 ``<name>.obs_norm.json`` (``{"mean", "var", "clip_obs", "epsilon"}``) by
@@ -78,12 +79,7 @@ def load_sb3_policy(path: str | Path, env: gym.Env[Any, Any]) -> Any:
             f"{path}: policy class {found!r} is not one of the supported SB3 policies "
             f"{sorted(classes)} (MLP policies; loading others would execute pickled code)."
         )
-    kwargs = data.get("policy_kwargs", {}) or {}
-    if not isinstance(kwargs, dict) or ":serialized:" in kwargs:
-        raise UnsafePolicyFileError(
-            f"{path}: policy_kwargs are pickled (e.g. a custom activation class); only plain "
-            "JSON policy_kwargs can be loaded safely."
-        )
+    kwargs = _readable_policy_kwargs(path, data.get("policy_kwargs", {}) or {})
     for key, space in (
         ("observation_space", env.observation_space),
         ("action_space", env.action_space),
@@ -115,6 +111,46 @@ def load_sb3_policy(path: str | Path, env: gym.Env[Any, Any]) -> Any:
         ) from None
     policy.set_training_mode(False)
     return policy
+
+
+#: classes SB3 records as text in pickled policy_kwargs that inference does not need
+_TRAINING_ONLY = ("optimizer_class",)
+
+
+def _readable_policy_kwargs(path: Path, kwargs: Any) -> dict[str, Any]:
+    """``policy_kwargs`` from the readable part of a saved zip: plain JSON as it is; when SB3
+    pickled them (a class among them), the readable copies of its items, with an activation
+    class known by name (:mod:`worldflux.rl.activations`) mapped back to it and the optimiser
+    class (unused for inference) left out. Any other class is refused, never unpickled."""
+    from ..rl.activations import ACTIVATIONS, activation_from_saved
+
+    if not isinstance(kwargs, dict):
+        raise UnsafePolicyFileError(
+            f"{path}: policy_kwargs: expected a table, got {type(kwargs).__name__}."
+        )
+    if ":serialized:" not in kwargs:
+        return dict(kwargs)
+    readable: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key.startswith(":") or key in _TRAINING_ONLY:
+            continue
+        if key == "activation_fn" and isinstance(value, str):
+            cls = activation_from_saved(value)
+            if cls is None:
+                raise UnsafePolicyFileError(
+                    f"{path}: policy_kwargs.activation_fn is {value[:120]}, not one of the "
+                    f"activations known by name {sorted(ACTIVATIONS)}; other classes would have "
+                    "to be unpickled, which can execute code stored in the file."
+                )
+            readable[key] = cls
+        elif isinstance(value, str) and re.match(r"<(class|function) ", value):
+            raise UnsafePolicyFileError(
+                f"{path}: policy_kwargs.{key} is pickled ({value[:120]}); only activation_fn "
+                f"(one of {sorted(ACTIVATIONS)}) and plain JSON values can be loaded safely."
+            )
+        else:
+            readable[key] = value
+    return readable
 
 
 def _read_weights(path: Path, weights: bytes) -> dict[str, torch.Tensor]:

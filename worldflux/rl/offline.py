@@ -33,7 +33,9 @@ Ray tasks (:mod:`worldflux.sweep`), with the same results for the same seeds.
 Offline policy selection (``checkpoints``): every method's policy is scored ``checkpoints`` times
 during training and at the end, on the real environment and in the world model's dream (the
 baselines too, whenever a world model is there); ``results["selection"]`` holds every pair and
-the Spearman correlation of dream-predicted with real returns over all of them.
+the Spearman correlation of dream-predicted with real returns over all of them (the raw dream
+return, and for models with uncertainty the pessimistic estimates of
+:func:`~worldflux.rl.train.pessimistic_settings`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from ..core.errors import ConfigError, unknown_name_message
 from ..data.collect import RandomPolicy
 from ..data.minari_io import load_minari_dataset
 from ..data.provider import MinariBatchProvider
-from ..dream.make import recorded_dataset
+from ..dream.make import load_simulator, make_dream_env, recorded_dataset
 from ..eval.fidelity import spearman
 from ..files import read_json_object, write_text_atomic
 from ..sweep import SERIAL, Job, JobFailure, Sweep, run_sweep
@@ -68,7 +70,7 @@ from .behaviour import BehaviourSettings
 from .evaluate import first_episodes, real_env_episodes
 from .recipes import AgentRecipe, Evaluation
 from .replay import ReplaySettings
-from .train import EVAL_SEED, FINAL_SEED, train_agent
+from .train import EVAL_SEED, FINAL_SEED, pessimistic_settings, train_agent
 
 METHODS = (
     "dream",
@@ -165,21 +167,22 @@ def _random_reference(env_id: str, space: Any, meta: dict[str, Any]) -> tuple[fl
 
 class _DreamJudge:
     """Scores baseline policies in the world model's dream the way the dream agents' evaluations
-    do (from the dataset's episode starts, up to the real time limit, raw rewards, no halt), so
-    offline policy selection ranks every method's checkpoints together. ``step`` of a baseline's
+    do (from the dataset's episode starts, up to the real time limit, raw rewards, no halt, and
+    the pessimistic estimates beside), so offline policy selection ranks every method's
+    checkpoints together. ``step`` of a baseline's
     entry counts gradient updates (a dream agent's counts environment steps)."""
 
     def __init__(self, model_run: str | Path, env_id: str, episodes: int) -> None:
-        import gymnasium as gym
-
-        from ..dream.make import make_dream_env
-
         limit = gym.spec(env_id).max_episode_steps
         self.env_id, self.episodes = env_id, episodes
-        self.venv = make_dream_env(
-            str(model_run), num_envs=episodes, reset="start", penalty=0.0, halt=None,
-            horizon=limit if limit is not None else 1000,
-        )  # fmt: skip
+        sim = load_simulator(str(model_run))
+        settings: dict[str, Any] = {"reset": "start", "penalty": 0.0, "halt": None,
+                    "horizon": limit if limit is not None else 1000}  # fmt: skip
+        self.venv = make_dream_env(sim, num_envs=episodes, **settings)
+        self.pessimistic = {
+            name: make_dream_env(sim, num_envs=episodes, **{**settings, **changes})
+            for name, changes in pessimistic_settings(sim).items()
+        }
 
     def score(
         self, method: str, seed: int, step: int, policy: Any, offset: int, real: float | None = None
@@ -189,7 +192,13 @@ class _DreamJudge:
         dream = first_episodes(self.venv, policy, offset + seed).mean
         if real is None:
             real = real_env_episodes(self.env_id, policy, self.episodes, offset + seed).mean
-        return {"method": method, "seed": seed, "step": step, "dream": dream, "real": real}
+        entry = {"method": method, "seed": seed, "step": step, "dream": dream, "real": real}
+        if self.pessimistic:
+            entry["dream_pessimistic"] = {
+                name: first_episodes(venv, policy, offset + seed).mean
+                for name, venv in self.pessimistic.items()
+            }
+        return entry
 
     def checkpoints(
         self, every: int, method: str, seed: int, sink: list[dict[str, Any]]
@@ -200,7 +209,8 @@ class _DreamJudge:
         )
 
     def close(self) -> None:
-        self.venv.close()
+        for venv in (self.venv, *self.pessimistic.values()):
+            venv.close()
 
 
 def normalised(score: float, low: float, high: float) -> float:
@@ -424,13 +434,23 @@ def _write_results(
     results["summary"] = _summary(results["runs"])
     results.pop("selection", None)
     if selection and results["settings"]["checkpoints"]:
-        rho = spearman(
-            np.array([p["dream"] for p in selection]), np.array([p["real"] for p in selection])
-        )
+        real = np.array([p["real"] for p in selection])
+
+        def rank_correlation(predicted: list[float]) -> float | None:
+            rho = spearman(np.array(predicted), real)
+            return rho if np.isfinite(rho) else None  # None: under 3 policies or constant
+
         results["selection"] = {
             "policies": selection,
-            "spearman": rho if np.isfinite(rho) else None,  # None: under 3 policies or constant
+            "spearman": rank_correlation([p["dream"] for p in selection]),
         }
+        estimates = [k for k in selection[0].get("dream_pessimistic", {})
+                     if all(k in p.get("dream_pessimistic", {}) for p in selection)]  # fmt: skip
+        if estimates:
+            results["selection"]["spearman_pessimistic"] = {
+                k: rank_correlation([p["dream_pessimistic"][k] for p in selection])
+                for k in estimates
+            }
     if failures:
         results["failed"] = [{"job": f.key, "error": f.error} for f in failures]
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
@@ -478,7 +498,9 @@ def offline_job(
                 *earlier, last = summary["evaluations"]  # last: the final evaluation
                 selection.extend(
                     {"method": method, "seed": seed, "step": e["step"],
-                     "dream": e["dream"]["mean"], "real": e["real"]["mean"]}
+                     "dream": e["dream"]["mean"], "real": e["real"]["mean"],
+                     **({"dream_pessimistic": e["dream_pessimistic"]}
+                        if "dream_pessimistic" in e else {})}
                     for e in [*(e for e in earlier if e["step"] < last["step"]), last]
                 )  # fmt: skip
         elif method == "mppi":
@@ -703,17 +725,26 @@ def results_markdown(results: dict[str, Any]) -> str:
     ]
     selection = results.get("selection")
     if selection:
+        pessimistic = list(selection.get("spearman_pessimistic", {}))
         lines += [
             "",
             "Offline policy selection: the dream's predicted return against the real return of "
             f"every scored dream-agent policy ({len(selection['policies'])} checkpoints and "
-            f"seeds): Spearman {_number(selection['spearman'])}.",
+            f"seeds): Spearman {_number(selection['spearman'])}"
+            + "".join(
+                f"; {name} dream return {_number(rho)}"
+                for name, rho in selection.get("spearman_pessimistic", {}).items()
+            )
+            + ".",
             "",
-            "| method | seed | step | dream return | real return |",
-            "|---|---:|---:|---:|---:|",
+            "| method | seed | step | dream return | "
+            + "".join(f"{name} | " for name in pessimistic)
+            + "real return |",
+            "|---|---:|---:|---:|" + "---:|" * len(pessimistic) + "---:|",
             *(
-                f"| {p['method']} | {p['seed']} | {p['step']:,} | {p['dream']:.1f} "
-                f"| {p['real']:.1f} |"
+                f"| {p['method']} | {p['seed']} | {p['step']:,} | {p['dream']:.1f} | "
+                + "".join(f"{p['dream_pessimistic'][name]:.1f} | " for name in pessimistic)
+                + f"{p['real']:.1f} |"
                 for p in selection["policies"]
             ),
         ]

@@ -12,7 +12,8 @@ Schema (every key but ``env`` and ``budget`` has a default)::
     normalize = true                      # VecNormalize observations (applied on the real env too)
 
     [dream]              # dream settings: reset, termination, horizon, penalty, halt, ...
-    [hyperparameters]    # keyword arguments of the SB3 algorithm (plain TOML values)
+    [hyperparameters]    # keyword arguments of the SB3 algorithm (plain TOML values;
+                         # policy_kwargs.activation_fn by name: worldflux.rl.activations)
     [behaviour]          # keep near the dataset's behaviour (worldflux.rl.behaviour)
     clone_steps = 0          # behaviour cloning before training in the dream
     regularise_steps = 0     # behaviour-cloning steps after every rollout
@@ -39,6 +40,7 @@ from .. import resources
 from ..core.errors import ConfigError, check_known_keys, unknown_name_message
 from ..dream.core import DreamSettings
 from ..dream.simulator import Backend
+from .activations import resolve_policy_kwargs
 from .behaviour import BehaviourSettings
 from .replay import OFF_POLICY, ReplaySettings
 
@@ -114,6 +116,7 @@ class AgentRecipe:
         if isinstance(check.get("halt"), str):
             check["halt"] = 1.0
         DreamSettings.from_dict(check)
+        resolve_policy_kwargs(self.hyperparameters)  # an unknown activation name fails here
         if self.replay.active and self.algorithm not in OFF_POLICY:
             raise ConfigError(
                 f"agent recipe {self.name}: [replay] mixes dataset transitions into a replay "

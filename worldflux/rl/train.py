@@ -36,6 +36,7 @@ from ..dream.make import load_simulator, make_dream_env
 from ..dream.simulator import LearnedSimulator
 from ..files import refuse_foreign_folder
 from ..training.config import resolve_threads
+from .activations import resolve_policy_kwargs
 from .behaviour import CLONE_LR, BehaviourCloner, BehaviourData, seed_normaliser
 from .evaluate import Episodes, first_episodes, real_env_episodes
 from .recipes import AgentRecipe
@@ -55,12 +56,34 @@ def latent_wrapper(sim: LearnedSimulator, backend: str | None) -> Any:
     return to_latent
 
 
+#: the uncertainty percentile at which the ``halted`` estimate ends a dream episode
+SELECTION_HALT = "p99"
+#: the uncertainty weight of the ``penalised`` estimate (that of the ``mopo-*`` offline methods)
+SELECTION_PENALTY = 5.0
+
+
+def pessimistic_settings(sim: LearnedSimulator) -> dict[str, dict[str, Any]]:
+    """Dream settings of the pessimistic return estimates recorded beside the raw one, for
+    offline policy selection; none for models without uncertainty. The same for every policy
+    (whatever it trained with), so that they rank policies on one scale.
+
+    ``penalised``: every reward less :data:`SELECTION_PENALTY` x the uncertainty (MOPO's
+    penalised return); ``halted``: the episode ends where the uncertainty passes its calibrated
+    :data:`SELECTION_HALT` (MOReL's halt), so a policy that leaves the data collects no reward
+    beyond (pessimistic where rewards are positive, as in locomotion; not where they are
+    negative)."""
+    if SELECTION_HALT not in sim.calibration:
+        return {}
+    return {"penalised": {"penalty": SELECTION_PENALTY}, "halted": {"halt": SELECTION_HALT}}
+
+
 class _Scorer:
     """Scores the current policy in the dream and on the real environment.
 
     The dream is scored as a prediction of the real return: from the dataset's episode starts,
     up to the real environment's time limit, with raw rewards (no penalty) and no halt, whatever
-    short branches and pessimism the agent trained with. Latent policies (``observation =
+    short branches and pessimism the agent trained with; beside it, for models with uncertainty,
+    the pessimistic estimates of :func:`pessimistic_settings` (``dream_pessimistic``). Latent policies (``observation =
     "latent"``) meet the real environment through :class:`LatentObservation`.
     """
 
@@ -78,14 +101,22 @@ class _Scorer:
             "horizon": limit if limit is not None else recipe.dream.get("horizon", 1000),
         }
         self.latent = recipe.dream.get("observation") == "latent"
-        self._dream_envs: dict[int, Any] = {}
+        self.pessimistic = pessimistic_settings(sim)
+        self._dream_envs: dict[tuple[str, int], Any] = {}
 
-    def dream(self, policy: SB3Policy, episodes: int, seed: int) -> Episodes:
-        if episodes not in self._dream_envs:
-            self._dream_envs[episodes] = make_dream_env(
-                self.sim, num_envs=episodes, backend=self.recipe.backend, **self.dream_settings
+    def dream(self, policy: SB3Policy, episodes: int, seed: int, estimate: str = "") -> Episodes:
+        """Episodes in the dream: raw rewards (``estimate=""``) or one of the pessimistic
+        estimates of :func:`pessimistic_settings`."""
+        if (estimate, episodes) not in self._dream_envs:
+            settings = {**self.dream_settings, **self.pessimistic.get(estimate, {})}
+            self._dream_envs[estimate, episodes] = make_dream_env(
+                self.sim, num_envs=episodes, backend=self.recipe.backend, **settings
             )
-        return first_episodes(self._dream_envs[episodes], policy, seed)
+        return first_episodes(self._dream_envs[estimate, episodes], policy, seed)
+
+    def pessimistic_returns(self, policy: SB3Policy, episodes: int, seed: int) -> dict[str, float]:
+        """Mean dream return under each pessimistic estimate (same episodes and seeds)."""
+        return {k: self.dream(policy, episodes, seed, k).mean for k in self.pessimistic}
 
     def real(self, policy: Any, episodes: int, seed: int) -> Episodes:
         wrappers = [latent_wrapper(self.sim, self.recipe.backend)] if self.latent else []
@@ -156,7 +187,11 @@ def train_agent(
             venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=gamma)
         try:
             model = getattr(sb3, recipe.algorithm.upper())(
-                "MlpPolicy", venv, seed=recipe.seed, verbose=0, **recipe.hyperparameters
+                "MlpPolicy",
+                venv,
+                seed=recipe.seed,
+                verbose=0,
+                **resolve_policy_kwargs(recipe.hyperparameters),
             )
         except TypeError as exc:
             raise ConfigError(
@@ -184,7 +219,12 @@ def train_agent(
             with _rng_untouched():  # training does not depend on the evaluation schedule
                 dream = scorer.dream(policy, episodes, recipe.seed + seed_offset)
                 real = scorer.real(policy, episodes, recipe.seed + seed_offset)
+                pessimistic = scorer.pessimistic_returns(
+                    policy, episodes, recipe.seed + seed_offset
+                )
             row = {"step": step, "dream": dream.to_dict(), "real": real.to_dict()}
+            if pessimistic:
+                row["dream_pessimistic"] = pessimistic
             for where, ep in (("dream", dream), ("real", real)):
                 model.logger.record(f"eval/{where}_return_mean", ep.mean)
                 model.logger.record(f"eval/{where}_return_std", ep.std)
