@@ -46,7 +46,7 @@ class _Anchor(torch.autograd.Function):
     backward has, and turns the tape into the weight and bias gradients."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, weight: torch.Tensor, bias: torch.Tensor | None, tape: _Tape
     ) -> torch.Tensor:
         ctx.tape = tape
@@ -75,7 +75,7 @@ class _Step(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: torch.Tensor, anchor: torch.Tensor, tape: _Tape, index: int
     ) -> torch.Tensor:
         ctx.tape, ctx.index = tape, index
@@ -127,7 +127,7 @@ def deferred_weight_grads(linears: Sequence[nn.Linear]) -> Iterator[None]:
         yield
         return
     for lin in linears:
-        lin.forward = _DeferredLinear(lin)  # type: ignore[method-assign]
+        lin.forward = _DeferredLinear(lin)  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
