@@ -1,12 +1,15 @@
-"""Trainer throughput (samples/s = sequences x steps per second), fp32 and bf16 autocast.
+"""Trainer throughput of every family (samples/s = sequences x steps per second), fp32 and
+bf16 autocast.
 
     python benchmarks/trainer_throughput.py [--repeats 3] [--steps 30] [--threads 1]
 
-Models: the small test-only latent model of tests/toy_model.py at two widths, and
-``dreamerv3:small`` on Walker2d-shaped data (17-dim observations, 6-dim actions); batch 16 x 64.
-fp32 and bf16 runs are interleaved so both see the same machine load. Torch uses ``--threads``
-intra-op threads (default 1; the count is saved with the table). Prints a table of medians and
-saves it to benchmarks/results/trainer_throughput.md.
+Each registered family at a preset for vector observations (17-dim, 6-dim actions, random-walk
+data) with the batch shape it trains with in this project (the sequence families 16 x 64,
+``ensemble`` 256 x 1, ``tdmpc2`` 256 x 3, ``jepa`` 256 x 4), and the test-only toy model at two
+widths. fp32 and bf16 runs are interleaved so both see the same machine load. Torch uses
+``--threads`` intra-op threads (default 1; the count is saved with the table). Prints a table of
+medians and saves it to benchmarks/results/trainer_throughput.md. The comparison with the
+reference project's DreamerV3 is ``reference_throughput.py``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def run(
     spec: str,
     overrides: dict[str, Any],
     dims: tuple[int, int],
+    shape: tuple[int, int],
     bf16: bool,
     steps: int,
     threads: int,
@@ -67,7 +71,7 @@ def run(
     data = MinariBatchProvider.from_store(random_walk_store(*dims), validation_fraction=0.1)
     torch.manual_seed(0)
     model = wf.create_world_model(spec, obs_shape=(dims[0],), action_dim=dims[1], **overrides)
-    batch, seq = 16, 64
+    batch, seq = shape
     cfg = TrainerConfig(
         steps=steps + 1,
         batch_size=batch,
@@ -94,31 +98,41 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = [
-        ("toy:small", {"hidden": 64}, (4, 2), "toy width 64"),
-        ("toy:small", {"hidden": 1024}, (4, 2), "toy width 1024"),
-        ("dreamerv3:small", {}, (17, 6), "dreamerv3:small, 17-dim obs"),
+    walker = (17, 6)
+    cases: list[tuple[str, dict[str, Any], tuple[int, int], tuple[int, int]]] = [
+        ("toy:small", {"hidden": 64}, (4, 2), (16, 64)),
+        ("toy:small", {"hidden": 1024}, (4, 2), (16, 64)),
+        ("dreamerv3:proprio", {}, walker, (16, 64)),
+        ("dreamerv3:small", {}, walker, (16, 64)),
+        ("planet:paper", {}, walker, (16, 64)),
+        ("ensemble:small", {}, walker, (256, 1)),
+        ("tdmpc2:1m", {}, walker, (256, 3)),
+        ("jepa:small", {}, walker, (256, 4)),
     ]
     lines = [
-        "| model | params | fp32 samples/s | bf16 samples/s | bf16 / fp32 |",
-        "|---|---|---|---|---|",
+        "| model | params | batch | fp32 samples/s | bf16 samples/s | bf16 / fp32 |",
+        "|---|---|---|---|---|---|",
     ]
-    for spec, overrides, dims, label in cases:
+    for spec, overrides, dims, shape in cases:
+        label = spec + "".join(f" {k}={v}" for k, v in overrides.items())
         params = wf.create_world_model(
             spec, obs_shape=(dims[0],), action_dim=dims[1], **overrides
         ).num_parameters()
         fp32, bf16 = [], []
         for _ in range(args.repeats):
-            fp32.append(run(spec, overrides, dims, False, args.steps, args.threads))
-            bf16.append(run(spec, overrides, dims, True, args.steps, args.threads))
+            fp32.append(run(spec, overrides, dims, shape, False, args.steps, args.threads))
+            bf16.append(run(spec, overrides, dims, shape, True, args.steps, args.threads))
         a, b = statistics.median(fp32), statistics.median(bf16)
-        lines.append(f"| {label} | {params / 1e6:.2f}M | {a:,.0f} | {b:,.0f} | {b / a:.2f} |")
+        lines.append(
+            f"| {label} | {params / 1e6:.2f}M | {shape[0]} x {shape[1]} | {a:,.0f} | {b:,.0f} "
+            f"| {b / a:.2f} |"
+        )
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     print(table)
     RESULTS.parent.mkdir(exist_ok=True)
     note = (
-        f"Batch 16 x 64; medians of {args.repeats} runs of {args.steps} steps; torch "
+        f"Vector observations (17-dim, 6-dim actions; toy: 4 and 2); medians of {args.repeats} runs of {args.steps} steps; torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}.\n\n"
     )
     write_text_atomic(RESULTS, note + table + "\n")
