@@ -1,7 +1,7 @@
-"""DreamerV3 training throughput against the reference WorldFlux project, side by side.
+"""World-model training throughput against the reference WorldFlux project, side by side.
 
     python benchmarks/reference_throughput.py --reference-python REFENV/bin/python
-        [--threads 2] [--repeats 3] [--steps 10] [--sizes 50k 500k 2m 5m 20m]
+        [--family dreamerv3|tdmpc2] [--threads 1] [--repeats 3] [--steps 10] [--sizes ...]
 
 The reference (github.com/worldflux/WorldFlux, measured at commit eefc5a8) lives in its own
 environment, because both projects' packages are called ``worldflux``::
@@ -10,13 +10,15 @@ environment, because both projects' packages are called ``worldflux``::
     python3.11 -m venv refenv && refenv/bin/pip install torch==2.13.0
     refenv/bin/pip install -e ref
 
-For each size the reference's DreamerV3 (vector observations: 17-dim, 6-dim actions; its
-widths in :data:`SIZES`) is timed by ``reference_step.py`` with its own ``Trainer._train_step``;
-this project's ``dreamerv3`` (the same latent groups and classes, deter = hidden width chosen
-to match the reference's parameter count) by its ``Trainer.train_step``, in fp32 and with bf16
-autocast. Batches of 16 x 64 steps, random data; every run is a fresh process and the three
-runs of a repeat follow each other, so all see the same machine load. Medians over the repeats
-go to benchmarks/results/reference_throughput.md.
+For each size the reference's model (vector observations: 17-dim, 6-dim actions; its widths in
+:data:`SIZES`) is timed by ``reference_step.py`` / ``reference_tdmpc2_step.py`` with its own
+``Trainer._train_step``; this project's model of the same family by its ``Trainer.train_step``,
+in fp32 and with bf16 autocast, at the width whose trainable parameter count is closest to the
+reference's (DreamerV3: the same latent groups and classes, deter = hidden = width; TD-MPC2: the
+same latent size and 5 Q-functions, encoder and MLP width = width). Batches as each family
+trains (DreamerV3 16 x 64 steps, TD-MPC2 256 x 3), random data; every run is a fresh process
+and the three runs of a repeat follow each other, so all see the same machine load. Medians
+over the repeats go to benchmarks/results/reference_throughput-FAMILY.md.
 """
 
 from __future__ import annotations
@@ -29,42 +31,66 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "reference_throughput.md"
-#: reference widths (deter = hidden) and latents (groups x classes) per target size
-SIZES = {
-    "50k": (40, 8, 8),
-    "500k": (128, 16, 16),
-    "2m": (192, 32, 32),
-    "5m": (384, 32, 32),
-    "20m": (992, 32, 32),
+#: per family: the reference's timing script, batch shape, and per size its width flags
+FAMILIES: dict[str, dict[str, Any]] = {
+    "dreamerv3": {
+        "script": "reference_step.py",
+        "batch": (16, 64),
+        "sizes": {
+            "50k": {"deter": 40, "hidden": 40, "stoch": 8, "classes": 8},
+            "500k": {"deter": 128, "hidden": 128, "stoch": 16, "classes": 16},
+            "2m": {"deter": 192, "hidden": 192, "stoch": 32, "classes": 32},
+            "5m": {"deter": 384, "hidden": 384, "stoch": 32, "classes": 32},
+            "20m": {"deter": 992, "hidden": 992, "stoch": 32, "classes": 32},
+        },
+    },
+    "tdmpc2": {
+        "script": "reference_tdmpc2_step.py",
+        "batch": (256, 3),
+        "sizes": {
+            "100k": {"latent": 32, "hidden": 64, "num-q": 5},
+            "1m": {"latent": 128, "hidden": 296, "num-q": 5},
+            "5m": {"latent": 512, "hidden": 552, "num-q": 5},
+            "19m": {"latent": 768, "hidden": 1184, "num-q": 5},
+        },
+    },
 }
 
 
-def ours_params(width: int, groups: int, classes: int) -> int:
+def ours_kwargs(family: str, ref: dict[str, int], width: int) -> dict[str, Any]:
+    """This project's model settings at ``width`` for the reference size ``ref``."""
+    if family == "dreamerv3":
+        return {"deter": width, "hidden": width, "layers": 2, "groups": ref["stoch"],
+                "classes": ref["classes"]}  # fmt: skip
+    return {"latent_dim": ref["latent"], "enc_dim": width, "mlp_dim": width, "enc_layers": 2,
+            "num_q": ref["num-q"]}  # fmt: skip
+
+
+def ours_params(family: str, kwargs: dict[str, Any]) -> int:
     import worldflux as wf
 
-    model = wf.create_world_model(
-        "dreamerv3", obs_shape=(17,), action_dim=6, deter=width, hidden=width, layers=2,
-        groups=groups, classes=classes,
-    )  # fmt: skip
-    return model.num_parameters()
+    model = wf.create_world_model(family, obs_shape=(17,), action_dim=6, **kwargs)
+    return model.num_parameters(trainable_only=True)
 
 
-def matched_width(target: int, groups: int, classes: int) -> int:
-    """The deter = hidden width whose parameter count is closest to ``target``."""
+def matched_width(family: str, ref: dict[str, int], target: int) -> int:
+    """The width whose trainable parameter count is closest to ``target``."""
     low, high = 8, 4096
     while high - low > 1:  # parameter counts grow with the width
         mid = (low + high) // 2
-        if ours_params(mid, groups, classes) < target:
+        if ours_params(family, ours_kwargs(family, ref, mid)) < target:
             low = mid
         else:
             high = mid
-    return min(low, high, key=lambda w: abs(ours_params(w, groups, classes) - target))
+    return min(
+        (low, high), key=lambda w: abs(ours_params(family, ours_kwargs(family, ref, w)) - target)
+    )
 
 
-def ours_step(width: int, groups: int, classes: int, bf16: bool, steps: int, threads: int) -> None:
+def ours_step(family: str, kwargs: dict[str, Any], bf16: bool, steps: int, threads: int) -> None:
     """One timed run of this project's Trainer (in a fresh process; prints ``samples/s=``)."""
     import torch
 
@@ -77,12 +103,10 @@ def ours_step(width: int, groups: int, classes: int, bf16: bool, steps: int, thr
 
     torch.manual_seed(0)
     data = MinariBatchProvider.from_store(random_walk_store(17, 6), validation_fraction=0.1)
-    model = wf.create_world_model(
-        "dreamerv3", obs_shape=(17,), action_dim=6, deter=width, hidden=width, layers=2,
-        groups=groups, classes=classes,
-    )  # fmt: skip
+    model = wf.create_world_model(family, obs_shape=(17,), action_dim=6, **kwargs)
+    batch, seq = FAMILIES[family]["batch"]
     config = TrainerConfig(
-        steps=steps + 2, batch_size=16, seq_len=64, bf16=bf16, eval_every=0,
+        steps=steps + 2, batch_size=batch, seq_len=seq, bf16=bf16, eval_every=0,
         checkpoint_every=0, log_every=steps + 2, threads=threads,
     )  # fmt: skip
     trainer = Trainer(model, data, config, progress=False)
@@ -92,7 +116,7 @@ def ours_step(width: int, groups: int, classes: int, bf16: bool, steps: int, thr
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
-    print(f"samples/s={16 * 64 * steps / (time.perf_counter() - start):.1f}", flush=True)
+    print(f"samples/s={batch * seq * steps / (time.perf_counter() - start):.1f}", flush=True)
 
 
 def timed(command: list[str], threads: int) -> float:
@@ -107,61 +131,74 @@ def timed(command: list[str], threads: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-python", help="the reference environment's python")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--family", choices=list(FAMILIES), default="dreamerv3")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
-    parser.add_argument("--ours", nargs=4, type=int, metavar=("WIDTH", "GROUPS", "CLASSES", "BF16"),
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--sizes", nargs="+", help="default: every size of the family")
+    parser.add_argument("--ours", help=argparse.SUPPRESS)  # internal: "KEY=VALUE,...;BF16"
     args = parser.parse_args()
+    family = FAMILIES[args.family]
     if args.ours:
-        width, groups, classes, bf16 = args.ours
-        ours_step(width, groups, classes, bool(bf16), args.steps, args.threads)
+        settings, bf16 = args.ours.split(";")
+        kwargs = {k: int(v) for k, v in (item.split("=") for item in settings.split(","))}
+        ours_step(args.family, kwargs, bool(int(bf16)), args.steps, args.threads)
         return
     if not args.reference_python:
         parser.error("give --reference-python (see the module docstring for the set-up)")
-    step = [args.reference_python, str(HERE / "reference_step.py"), "--threads", str(args.threads)]
+    sizes = args.sizes or list(family["sizes"])
+    unknown = [s for s in sizes if s not in family["sizes"]]
+    if unknown:
+        parser.error(f"--sizes: expected some of {list(family['sizes'])}, got {unknown}")
+    step = [args.reference_python, str(HERE / family["script"]), "--threads", str(args.threads)]
     lines = [
         "| size | reference params | ours params | reference samples/s | ours fp32 | ours bf16 "
         "| fp32 / reference | bf16 / reference |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for size in args.sizes:
-        ref_width, groups, classes = SIZES[size]
-        ref_flags = ["--deter", str(ref_width), "--hidden", str(ref_width), "--stoch",
-                     str(groups), "--classes", str(classes)]  # fmt: skip
+    for size in sizes:
+        ref = family["sizes"][size]
+        ref_flags = [str(x) for k, v in ref.items() for x in (f"--{k}", v)]
         info = subprocess.run([*step, *ref_flags, "--params-only"], capture_output=True,
                               text=True, check=True).stdout  # fmt: skip
-        ref_params = int(re.search(r"params: (\d+)", info).group(1))  # type: ignore[union-attr]
-        width = matched_width(ref_params, groups, classes)
-        params = ours_params(width, groups, classes)
+        counts = re.search(r"trainable: (\d+)", info) or re.search(r"params: (\d+)", info)
+        assert counts is not None, info
+        ref_params = int(counts.group(1))
+        width = matched_width(args.family, ref, ref_params)
+        kwargs = ours_kwargs(args.family, ref, width)
+        params = ours_params(args.family, kwargs)
+        settings = ",".join(f"{k}={v}" for k, v in kwargs.items())
         runs: dict[str, list[float]] = {"reference": [], "fp32": [], "bf16": []}
         for _ in range(args.repeats):
             runs["reference"].append(
                 timed([*step, *ref_flags, "--steps", str(args.steps)], args.threads)
             )
             for name, bf16 in (("fp32", 0), ("bf16", 1)):
-                ours = [sys.executable, __file__, "--threads", str(args.threads), "--steps",
-                        str(args.steps), "--ours", str(width), str(groups), str(classes), str(bf16)]  # fmt: skip
+                ours = [sys.executable, __file__, "--family", args.family, "--threads",
+                        str(args.threads), "--steps", str(args.steps), "--ours",
+                        f"{settings};{bf16}"]  # fmt: skip
                 runs[name].append(timed(ours, args.threads))
-        ref, fp32, bf16 = (statistics.median(runs[k]) for k in ("reference", "fp32", "bf16"))
+        ref_sps, fp32, bf16 = (statistics.median(runs[k]) for k in ("reference", "fp32", "bf16"))
         lines.append(
-            f"| {size} | {ref_params:,} | {params:,} (width {width}) | {ref:,.0f} | {fp32:,.0f} "
-            f"| {bf16:,.0f} | {fp32 / ref:.2f}x | {bf16 / ref:.2f}x |"
+            f"| {size} | {ref_params:,} | {params:,} (width {width}) | {ref_sps:,.0f} "
+            f"| {fp32:,.0f} | {bf16:,.0f} | {fp32 / ref_sps:.2f}x | {bf16 / ref_sps:.2f}x |"
         )
         print(lines[-1], {k: [round(v) for v in vs] for k, vs in runs.items()}, flush=True)
+    batch, seq = family["batch"]
     note = (
-        f"DreamerV3 training updates on batches of 16 x 64 steps (17-dim observations, 6-dim "
-        f"actions), {args.threads} torch threads, medians of {args.repeats} interleaved runs of "
-        f"{args.steps} updates after 2 warm-up updates; reference: github.com/worldflux/WorldFlux "
-        f"at eefc5a8 (its DreamerV3 and Trainer, fp32); {time.strftime('%Y-%m-%d')}.\n\n"
+        f"{args.family} training updates on batches of {batch} x {seq} steps (17-dim "
+        f"observations, 6-dim actions), {args.threads} torch threads, medians of "
+        f"{args.repeats} interleaved runs of {args.steps} updates after 2 warm-up updates; "
+        "reference: github.com/worldflux/WorldFlux at eefc5a8 (its model and Trainer, fp32); "
+        f"parameter counts without target copies; {time.strftime('%Y-%m-%d')}.\n\n"
     )
     table = note + "\n".join(lines) + "\n"
     print(table)
-    RESULTS.parent.mkdir(exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
+    out = HERE / "results" / f"reference_throughput-{args.family}.md"
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_suffix(".tmp")
     tmp.write_text(table)
-    tmp.replace(RESULTS)
+    tmp.replace(out)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,18 @@ def test_invalid_latent_settings() -> None:
         CategoricalLatent(2, 3, unimix=1.5)
     with pytest.raises(ConfigError, match="GaussianLatent.dim: expected >= 1, got 0"):
         GaussianLatent(0)
+
+
+@pytest.mark.parametrize("classes", [4, 8, 16, 32])
+def test_softmax_last_equals_torch_softmax_with_its_gradient(classes: int) -> None:
+    from worldflux.core.latent import softmax_last
+
+    torch.manual_seed(0)
+    x = (torch.randn(32, 5, classes, dtype=torch.float64) * 30).requires_grad_()
+    weights = torch.randn(32, 5, classes, dtype=torch.float64)
+    ours = softmax_last(x)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    reference = torch.softmax(x, -1)
+    (grad_reference,) = torch.autograd.grad((reference * weights).sum(), x)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_ours, grad_reference, rtol=0, atol=1e-12)

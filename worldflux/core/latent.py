@@ -127,6 +127,16 @@ class GaussianLatent(StochasticLatentSpace):
         return (0.5 * math.log(2 * math.pi * math.e) + torch.log(std)).sum(-1)
 
 
+def softmax_last(x: torch.Tensor) -> torch.Tensor:
+    """``softmax(x, dim=-1)``. Over 16 or fewer entries it is composed of elementwise ops and
+    reductions: torch's CPU softmax kernel is about 5x slower over 8 entries (categorical
+    latents of 8 classes, SimNorm groups of 8) and 1.5x over 16."""
+    if x.shape[-1] > 16:
+        return torch.softmax(x, dim=-1)
+    exp = (x - x.amax(-1, keepdim=True).detach()).exp()
+    return exp / exp.sum(-1, keepdim=True)
+
+
 class CategoricalLatent(StochasticLatentSpace):
     """``groups`` independent categoricals of ``classes`` each; samples are one-hot
     ``[B, groups, classes]``.
@@ -158,7 +168,7 @@ class CategoricalLatent(StochasticLatentSpace):
     def probs(self, params: torch.Tensor) -> torch.Tensor:
         """``[B, groups, classes]`` mixed probabilities."""
         logits = self._check_params(params).reshape(-1, self.groups, self.classes)
-        probs = torch.softmax(logits, dim=-1)
+        probs = softmax_last(logits)
         if self.unimix > 0:
             probs = (1.0 - self.unimix) * probs + self.unimix / self.classes
         return probs
@@ -223,4 +233,4 @@ class SimNormLatent(LatentSpace):
             raise ContractError("SimNormLatent is deterministic: expected noise=None.")
         x = self._check_params(params)
         groups = x.reshape(x.shape[0], -1, self.simplex_dim) / self.temperature
-        return torch.softmax(groups, dim=-1).reshape(x.shape[0], self.dim)
+        return softmax_last(groups).reshape(x.shape[0], self.dim)
