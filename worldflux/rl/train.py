@@ -83,8 +83,9 @@ class _Scorer:
     The dream is scored as a prediction of the real return: from the dataset's episode starts,
     up to the real environment's time limit, with raw rewards (no penalty) and no halt, whatever
     short branches and pessimism the agent trained with; beside it, for models with uncertainty,
-    the pessimistic estimates of :func:`pessimistic_settings` (``dream_pessimistic``). Latent policies (``observation =
-    "latent"``) meet the real environment through :class:`LatentObservation`.
+    the pessimistic estimates of :func:`pessimistic_settings` (``dream_pessimistic``). Latent
+    policies (``observation = "latent"``) meet the real environment through
+    :class:`LatentObservation`.
     """
 
     def __init__(self, recipe: AgentRecipe, sim: LearnedSimulator, real_env: str) -> None:
