@@ -11,7 +11,7 @@ environment, because both projects' packages are called ``worldflux``::
     refenv/bin/pip install -e ref
 
 For each size the reference's model (vector observations: 17-dim, 6-dim actions; its widths in
-:data:`SIZES`) is timed by ``reference_step.py`` / ``reference_tdmpc2_step.py`` with its own
+:data:`SIZES`) is timed by ``reference_step.py`` with its own
 ``Trainer._train_step``; this project's model of the same family by its ``Trainer.train_step``,
 in fp32 and with bf16 autocast, at the width whose trainable parameter count is closest to the
 reference's (DreamerV3: the same latent groups and classes, deter = hidden = width; TD-MPC2: the
@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-#: per family: the reference's timing script, batch shape, and per size its width flags
+#: per family: the batch shape, and per size the reference's width flags
 FAMILIES: dict[str, dict[str, Any]] = {
     "dreamerv3": {
-        "script": "reference_step.py",
         "batch": (16, 64),
         "sizes": {
             "50k": {"deter": 40, "hidden": 40, "stoch": 8, "classes": 8},
@@ -48,7 +47,6 @@ FAMILIES: dict[str, dict[str, Any]] = {
         },
     },
     "tdmpc2": {
-        "script": "reference_tdmpc2_step.py",
         "batch": (256, 3),
         "sizes": {
             "100k": {"latent": 32, "hidden": 64, "num-q": 5},
@@ -150,7 +148,8 @@ def main() -> None:
     unknown = [s for s in sizes if s not in family["sizes"]]
     if unknown:
         parser.error(f"--sizes: expected some of {list(family['sizes'])}, got {unknown}")
-    step = [args.reference_python, str(HERE / family["script"]), "--threads", str(args.threads)]
+    step = [args.reference_python, str(HERE / "reference_step.py"), "--family", args.family,
+            "--threads", str(args.threads)]  # fmt: skip
     lines = [
         "| size | reference params | ours params | reference samples/s | ours fp32 | ours bf16 "
         "| fp32 / reference | bf16 / reference |",
