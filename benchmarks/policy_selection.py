@@ -30,7 +30,7 @@ from worldflux.dream.make import load_simulator, make_dream_env
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
 from worldflux.rl.evaluate import first_episodes
-from worldflux.rl.train import FINAL_SEED, pessimistic_settings
+from worldflux.rl.train import FINAL_SEED, pessimistic_settings, prediction_settings
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -42,9 +42,8 @@ def score_run(run: Path, episodes: int) -> dict[str, Any]:
     probe = gym.make(real_env)
     policy = SB3Policy.from_file(run / "model.zip", probe)
     probe.close()
-    limit = gym.spec(real_env).max_episode_steps or 1000
-    base = {"reset": "start", "penalty": 0.0, "halt": None, "horizon": limit}
-    estimates = {"raw": base} | {k: {**base, **v} for k, v in pessimistic_settings(sim).items()}
+    raw = prediction_settings(real_env)
+    estimates = {"raw": raw, **pessimistic_settings(sim, raw)}
     row: dict[str, Any] = {"run": run.name, "model": model_run,
                            "real": summary["final"]["real"]["mean"]}  # fmt: skip
     for name, settings in estimates.items():

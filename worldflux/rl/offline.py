@@ -70,7 +70,7 @@ from .behaviour import BehaviourSettings
 from .evaluate import first_episodes, real_env_episodes
 from .recipes import AgentRecipe, Evaluation
 from .replay import ReplaySettings
-from .train import EVAL_SEED, FINAL_SEED, pessimistic_settings, train_agent
+from .train import EVAL_SEED, FINAL_SEED, pessimistic_settings, prediction_settings, train_agent
 
 METHODS = (
     "dream",
@@ -172,19 +172,17 @@ class _DreamJudge:
     """Scores baseline policies in the world model's dream the way the dream agents' evaluations
     do (from the dataset's episode starts, up to the real time limit, raw rewards, no halt, and
     the pessimistic estimates beside), so offline policy selection ranks every method's
-    checkpoints together. ``step`` of a baseline's
-    entry counts gradient updates (a dream agent's counts environment steps)."""
+    checkpoints together. ``step`` of a baseline's entry counts gradient updates (a dream
+    agent's counts environment steps)."""
 
     def __init__(self, model_run: str | Path, env_id: str, episodes: int) -> None:
-        limit = gym.spec(env_id).max_episode_steps
         self.env_id, self.episodes = env_id, episodes
         sim = load_simulator(str(model_run))
-        settings: dict[str, Any] = {"reset": "start", "penalty": 0.0, "halt": None,
-                    "horizon": limit if limit is not None else 1000}  # fmt: skip
-        self.venv = make_dream_env(sim, num_envs=episodes, **settings)
+        raw = prediction_settings(env_id)
+        self.venv = make_dream_env(sim, num_envs=episodes, **raw)
         self.pessimistic = {
-            name: make_dream_env(sim, num_envs=episodes, **{**settings, **changes})
-            for name, changes in pessimistic_settings(sim).items()
+            name: make_dream_env(sim, num_envs=episodes, **settings)
+            for name, settings in pessimistic_settings(sim, raw).items()
         }
 
     def score(

@@ -62,10 +62,20 @@ SELECTION_HALT = "p99"
 SELECTION_PENALTY = 5.0
 
 
-def pessimistic_settings(sim: LearnedSimulator) -> dict[str, dict[str, Any]]:
-    """Dream settings of the pessimistic return estimates recorded beside the raw one, for
-    offline policy selection; none for models without uncertainty. The same for every policy
-    (whatever it trained with), so that they rank policies on one scale.
+def prediction_settings(env_id: str, fallback_horizon: int = 1000) -> dict[str, Any]:
+    """Dream settings that predict ``env_id``'s return: from the dataset's episode starts, up to
+    its time limit (``fallback_horizon`` without one), raw rewards, no halt."""
+    import gymnasium as gym
+
+    limit = gym.spec(env_id).max_episode_steps
+    horizon = limit if limit is not None else fallback_horizon
+    return {"reset": "start", "penalty": 0.0, "halt": None, "horizon": horizon}
+
+
+def pessimistic_settings(sim: LearnedSimulator, base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``base`` dream settings changed for the pessimistic return estimates recorded beside the
+    raw one, for offline policy selection; none for models without uncertainty. The same for
+    every policy (whatever it trained with), so that they rank policies on one scale.
 
     ``penalised``: every reward less :data:`SELECTION_PENALTY` x the uncertainty (MOPO's
     penalised return); ``halted``: the episode ends where the uncertainty passes its calibrated
@@ -74,7 +84,10 @@ def pessimistic_settings(sim: LearnedSimulator) -> dict[str, dict[str, Any]]:
     negative)."""
     if SELECTION_HALT not in sim.calibration:
         return {}
-    return {"penalised": {"penalty": SELECTION_PENALTY}, "halted": {"halt": SELECTION_HALT}}
+    return {
+        "penalised": {**base, "penalty": SELECTION_PENALTY},
+        "halted": {**base, "halt": SELECTION_HALT},
+    }
 
 
 class _Scorer:
@@ -89,29 +102,20 @@ class _Scorer:
     """
 
     def __init__(self, recipe: AgentRecipe, sim: LearnedSimulator, real_env: str) -> None:
-        import gymnasium as gym
-
         self.recipe, self.sim, self.real_env = recipe, sim, real_env
         self.history: list[dict[str, Any]] = []
-        limit = gym.spec(real_env).max_episode_steps
-        self.dream_settings = {
-            **recipe.dream,
-            "reset": "start",
-            "penalty": 0.0,
-            "halt": None,
-            "horizon": limit if limit is not None else recipe.dream.get("horizon", 1000),
-        }
+        raw = {**recipe.dream, **prediction_settings(real_env, recipe.dream.get("horizon", 1000))}
         self.latent = recipe.dream.get("observation") == "latent"
-        self.pessimistic = pessimistic_settings(sim)
+        self.pessimistic = pessimistic_settings(sim, raw)
+        self.estimates = {"": raw, **self.pessimistic}  # dream settings per estimate
         self._dream_envs: dict[tuple[str, int], Any] = {}
 
     def dream(self, policy: SB3Policy, episodes: int, seed: int, estimate: str = "") -> Episodes:
         """Episodes in the dream: raw rewards (``estimate=""``) or one of the pessimistic
         estimates of :func:`pessimistic_settings`."""
         if (estimate, episodes) not in self._dream_envs:
-            settings = {**self.dream_settings, **self.pessimistic.get(estimate, {})}
             self._dream_envs[estimate, episodes] = make_dream_env(
-                self.sim, num_envs=episodes, backend=self.recipe.backend, **settings
+                self.sim, num_envs=episodes, backend=self.recipe.backend, **self.estimates[estimate]
             )
         return first_episodes(self._dream_envs[estimate, episodes], policy, seed)
 
