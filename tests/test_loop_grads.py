@@ -59,19 +59,30 @@ def test_rssm_loss_gradients_match_plain_autograd(
         torch.zeros(b, t, dtype=torch.bool),
     )
 
-    def grads() -> dict[str, torch.Tensor]:
+    def grads() -> tuple[dict[str, torch.Tensor], set[str]]:
         model.zero_grad()
         torch.manual_seed(1)  # the same latent samples
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model.loss(batch).loss
+        seen, todo = set(), [loss.grad_fn]
+        nodes: set[str] = set()
+        while todo:  # the names of the backward graph's nodes
+            node = todo.pop()
+            if node is not None and id(node) not in seen:
+                seen.add(id(node))
+                nodes.add(type(node).__name__)
+                todo.extend(n for n, _ in node.next_functions)
         loss.backward()
-        return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        named = model.named_parameters()
+        return {k: p.grad.clone() for k, p in named if p.grad is not None}, nodes
 
     monkeypatch.setattr(rssm_model, "DEFER_MIN_WEIGHTS", 1)  # the tiny layers too
     assert rssm_model._loop_linears(model.component("dynamics_model"))
-    deferred = grads()
+    deferred, deferred_nodes = grads()
+    assert "_AnchorBackward" in deferred_nodes  # the loop's weight gradients were deferred
     monkeypatch.setattr(rssm_model, "_loop_linears", lambda dynamics: [])
-    plain = grads()
+    plain, plain_nodes = grads()
+    assert "_AnchorBackward" not in plain_nodes
     assert set(deferred) == set(plain)
     for k in plain:
         scale = plain[k].abs().max().clamp(min=1e-8)
