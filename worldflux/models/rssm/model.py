@@ -517,7 +517,8 @@ class RSSMWorldModel(WorldModel):
 
 #: layers with at least this many weights get deferred weight gradients in the observe loop;
 #: below it the per-step bookkeeping costs more than the per-step outer products it saves
-#: (training steps on one CPU thread: 0.8x at 50k parameters, 1.1x at 2M, 1.15-1.4x at 27M)
+#: (CPU time of training steps on one thread, measured beside other jobs: 0.8x at 50k
+#: parameters, 1.1x at 2M, 1.15-1.4x at 27M)
 DEFER_MIN_WEIGHTS = 131_072
 
 
