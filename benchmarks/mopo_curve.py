@@ -72,6 +72,23 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
             for key in estimates
         ),
     ]
+    hyper = recipe["hyperparameters"]
+    # SB3 updates once per vector step from the first vector step past learning_starts
+    idle = -(-int(hyper.get("learning_starts", 100)) // n_envs)
+    per_step = int(hyper.get("gradient_steps", 1))
+
+    def updates_at(step: int) -> int:
+        return max(0, step // n_envs - idle) * per_step
+
+    if "selection" in summary:  # chosen by the dream alone
+        sel, final = summary["selection"], summary["final"]["real"]
+        lines += [
+            "",
+            f"Dream-selected policy (the highest dream return over the checkpoints and the "
+            f"final policy; no real return used): {updates_at(sel['step']):,} updates, real "
+            f"return {sel['real']['mean']:.1f} ± {sel['real']['std']:.1f} on the final "
+            f"episodes, against the final policy's {final['mean']:.1f} ± {final['std']:.1f}.",
+        ]
     lines += [
         "",
         "| gradient updates | dream return | "
@@ -79,12 +96,8 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
         + "real return |",
         "|---:|---:|" + "---:|" * len(estimates) + "---:|",
     ]
-    hyper = recipe["hyperparameters"]
-    # SB3 updates once per vector step from the first vector step past learning_starts
-    idle = -(-int(hyper.get("learning_starts", 100)) // n_envs)
-    per_step = int(hyper.get("gradient_steps", 1))
     for r in rows:
-        updates = max(0, r["step"] // n_envs - idle) * per_step
+        updates = updates_at(r["step"])
         extra = "".join(f"{r['dream_pessimistic'][key]:.1f} | " for key in estimates)
         lines.append(f"| {updates:,} | {r['dream']['mean']:.1f} | {extra}{r['real']['mean']:.1f} |")
     return "\n".join(lines) + "\n"

@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import rollouts
 
 import worldflux  # noqa: F401  (registers the cards)
 from worldflux.core.errors import ConfigError
+from worldflux.data.collect import SB3Policy
 from worldflux.dream.cards import load_cards
 from worldflux.rl import (
     AgentRecipe,
@@ -25,8 +27,10 @@ from worldflux.rl import (
     train_agent,
 )
 from worldflux.rl.behaviour import BehaviourSettings
+from worldflux.rl.evaluate import real_env_episodes
 from worldflux.rl.recipes import agents_dir
 from worldflux.rl.replay import ReplaySettings
+from worldflux.rl.train import FINAL_SEED
 from worldflux.training.run import train_run
 
 #: the dream-trained agent must beat a random policy on the real Pendulum by this much return
@@ -327,11 +331,24 @@ def test_mopo_style_sac_on_a_mixed_buffer_beats_random_on_the_real_pendulum(
             "policy_kwargs": {"net_arch": [64, 64]},
         },
         replay=ReplaySettings(real_fraction=0.25),
-        evaluation=Evaluation(env="Pendulum-v1", every=0, episodes=4, final_episodes=10),
+        evaluation=Evaluation(env="Pendulum-v1", every=10_000, episodes=4, final_episodes=10),
     )
     summary = train_agent(recipe, tmp_path / "agent", progress=False)
     final = summary["final"]
     assert final["real"]["mean"] > final["random_real"]["mean"] + PENDULUM_MARGIN, final
+    # the dream alone picks a checkpoint: the periodic ones and the final policy, scored on the
+    # same dream episodes; selected.zip holds it, and its real score is that of the final episodes
+    selection = summary["selection"]
+    steps = [c["step"] for c in selection["candidates"]]
+    assert steps == [10_000, 20_000, 30_000, 32_000]
+    best = max(selection["candidates"], key=lambda c: c["dream"])
+    assert (selection["step"], selection["dream"]) == (best["step"], best["dream"])
+    periodic = {e["step"]: e["dream"]["mean"] for e in summary["evaluations"][:-1]}
+    assert all(periodic[c["step"]] == c["dream"] for c in selection["candidates"][:-1])
+    probe = gym.make("Pendulum-v1")
+    chosen = SB3Policy.from_file(tmp_path / "agent" / "selected.zip", probe)
+    again = real_env_episodes("Pendulum-v1", chosen, 10, FINAL_SEED)
+    assert again.mean == pytest.approx(selection["real"]["mean"], rel=1e-6)
     # offline policy selection: pessimistic estimates beside the raw dream return; the penalty
     # changes rewards only, so the same seeds give the raw return less the uncertainty
     scored = summary["evaluations"][-1]

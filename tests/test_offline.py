@@ -151,6 +151,19 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert set(saved["selection"]["spearman_pessimistic"]) == {"penalised", "halted"}
     assert "Offline policy selection" in (tmp_path / "out" / "results.md").read_text()
     assert "; penalised dream return " in (tmp_path / "out" / "results.md").read_text()
+    # each dream agent's dream-selected policy (its checkpoint or the final one), in the rows
+    for row in saved["runs"][:3]:
+        chosen = json.loads(
+            (tmp_path / "out" / f"{row['method']}-seed0" / "agent.json").read_text()
+        )
+        assert row["selected"]["step"] == chosen["selection"]["step"]
+        assert row["selected"]["real_return"] == chosen["selection"]["real"]["mean"]
+        assert saved["summary"][row["method"]]["selected_mean"] == row["selected"]["real_return"]
+    assert all("selected" not in row for row in saved["runs"][3:])  # baselines: none
+    assert (
+        "Dream-selected policies" in table
+        and f"(step {saved['runs'][0]['selected']['step']:,})" in table
+    )
     assert agent["recipe"]["behaviour"]["clone_steps"] == 50 and agent["behaviour"]["clone_loss"]
     pure = json.loads((tmp_path / "out" / "dream-pure-seed0" / "agent.json").read_text())
     assert pure["behaviour"] is None

@@ -485,6 +485,7 @@ def offline_job(
     for method in methods:
         started = time.time()
         selection: list[dict[str, Any]] = []
+        selected: dict[str, Any] | None = None
         if method.startswith(("dream", "mopo")):
             assert model_run is not None  # trained by offline_run before any dream job
             recipe = dream_recipe(
@@ -495,6 +496,10 @@ def offline_job(
                 recipe.evaluation.every = _trained_steps(recipe) // (checkpoints + 1) + 1
             summary = train_agent(recipe, out / f"{method}-seed{seed}", progress=progress)
             real = summary["final"]["real"]
+            if "selection" in summary:  # the checkpoint the dream rates best
+                sel = summary["selection"]
+                selected = {"step": sel["step"], "dream": sel["dream"],
+                            "real_return": sel["real"]["mean"], "real_std": sel["real"]["std"]}  # fmt: skip
             if checkpoints:
                 *earlier, last = summary["evaluations"]  # last: the final evaluation
                 selection.extend(
@@ -524,6 +529,8 @@ def offline_job(
             "real_std": real["std"],
             "seconds": round(time.time() - started, 1),
         }
+        if selected is not None:
+            row["selected"] = selected
         outcome.append({"row": row, "selection": selection})
     return outcome
 
@@ -690,6 +697,12 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             "normalised_std": float(scores.std()),
             "seeds": float(len(scores)),
         }
+        chosen = [
+            r["selected"]["real_return"] for r in runs if r["method"] == method and "selected" in r
+        ]
+        if chosen:
+            out[method]["selected_mean"] = float(np.mean(chosen))
+            out[method]["selected_std"] = float(np.std(chosen))
     return out
 
 
@@ -714,13 +727,32 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"| {method} | {int(s['seeds'])} | {s['return_mean']:.1f} ± {s['return_std']:.1f} "
             f"| {s['normalised_mean']:.1f} ± {s['normalised_std']:.1f} |"
         )
+    chosen = [(m, s) for m, s in results["summary"].items() if "selected_mean" in s]
+    if chosen:
+        lines += [
+            "",
+            "Dream-selected policies (per seed, the checkpoint or final policy with the highest "
+            "dream return; no real return used), scored on the same final episodes: "
+            + "; ".join(
+                f"{m} {s['selected_mean']:.1f} ± {s['selected_std']:.1f}" for m, s in chosen
+            )
+            + ".",
+        ]
+
+    def selected(r: dict[str, Any]) -> str:
+        if "selected" not in r:
+            return "-"
+        sel = r["selected"]
+        return f"{sel['real_return']:.1f} ± {sel['real_std']:.1f} (step {sel['step']:,})"
+
     lines += [
         "",
-        "| method | seed | real return (mean ± std over episodes) | normalised | minutes |",
-        "|---|---:|---:|---:|---:|",
+        "| method | seed | real return (mean ± std over episodes) | normalised | minutes | "
+        "dream-selected policy: real return |",
+        "|---|---:|---:|---:|---:|---:|",
         *(
             f"| {r['method']} | {r['seed']} | {r['real_return']:.1f} ± {r['real_std']:.1f} "
-            f"| {r['normalised']:.1f} | {r['seconds'] / 60:.1f} |"
+            f"| {r['normalised']:.1f} | {r['seconds'] / 60:.1f} | {selected(r)} |"
             for r in results["runs"]
         ),
     ]

@@ -5,6 +5,8 @@ Output folder (written into a staging folder and moved into place at the end)::
 
     agent.json            recipe, versions, timings, the evaluations and the final scores
     model.zip             the SB3 model (+ model.obs_norm.json with VecNormalize's statistics)
+    selected.zip          with periodic evaluations: the policy the dream rates best (offline
+                          policy selection; + selected.obs_norm.json), see ``selection`` below
     logs/                 SB3 logger output: progress.csv and TensorBoard events (eval/* scalars)
     reality_gap.{md,png}  dream vs real returns: learning curves and the final episodes
     fidelity.{md,png}     the dream env's fidelity report, when its artifact has one
@@ -13,6 +15,7 @@ Output folder (written into a staging folder and moved into place at the end)::
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import shutil
 import sys
@@ -133,6 +136,26 @@ class _Scorer:
         self._dream_envs.clear()
 
 
+class _DreamSelection:
+    """Offline policy selection: keeps the policy whose raw dream return (the evaluation
+    episodes, :data:`EVAL_SEED`) is the highest so far, as a copy of its weights and its
+    observation normalisation. Only the dream decides; the real return is recorded for reports."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+        self.dream = -float("inf")
+        self.weights: dict[str, Any] = {}
+        self.obs_norm: dict[str, Any] | None = None
+        self.candidates: list[dict[str, float]] = []
+
+    def offer(self, step: int, dream: float, policy: Any, obs_norm: dict[str, Any] | None) -> None:
+        self.candidates.append({"step": step, "dream": dream})
+        if self.step is None or dream > self.dream:
+            self.step, self.dream = step, dream
+            self.weights = copy.deepcopy(policy.state_dict())
+            self.obs_norm = obs_norm
+
+
 def train_agent(
     recipe: AgentRecipe,
     out: str | Path,
@@ -210,6 +233,7 @@ def train_agent(
         model.set_logger(logger)
         scorer = _Scorer(recipe, sim, real_env)
         closers.append(scorer)
+        selection = _DreamSelection()
 
         def current_policy() -> SB3Policy:
             return SB3Policy(
@@ -228,6 +252,8 @@ def train_agent(
                     policy, episodes, recipe.seed + seed_offset
                 )
             row = {"step": step, "dream": dream.to_dict(), "real": real.to_dict()}
+            if seed_offset == EVAL_SEED:
+                selection.offer(step, dream.mean, model.policy, policy.obs_norm)
             if pessimistic:
                 row["dream_pessimistic"] = pessimistic
             for where, ep in (("dream", dream), ("real", real)):
@@ -299,6 +325,27 @@ def train_agent(
                 staged / "model.zip", norm["mean"], norm["var"], norm["clip_obs"], norm["epsilon"]
             )
         model.save(staged / "model.zip")
+        selected = None
+        if scorer.history[:-1]:  # periodic evaluations: the final policy competes on their scale
+            episodes, seed_eval = recipe.evaluation.episodes, recipe.seed + EVAL_SEED
+            with _rng_untouched():
+                last = scorer.dream(current_policy(), episodes, seed_eval)
+            selection.offer(int(model.num_timesteps), last.mean, model.policy, norm)
+            if _save_selected(selection, model, staged):
+                real_selected = final["real"]
+            else:  # scored on the final evaluation's real episodes, for comparison
+                policy = current_policy()
+                policy.obs_norm = selection.obs_norm
+                with _rng_untouched():
+                    real_selected = scorer.real(policy, final_n, recipe.seed + FINAL_SEED).to_dict()
+            selected = {
+                "by": "dream return on the evaluation episodes",
+                "step": selection.step,
+                "dream": selection.dream,
+                "real": real_selected,
+                "file": "selected.zip",
+                "candidates": selection.candidates,
+            }
         if sim.folder is not None:
             for name in ("fidelity.md", "fidelity.png", "fidelity.json"):
                 if (sim.folder / name).is_file():
@@ -323,6 +370,8 @@ def train_agent(
                 "random_real": random_real.to_dict(),
             },
         }
+        if selected is not None:
+            summary["selection"] = selected
         write_reality_gap(staged, summary)
         (staged / "agent.json").write_text(json.dumps(summary, indent=2) + "\n")
         for item in reversed(closers):
@@ -337,6 +386,21 @@ def train_agent(
         raise
     summary["out"] = str(target)
     return summary
+
+
+def _save_selected(selection: _DreamSelection, model: Any, folder: Path) -> bool:
+    """Load the selected weights into ``model`` (after its final save) and write them to
+    ``folder/selected.zip`` with their observation normalisation. True when the final policy
+    is the one selected (its weights are already loaded)."""
+    assert selection.step is not None
+    is_final = selection.step == int(model.num_timesteps)
+    if not is_final:
+        model.policy.load_state_dict(selection.weights)
+    if selection.obs_norm is not None:
+        n = selection.obs_norm
+        save_obs_norm(folder / "selected.zip", n["mean"], n["var"], n["clip_obs"], n["epsilon"])
+    model.save(folder / "selected.zip")
+    return is_final
 
 
 #: off-policy agents dump SB3's logs about every this many vector steps
@@ -529,6 +593,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     gap = final["dream"]["mean"] - final["real"]["mean"]
     lines.append(f"reality gap (dream - real): {gap:.1f}")
+    if "selection" in summary:
+        sel = summary["selection"]
+        lines.append(
+            f"dream-selected policy (step {sel['step']:,}, {sel['file']}): dream "
+            f"{sel['dream']:.1f}, real {sel['real']['mean']:.1f} ± {sel['real']['std']:.1f}"
+        )
     return "\n".join(lines)
 
 
