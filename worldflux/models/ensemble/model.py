@@ -30,9 +30,15 @@ logit. Only the ``elites`` members (default 5) with the lowest holdout loss are 
 * ``loss``: every valid (unpadded) step ``(obs[t], action[t]) -> (obs[t+1], reward[t],
   termination[t])`` of the batch is an independent transition (``seq_len=1`` is the natural
   setting). Per member: Gaussian NLL ``0.5 mean((mu - y)^2 / var + log var)`` over the K
-  normalised targets, plus the termination BCE; the loss sums the members and adds
-  ``logvar_bound_weight * (sum max_logvar - sum min_logvar)`` for the learned soft bounds
-  ``logvar = max - softplus(max - raw)``, ``logvar = min + softplus(logvar - min)``. In training
+  normalised targets, plus the termination BCE; the loss sums the members. The log-variance has
+  soft bounds ``logvar = max - softplus(max - raw)``, ``logvar = min + softplus(logvar - min)``:
+  fixed at ``max = 0.5``, ``min = -10`` by default, or learned with ``logvar_bound_weight > 0``
+  (PETS/MBPO), which adds ``logvar_bound_weight * (sum max_logvar - sum min_logvar)`` to the loss.
+  Learned bounds can cross: under Adam the constant pull of that term moves ``max`` by about the
+  learning rate per step wherever the likelihood does not push back, and once ``max < min`` the
+  likelihood's gradient to ``max`` vanishes, so it keeps sinking and the variance of those
+  dimensions is pinned at ``min`` for every input (measured on Walker2d, HalfCheetah and Walker2d
+  medium-replay: 13-18 of 18 output dimensions crossed after 30k steps). In training
   mode with ``bootstrap=True`` each member sees its own resample (with replacement) of the batch's
   transitions; in eval mode every member sees the same transitions, so the per-member losses
   ``components["member/<i>"]`` are comparable.
@@ -77,7 +83,7 @@ from ...core.registry import WorldModelRegistry
 from ...core.state import State
 from .nets import EnsembleMLP, partition
 
-#: Initial soft bounds of the log-variance (learned afterwards).
+#: Soft bounds of the log-variance: fixed, or the initial values of learned bounds.
 INIT_MAX_LOGVAR, INIT_MIN_LOGVAR = 0.5, -10.0
 #: Floor of standard deviations given to :meth:`EnsembleModel.set_data_statistics`.
 MIN_STD = 1e-6
@@ -161,7 +167,9 @@ class EnsembleConfig(WorldModelConfig):
         elites: how many members (lowest holdout loss) predict; ``1 <= elites <= members``.
         hidden: width of each member's hidden layers.
         layers: hidden layers per member (SiLU).
-        logvar_bound_weight: weight of ``sum max_logvar - sum min_logvar`` in the loss.
+        logvar_bound_weight: 0 (the default): fixed log-variance bounds [-10, 0.5]; > 0:
+            learned bounds, with this weight on ``sum max_logvar - sum min_logvar`` in the loss
+            (see the module docstring for why they are not the default).
         bootstrap: each member trains on its own resample (with replacement) of every batch.
         partitioned: a stochastic ``transition`` runs each elite only on the rows that sampled
             it (faster at large batches; no uncertainty, see the module docstring).
@@ -177,7 +185,7 @@ class EnsembleConfig(WorldModelConfig):
     elites: int = 5
     hidden: int = 200
     layers: int = 4
-    logvar_bound_weight: float = 0.01
+    logvar_bound_weight: float = 0.0
     bootstrap: bool = True
     partitioned: bool = False
     termination_fn: str | None = None
@@ -345,8 +353,13 @@ class EnsembleDynamics(nn.Module):
             config.layers,
             2 * k + 1,
         )
-        self.max_logvar = nn.Parameter(torch.full((config.members, 1, k), INIT_MAX_LOGVAR))
-        self.min_logvar = nn.Parameter(torch.full((config.members, 1, k), INIT_MIN_LOGVAR))
+        learned = config.logvar_bound_weight > 0  # else fixed (no gradient, no penalty)
+        self.max_logvar = nn.Parameter(
+            torch.full((config.members, 1, k), INIT_MAX_LOGVAR), requires_grad=learned
+        )
+        self.min_logvar = nn.Parameter(
+            torch.full((config.members, 1, k), INIT_MIN_LOGVAR), requires_grad=learned
+        )
         self.register_buffer("target_mean", torch.zeros(k))
         self.register_buffer("target_std", torch.ones(k))
         self.register_buffer("elite_idx", torch.arange(config.elites))
