@@ -195,11 +195,12 @@ def noisy_store(episodes: int = 200, steps: int = 25, seed: int = 0) -> EpisodeS
 
 
 def test_fixed_log_variance_bounds_learn_state_dependent_noise() -> None:
-    """By default the bounds are fixed (no gradient, no penalty) and the variance follows the
-    data's noise: 30x larger std on one half of the state space. (Learned bounds under Adam
-    crossed on the Walker2d data and pinned the variance; see the module docstring.)"""
+    """``logvar_bound_weight=0``: the bounds are fixed (no gradient, no penalty) and the
+    variance follows the data's noise: 30x larger std on one half of the state space."""
     torch.manual_seed(0)
-    model = wf.create_world_model("ensemble:tiny", obs_shape=(2,), action_dim=1, hidden=64)
+    model = wf.create_world_model(
+        "ensemble:tiny", obs_shape=(2,), action_dim=1, hidden=64, logvar_bound_weight=0.0
+    )
     dyn = model.component("dynamics_model")
     assert not dyn.max_logvar.requires_grad and not dyn.min_logvar.requires_grad
     data = MinariBatchProvider.from_store(noisy_store(), validation_fraction=0.1, seed=0)
