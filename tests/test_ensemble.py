@@ -220,6 +220,25 @@ def test_fixed_log_variance_bounds_learn_state_dependent_noise() -> None:
     assert ratio > 5, ratio
 
 
+def test_beta_nll_weighs_each_term_by_its_predicted_variance() -> None:
+    """beta-NLL: the per-member NLL is the mean of ``0.5 ((mu - y)^2 / var + log var)`` times
+    ``var^beta`` (a constant for the gradient)."""
+    batch = sample_batch(8, 1, seed=3)
+    plain, beta = tiny(bootstrap=False), tiny(bootstrap=False, nll_beta=0.5)
+    beta.load_state_dict(plain.state_dict())
+    dyn = plain.component("dynamics_model")
+    obs, nxt = batch.obs[:, 0].float(), batch.obs[:, 1].float()
+    x = plain._features(obs, batch.actions[:, 0], None)
+    y = dyn.normalise_target(nxt - obs, batch.rewards[:, 0])
+    mean, logvar, _ = dyn.heads(x.unsqueeze(0).expand(5, *x.shape))
+    terms = 0.5 * ((mean - y) ** 2 * torch.exp(-logvar) + logvar)
+    expected = (terms * torch.exp(0.5 * logvar)).mean((1, 2)).mean()
+    assert float(beta.loss(batch).components["nll"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(plain.loss(batch).components["nll"]) == pytest.approx(
+        float(terms.mean()), rel=1e-5
+    )
+
+
 def test_bootstrap_gives_each_member_its_own_resample() -> None:
     batch = sample_batch(32, 2, seed=2)
     boot = tiny()
@@ -480,6 +499,8 @@ def test_bad_configs_name_expected_and_given() -> None:
         make("ensemble", obs_shape=(4,), action_dim=2, hidden=0)
     with pytest.raises(ConfigError, match="logvar_bound_weight: expected >= 0"):
         make("ensemble", obs_shape=(4,), action_dim=2, logvar_bound_weight=-1.0)
+    with pytest.raises(ConfigError, match=r"nll_beta: expected a number in \[0, 1\], got 2.0"):
+        make("ensemble", obs_shape=(4,), action_dim=2, nll_beta=2.0)
     with pytest.raises(ContractError, match="takes no conditions"):
         m = make("ensemble:tiny", obs_shape=(4,), action_dim=2)
         m.transition(

@@ -30,7 +30,8 @@ logit. Only the ``elites`` members (default 5) with the lowest holdout loss are 
 * ``loss``: every valid (unpadded) step ``(obs[t], action[t]) -> (obs[t+1], reward[t],
   termination[t])`` of the batch is an independent transition (``seq_len=1`` is the natural
   setting). Per member: Gaussian NLL ``0.5 mean((mu - y)^2 / var + log var)`` over the K
-  normalised targets, plus the termination BCE; the loss sums the members. The log-variance has
+  normalised targets (each term times ``sg(var)^nll_beta`` with ``nll_beta > 0``), plus the
+  termination BCE; the loss sums the members. The log-variance has
   soft bounds ``logvar = max - softplus(max - raw)``, ``logvar = min + softplus(logvar - min)``,
   learned as in PETS/MBPO (``logvar_bound_weight * (sum max_logvar - sum min_logvar)`` is added
   to the loss) or, with ``logvar_bound_weight=0``, fixed at ``max = 0.5``, ``min = -10``.
@@ -171,6 +172,10 @@ class EnsembleConfig(WorldModelConfig):
         elites: how many members (lowest holdout loss) predict; ``1 <= elites <= members``.
         hidden: width of each member's hidden layers.
         layers: hidden layers per member (SiLU).
+        nll_beta: beta of the beta-NLL (Seitzer et al., 2022): each target's NLL term is
+            weighted by its predicted variance to the power beta (not differentiated), so that
+            high-variance transitions are not down-weighted in fitting the mean (0: the plain
+            Gaussian NLL; 1: the mean's gradient is that of a squared error).
         logvar_bound_weight: > 0: learned log-variance bounds, with this weight on
             ``sum max_logvar - sum min_logvar`` in the loss; 0: fixed bounds [-10, 0.5] (see
             the module docstring for the trade-off).
@@ -190,6 +195,7 @@ class EnsembleConfig(WorldModelConfig):
     hidden: int = 200
     layers: int = 4
     logvar_bound_weight: float = 0.01
+    nll_beta: float = 0.0
     bootstrap: bool = True
     partitioned: bool = False
     termination_fn: str | None = None
@@ -211,6 +217,8 @@ class EnsembleConfig(WorldModelConfig):
             raise ConfigError(
                 f"{name}.elites: expected at most members={self.members}, got {self.elites}."
             )
+        if not 0.0 <= self.nll_beta <= 1.0:
+            raise ConfigError(f"{name}.nll_beta: expected a number in [0, 1], got {self.nll_beta}.")
         if self.logvar_bound_weight < 0:
             raise ConfigError(
                 f"{name}.logvar_bound_weight: expected >= 0, got {self.logvar_bound_weight}."
@@ -627,7 +635,10 @@ class EnsembleModel(WorldModel):
             x = features.unsqueeze(0).expand(n, *features.shape)
             y, t = target.unsqueeze(0).expand(n, *target.shape), term.unsqueeze(0).expand(n, m)
         mean, logvar, logit = dyn.heads(x)  # [N, M, K], [N, M, K], [N, M]
-        nll = 0.5 * ((mean - y) ** 2 * torch.exp(-logvar) + logvar).mean((1, 2))  # [N]
+        nll_terms = 0.5 * ((mean - y) ** 2 * torch.exp(-logvar) + logvar)  # [N, M, K]
+        if c.nll_beta > 0:  # beta-NLL
+            nll_terms = nll_terms * torch.exp(c.nll_beta * logvar.detach())
+        nll = nll_terms.mean((1, 2))  # [N]
         bce = F.binary_cross_entropy_with_logits(logit, t, reduction="none").mean(1)  # [N]
         member = nll + bce
         bound = c.logvar_bound_weight * (dyn.max_logvar.sum() - dyn.min_logvar.sum())
