@@ -404,6 +404,44 @@ def test_pessimism_penalty_and_calibrated_halt() -> None:
         make_dream_env(sim, halt="p75")
 
 
+def test_noise_scale_scales_the_gaussian_noise_only() -> None:
+    """``noise_scale``: the first step's deviation from the elite's mean is linear in the scale
+    (same seed, so the same elite and the same standard normals), and 0 gives the elite's mean.
+    The ensemble's elite draw (uniform noise) is unchanged."""
+    sim = ensemble_sim()
+    sim.model = wf.create_world_model(
+        "ensemble:tiny", obs_shape=(OBS_DIM,), action_dim=ACT_DIM, elites=1
+    )
+    action = np.full(ACT_DIM, 0.3, np.float32)
+
+    def first_obs(scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        env = make_dream_env(sim, noise_scale=scale, backend="torch")
+        obs0, _ = env.reset(seed=seed)
+        return obs0, env.step(action)[0]
+
+    obs0, full = first_obs(1.0, 0)
+    _, half = first_obs(0.5, 0)
+    _, none = first_obs(0.0, 0)
+    model = sim.torch_model()
+    with torch.no_grad():
+        mean = (
+            model.decode(
+                model.transition(
+                    model.encode(torch.as_tensor(obs0[None], dtype=torch.float32)),
+                    torch.as_tensor(action[None]),
+                    deterministic=True,
+                )
+            )
+            .obs[0]
+            .numpy()
+        )
+    np.testing.assert_allclose(none, mean, atol=1e-5)
+    np.testing.assert_allclose(half - mean, 0.5 * (full - mean), atol=1e-4)
+    assert np.abs(full - mean).max() > 1e-3  # the noise is really there at scale 1
+    with pytest.raises(ConfigError, match="noise_scale: expected >= 0, got -1"):
+        make_dream_env(sim, noise_scale=-1.0)
+
+
 def test_uncertainty_percentiles_calibrate_on_held_out_transitions() -> None:
     from worldflux.data import EpisodeStore, MinariBatchProvider
     from worldflux.data.spaces import ActionLayout, ObservationLayout

@@ -587,7 +587,16 @@ def shifted_policy_report(
     effective = {
         k: v
         for k, v in vars(sim.settings(**closed)).items()
-        if k in ("reset", "termination", "horizon", "penalty", "halt", "continue_threshold")
+        if k
+        in (
+            "reset",
+            "termination",
+            "horizon",
+            "penalty",
+            "noise_scale",
+            "halt",
+            "continue_threshold",
+        )
     }
     notes.append(
         "Observation errors are in units of each dimension's std over the simulator's dataset "
