@@ -252,8 +252,6 @@ def train_agent(
                     policy, episodes, recipe.seed + seed_offset
                 )
             row = {"step": step, "dream": dream.to_dict(), "real": real.to_dict()}
-            if seed_offset == EVAL_SEED:
-                selection.offer(step, dream.mean, model.policy, policy.obs_norm)
             if pessimistic:
                 row["dream_pessimistic"] = pessimistic
             for where, ep in (("dream", dream), ("real", real)):
@@ -288,7 +286,14 @@ def train_agent(
                 if every and self.num_timesteps >= self.next_eval:
                     self.next_eval += every
                     ep = recipe.evaluation.episodes
-                    scorer.history.append(evaluate(self.num_timesteps, ep, EVAL_SEED))
+                    row = evaluate(self.num_timesteps, ep, EVAL_SEED)
+                    scorer.history.append(row)
+                    selection.offer(
+                        self.num_timesteps,
+                        row["dream"]["mean"],
+                        model.policy,
+                        vecnormalize_obs_norm(venv),
+                    )
                 return True
 
         total = _whole_rollouts(recipe.budget, model)
