@@ -4,7 +4,7 @@ correlation of the two over the checkpoints (offline policy selection).
 
     python benchmarks/mopo_curve.py --model-run RUN [--dataset-env Walker2d-v5] [--algo sac]
         [--seed 0] [--gradient-steps 100000] [--every 10000] [--episodes 5]
-        [--penalty 5.0] [--halt p99] [--real-fraction 0.05] [--activation relu]
+        [--penalty 5.0] [--horizon 5] [--halt p99] [--real-fraction 0.05] [--activation relu]
         [--threads 1] [--name NAME]
     python benchmarks/mopo_curve.py --from-run runs/.../mopo-sac-s0 --name NAME
 
@@ -27,7 +27,7 @@ import numpy as np
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
 from worldflux.rl.activations import ACTIVATIONS
-from worldflux.rl.offline import BEHAVIOUR, MOPO_PENALTY, dream_recipe
+from worldflux.rl.offline import BEHAVIOUR, MOPO_HORIZON, MOPO_PENALTY, dream_recipe
 from worldflux.rl.replay import ReplaySettings
 from worldflux.rl.train import train_agent
 
@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--penalty", type=float, default=MOPO_PENALTY)
     parser.add_argument("--halt", default="none", help="none, a number or p50/p90/p95/p99")
+    parser.add_argument(
+        "--horizon", type=int, default=MOPO_HORIZON, help="dream branch length in steps"
+    )
     parser.add_argument("--real-fraction", type=float, default=0.05)
     parser.add_argument(
         "--activation",
@@ -137,6 +140,7 @@ def main() -> None:
             args.gradient_steps, args.episodes, BEHAVIOUR,
         )  # fmt: skip
         recipe.dream["penalty"] = args.penalty
+        recipe.dream["horizon"] = args.horizon
         halt: float | str | None = None if args.halt == "none" else args.halt
         with contextlib.suppress(ValueError):
             halt = float(args.halt)

@@ -3,6 +3,7 @@ shipped ensemble (``exports/ensemble-walker-v0``) under uniform random actions i
 Walker2d-v5, beside the held-out episodes of its dataset.
 
     python benchmarks/uncertainty_ranking.py [--episodes 64] [--steps 50] [--iters 12000]
+        [--model RUN_OR_MODEL_DIR --name NAME]
 
 For every real transition ``(o, a, o')`` (the first ``--steps`` steps of ``--episodes`` random
 episodes from the real env's resets; held-out: every transition of the validation episodes) the
@@ -13,7 +14,9 @@ Spearman correlation:
 * the ensemble's own estimates: ``epistemic`` (the largest distance of an elite's mean from the
   elites' mean, in normalised target units; what the dream serves as ``uncertainty``) and
   ``aleatoric`` (the mean norm of the elites' predicted std);
-* the same two in the error's units (observation dimensions only, each in dataset stds);
+* the same two in the error's units (observation dimensions only, each in dataset stds), and
+  their sum as the mixture's total predictive std (variance of the elites' means plus their
+  mean variance);
 * a **learned residual model**: an MLP (2 x 256, SiLU) from the normalised ``(o, a)`` to the log
   of the model's own one-step error, fitted by least squares on up to 300k transitions of the
   training episodes (the model's training residuals), ``--iters`` Adam steps of 512;
@@ -82,6 +85,9 @@ def measure(
             "aleatoric": (0.5 * logvar).exp().norm(dim=-1).mean(0),
             "epistemic (error units)": (mu - mu.mean(0)).norm(dim=-1).amax(0) / d**0.5,
             "aleatoric (error units)": sd.pow(2).mean(-1).sqrt().mean(0),
+            "total (error units)": (mu.var(0, unbiased=False) + sd.pow(2).mean(0))
+            .mean(-1)
+            .sqrt(),
         }
         for k, v in rows.items():
             out.setdefault(k, []).append(v)
@@ -116,10 +122,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--iters", type=int, default=12_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=ARTIFACT,
+        help="a saved ensemble trained on the same dataset (default: the shipped artifact)",
+    )
+    parser.add_argument(
+        "--name", default="", help="results file suffix: uncertainty_ranking-NAME.md"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.time()
-    model = WorldModel.from_pretrained(ARTIFACT)
+    model = WorldModel.from_pretrained(args.model)
     model.eval()
     data = MinariBatchProvider(DATASET, validation_fraction=0.1)
     obs_std = torch.as_tensor(data.stats.obs_std, dtype=torch.float32)
@@ -165,8 +180,9 @@ def main() -> None:
             m["max(learned, epistemic)"] = torch.maximum(m["learned residual model"], mapped)
 
     names = [k for k in measured["random actions"] if k != "error"]
+    label = "Ensemble-Walker, shipped artifact" if args.model == ARTIFACT else str(args.model)
     lines = [
-        "# Which uncertainty ranks one-step errors? (Ensemble-Walker, shipped artifact)",
+        f"# Which uncertainty ranks one-step errors? ({label})",
         "",
         f"Spearman correlation of each candidate with the deterministic one-step error (RMSE in "
         f"dataset stds). Held-out: {len(held['error']):,} transitions of the {DATASET} validation "
@@ -188,7 +204,8 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    write_text_atomic(RESULTS, text)
+    out = RESULTS.with_name(f"uncertainty_ranking-{args.name}.md") if args.name else RESULTS
+    write_text_atomic(out, text)
 
 
 if __name__ == "__main__":
