@@ -85,9 +85,7 @@ def measure(
             "aleatoric": (0.5 * logvar).exp().norm(dim=-1).mean(0),
             "epistemic (error units)": (mu - mu.mean(0)).norm(dim=-1).amax(0) / d**0.5,
             "aleatoric (error units)": sd.pow(2).mean(-1).sqrt().mean(0),
-            "total (error units)": (mu.var(0, unbiased=False) + sd.pow(2).mean(0))
-            .mean(-1)
-            .sqrt(),
+            "total (error units)": (mu.var(0, unbiased=False) + sd.pow(2).mean(0)).mean(-1).sqrt(),
         }
         for k, v in rows.items():
             out.setdefault(k, []).append(v)
