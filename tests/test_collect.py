@@ -157,7 +157,11 @@ def test_collect_cli_random_file_and_train(ppo_file: Path, tmp_path: Path) -> No
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["steps"] >= 256
     assert "train_steps=256 runs 4,096 steps" in res.stderr  # PPO: 2 envs x n_steps 2048
-    assert (tmp_path / "policy" / "cp.zip").is_file()
+    saved = tmp_path / "policy" / "cp.zip"
+    with zipfile.ZipFile(saved) as archive:  # acting needs no optimiser state
+        assert "policy.pth" in archive.namelist()
+        assert not [n for n in archive.namelist() if n.endswith("optimizer.pth")]
+    load_sb3_policy(saved, gym.make("CartPole-v1"))
     again = _run("--recipe", "pendulum-random", "--quiet", root=tmp_path)
     assert again.returncode != 0 and "already exists" in again.stderr
 

@@ -14,7 +14,7 @@ from worldflux.envs import ENVS
 from worldflux.envs.two_rooms import TwoRoomsEnv
 
 
-@pytest.mark.parametrize("env_id", sorted(ENVS))
+@pytest.mark.parametrize("env_id", sorted(k for k in ENVS if "TwoRooms" in k))
 def test_registered_envs_pass_both_checkers(env_id: str) -> None:
     env = gym.make(env_id, render_mode="rgb_array")
     check_env(env.unwrapped)

@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -157,10 +158,14 @@ class SB3Policy:
 
     def _sample(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         from stable_baselines3.common.policies import ActorCriticPolicy
+        from stable_baselines3.common.preprocessing import is_image_space
 
         dist: Any  # torch's Normal (Box) or Categorical (Discrete)
         with torch.no_grad():
-            obs_t = torch.as_tensor(x, dtype=torch.float32)
+            if is_image_space(self.policy.observation_space):  # HWC frames -> the CNN's CHW
+                obs_t = self.policy.obs_to_tensor(x)[0]
+            else:
+                obs_t = torch.as_tensor(x, dtype=torch.float32)
             if isinstance(self.policy, ActorCriticPolicy):
                 dist = self.policy.get_distribution(obs_t).distribution
             else:  # SAC: the actor's Gaussian before tanh
@@ -486,6 +491,18 @@ class _RecordEpisodes(gym.Wrapper):
 ALGORITHMS = ("ppo", "sac", "td3", "a2c", "dqn")
 
 
+def _drop_optimiser_states(path: Path) -> None:
+    """Rewrite the SB3 zip ``path`` without its optimisers' states (``*optimizer.pth``): a
+    behaviour policy is for acting (its CNN's Adam moments would double an Atari policy's 2.4
+    MB). SB3's own ``load`` then refuses the file; :func:`load_sb3_policy` reads it."""
+    kept = path.with_name(path.name + ".kept")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(kept, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if not item.filename.endswith("optimizer.pth"):
+                dst.writestr(item, src.read(item.filename))
+    kept.replace(path)
+
+
 def train_behaviour_policy(
     env_id: str,
     *,
@@ -512,6 +529,7 @@ def train_behaviour_policy(
     import stable_baselines3 as sb3
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.preprocessing import is_image_space
     from stable_baselines3.common.vec_env import VecNormalize
 
     if algo not in ALGORITHMS:
@@ -527,10 +545,16 @@ def train_behaviour_policy(
         return w
 
     venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrap)
+    images = is_image_space(venv.observation_space)
+    if images and normalize:
+        raise ConfigError(
+            f"{env_id} has image observations, which the CNN policy scales itself: expected "
+            "normalize=false, got normalize=true."
+        )
     if normalize:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0)
     model = getattr(sb3, algo.upper())(
-        "MlpPolicy", venv, seed=seed, verbose=0, **(hyperparams or {})
+        "CnnPolicy" if images else "MlpPolicy", venv, seed=seed, verbose=0, **(hyperparams or {})
     )
     rollout = getattr(model, "n_steps", 1) * n_envs  # on-policy agents learn in whole rollouts
     if algo in ("ppo", "a2c") and train_steps % rollout:
@@ -604,6 +628,7 @@ def train_behaviour_policy(
             save_obs_norm(path, n["mean"], n["var"], n["clip_obs"], n["epsilon"])
         staged = path.with_name(f".{path.stem}.tmp.zip")
         model.save(staged)
+        _drop_optimiser_states(staged)
         staged.replace(path)
     venv.close()
     eval_env.close()

@@ -2,8 +2,8 @@
 
 An SB3 ``.zip`` stores its weights with ``torch.save`` (read here with ``weights_only=True``) and
 some settings as cloudpickle blobs, which ``PPO.load`` would execute. This loader rebuilds the
-policy from the readable parts only: the policy class (from a whitelist of SB3's own MLP policy
-classes), plain-JSON ``policy_kwargs`` (an activation class only when known by name, see
+policy from the readable parts only: the policy class (from a whitelist of SB3's own MLP and CNN
+policy classes), plain-JSON ``policy_kwargs`` (an activation class only when known by name, see
 :mod:`worldflux.rl.activations`), the spaces of the environment, and ``policy.pth``.
 
 Observation normalisation used in training (SB3's ``VecNormalize``) is saved beside the zip as
@@ -32,12 +32,32 @@ class UnsafePolicyFileError(WorldFluxError, ValueError):
 
 
 def _policy_classes() -> dict[str, type]:
-    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
+    from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
     from stable_baselines3.dqn.policies import DQNPolicy
     from stable_baselines3.sac.policies import SACPolicy
     from stable_baselines3.td3.policies import TD3Policy
 
-    return {cls.__name__: cls for cls in (ActorCriticPolicy, SACPolicy, TD3Policy, DQNPolicy)}
+    classes = (ActorCriticPolicy, SACPolicy, TD3Policy, DQNPolicy, ActorCriticCnnPolicy)
+    return {**{cls.__name__: cls for cls in classes}, "CnnPolicy": DQNCnnPolicy}
+
+
+def _policy_observation_space(saved: tuple[int, ...] | None, space: gym.Space[Any]) -> Any:
+    """The observation space the policy was built for: ``space``, or for an image env
+    ``(H, W, C)`` whose policy saw channel-first frames ``(C, H, W)`` (SB3 transposes images
+    for its CNNs, ``VecTransposeImage``), the transposed space."""
+    from stable_baselines3.common.preprocessing import is_image_space
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    if (
+        saved is not None
+        and isinstance(space, gym.spaces.Box)
+        and is_image_space(space, check_channels=True)
+        and len(space.shape) == 3
+        and saved == (space.shape[2], space.shape[0], space.shape[1])
+    ):
+        return VecTransposeImage.transpose_space(space)
+    return space
 
 
 def _norm_path(path: Path) -> Path:
@@ -77,13 +97,14 @@ def load_sb3_policy(path: str | Path, env: gym.Env[Any, Any]) -> Any:
         found = match.group(1) if match else "unknown"
         raise UnsafePolicyFileError(
             f"{path}: policy class {found!r} is not one of the supported SB3 policies "
-            f"{sorted(classes)} (MLP policies; loading others would execute pickled code)."
+            f"{sorted(classes)} (SB3's MLP and CNN policies; loading others would execute "
+            "pickled code)."
         )
     kwargs = _readable_policy_kwargs(path, data.get("policy_kwargs", {}) or {})
-    for key, space in (
-        ("observation_space", env.observation_space),
-        ("action_space", env.action_space),
-    ):
+    obs_space = _policy_observation_space(
+        _shape_of(data.get("observation_space")), env.observation_space
+    )
+    for key, space in (("observation_space", obs_space), ("action_space", env.action_space)):
         saved = _shape_of(data.get(key))
         if saved is not None and space.shape is not None and saved != tuple(space.shape):
             raise UnsafePolicyFileError(
@@ -92,9 +113,7 @@ def load_sb3_policy(path: str | Path, env: gym.Env[Any, Any]) -> Any:
     if data.get("use_sde"):
         kwargs["use_sde"] = True
     try:
-        policy = classes[match.group(1)](
-            env.observation_space, env.action_space, lambda _: 0.0, **kwargs
-        )
+        policy = classes[match.group(1)](obs_space, env.action_space, lambda _: 0.0, **kwargs)
     except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as exc:
         # e.g. a JSON table where SB3 expects a class (activation_fn = {...}), or unknown keys
         raise UnsafePolicyFileError(

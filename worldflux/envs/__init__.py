@@ -6,6 +6,9 @@ by ``import worldflux``:
   ``float32 [2]`` as observation; ``WorldFlux/TwoRooms-Explore-v0``: images, no goal (reward 0,
   no termination), for collecting goal-free data (``WorldFlux/TwoRooms-State-Explore-v0`` with
   positions). All truncate episodes after 100 steps.
+* ``WorldFlux/Breakout64-v0``, ``WorldFlux/Pong64-v0``: :class:`~worldflux.envs.atari.AtariEnv`,
+  the ALE games as RGB frames ``uint8 [64, 64, 3]`` with a frame skip of 4 and sticky actions
+  (the optional ``ale-py``); truncated after 27,000 steps.
 
 (The dream environments, ``WorldFlux/<Family>-<Env>-v0``, come from the env cards instead.)
 """
@@ -32,6 +35,10 @@ ENVS: dict[str, tuple[str, dict[str, object], int]] = {
         {"observation": "state", "task": "explore"},
         100,
     ),
+    **{
+        f"WorldFlux/{game}64-v0": ("worldflux.envs.atari:AtariEnv", {"game": game}, 27_000)
+        for game in ("Breakout", "Pong")
+    },
 }
 
 
