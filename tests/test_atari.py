@@ -140,3 +140,29 @@ def test_written_frames_are_compressed_and_read_back_unchanged(
         np.testing.assert_array_equal(back.actions, ep["actions"])
     batch = MinariBatchProvider("test/breakout/random-v0", validation_fraction=0.0).sample(4, 8)
     assert batch.obs.shape == (4, 9, 3, 64, 64) and batch.obs.dtype == torch.uint8
+
+
+def test_breakout_recipes_and_the_committed_behaviour_policy() -> None:
+    from worldflux.data.collect import SB3Policy
+    from worldflux.data.pipeline import CollectSpec, MixSpec
+    from worldflux.data.recipes import recipe_spec
+
+    mixed = recipe_spec("breakout-mixed")
+    assert isinstance(mixed, MixSpec)
+    assert [p.recipe for p in mixed.parts] == [
+        "breakout-replay",
+        "breakout-played",
+        "breakout-random",
+    ]
+    replay, played = recipe_spec("breakout-replay"), recipe_spec("breakout-played")
+    assert isinstance(replay, CollectSpec) and isinstance(played, CollectSpec)
+    assert replay.mode == "replay" and replay.actions == "sampled"  # a mean action can stall
+    assert replay.train is not None and not replay.train.normalize  # the CNN scales pixels
+    assert played.actions == "sampled" and Path(played.policy).is_file()
+    env = gym.make("WorldFlux/Breakout64-v0")
+    policy = SB3Policy.from_file(played.policy, env, sample=True, seed=0)
+    frames = np.stack([env.reset(seed=s)[0] for s in range(4)])
+    actions, info = policy.act(frames)
+    assert actions.shape == (4,) and all(env.action_space.contains(int(a)) for a in actions)
+    assert np.all(info["action_log_prob"] <= 0.0)
+    env.close()
