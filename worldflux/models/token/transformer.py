@@ -1,0 +1,286 @@
+"""The sequence model of an IRIS-like token world model (Micheli et al., 2023): a causal
+transformer over frame tokens and action tokens that predicts the next frame's tokens, the
+reward and the termination.
+
+Shapes: B = batch, T = steps, N = tokens per frame, K = codebook size, A = actions, E = width,
+C = cache capacity in tokens (``context_steps * (N + 1)``).
+
+A step is ``N + 1`` tokens: the frame's ``N`` tokens, then the action taken after it. Over a
+window ``z_0, a_0, z_1, a_1, ..., z_T`` the output at ``a_t`` predicts the first token of
+``z_{t+1}`` and, through two heads, the reward ``r_t`` and whether the episode terminated; the
+output at ``z_{t+1}^i`` predicts ``z_{t+1}^{i+1}``.
+
+Positions enter through rotary embeddings (RoPE, Su et al., 2021) applied to queries and keys, so
+attention depends only on the distance between tokens. Imagination keeps a key/value cache per
+row as a ring of ``C`` slots written at ``position mod C``: rows that started at different times
+(envs reset independently) share one batch, and the oldest tokens fall out of the window without
+recomputing anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...core.errors import ConfigError
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes of :class:`TokenTransformer`.
+
+    Attributes:
+        codes: K, the tokeniser's codebook size.
+        actions: A, discrete actions.
+        tokens_per_frame: N.
+        context_steps: steps the attention sees (the cache holds ``context_steps * (N + 1)``
+            tokens).
+        embed: E, the residual width (divisible by ``heads``, head width even for RoPE).
+        layers, heads: transformer blocks and attention heads.
+    """
+
+    codes: int = 512
+    actions: int = 4
+    tokens_per_frame: int = 16
+    context_steps: int = 8
+    embed: int = 128
+    layers: int = 2
+    heads: int = 4
+
+    def validate(self) -> None:
+        for name in ("codes", "actions", "tokens_per_frame", "context_steps", "embed", "layers", "heads"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"TransformerConfig.{name}: expected an int >= 1, got {value!r}.")
+        if self.embed % self.heads or (self.embed // self.heads) % 2:
+            raise ConfigError(
+                f"TransformerConfig: embed / heads must be an even integer (RoPE rotates pairs), "
+                f"got embed {self.embed} and heads {self.heads}."
+            )
+
+    @property
+    def step_tokens(self) -> int:
+        return self.tokens_per_frame + 1
+
+    @property
+    def capacity(self) -> int:
+        """C, tokens in the attention window."""
+        return self.context_steps * self.step_tokens
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x [..., S, H, D]`` at integer ``positions [..., S]``."""
+    d = x.shape[-1]
+    freqs = 10_000.0 ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angle = positions.to(torch.float32)[..., None, None] * freqs  # [..., S, 1, D/2]
+    cos, sin = angle.cos(), angle.sin()
+    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
+    return out.to(x.dtype)
+
+
+class Block(nn.Module):
+    """Pre-norm attention + MLP block over ``[B, S, E]``."""
+
+    def __init__(self, embed: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(embed), nn.LayerNorm(embed)
+        self.qkv = nn.Linear(embed, 3 * embed)
+        self.proj = nn.Linear(embed, embed)
+        self.mlp = nn.Sequential(
+            nn.Linear(embed, 4 * embed), nn.GELU(), nn.Linear(4 * embed, embed)
+        )
+
+    def qkv_rotated(
+        self, x: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, S, E]`` -> q, k, v ``[B, S, H, D]`` (q and k rotated to ``positions [B, S]``)."""
+        b, s, e = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, s, 3, self.heads, e // self.heads).unbind(2)
+        return rotate(q, positions), rotate(k, positions), v
+
+    def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Residual updates after attention output ``[B, S, H, D]``."""
+        x = x + self.proj(attended.flatten(2))
+        return x + self.mlp(self.norm2(x))
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv_rotated(x, positions)
+        att = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+        )
+        return self.finish(x, att.transpose(1, 2))
+
+
+class TokenTransformer(nn.Module):
+    """Frame and action tokens -> next-token logits, reward and termination (module docstring)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        self.frame_embed = nn.Embedding(c.codes, c.embed)
+        self.action_embed = nn.Embedding(c.actions, c.embed)
+        self.slot_embed = nn.Embedding(c.step_tokens, c.embed)  # place within a step
+        self.blocks = nn.ModuleList(Block(c.embed, c.heads) for _ in range(c.layers))
+        self.norm = nn.LayerNorm(c.embed)
+        self.token_head = nn.Linear(c.embed, c.codes)
+        self.reward_head = nn.Sequential(
+            nn.Linear(c.embed, c.embed), nn.GELU(), nn.Linear(c.embed, 1)
+        )
+        self.end_head = nn.Sequential(nn.Linear(c.embed, c.embed), nn.GELU(), nn.Linear(c.embed, 1))
+
+    def embed_steps(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, T+1, N]``, ``actions [B, T]`` -> the interleaved sequence ``[B, S, E]``,
+        ``S = (T+1) * (N+1) - 1`` (the last frame has no action)."""
+        c = self.config
+        b, t1, n = tokens.shape
+        if n != c.tokens_per_frame or actions.shape != (b, t1 - 1):
+            raise ConfigError(
+                f"TokenTransformer: expected tokens [B, T+1, {c.tokens_per_frame}] and actions "
+                f"[B, T], got {list(tokens.shape)} and {list(actions.shape)}."
+            )
+        frames = self.frame_embed(tokens)  # [B, T+1, N, E]
+        acts = self.action_embed(actions).unsqueeze(2)  # [B, T, 1, E]
+        acts = torch.cat([acts, acts.new_zeros(b, 1, 1, c.embed)], 1)  # pad the last step
+        seq = torch.cat([frames, acts], 2) + self.slot_embed.weight  # [B, T+1, N+1, E]
+        return seq.flatten(1, 2)[:, :-1]
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Teacher-forced predictions over a window (``T + 1 <= context_steps``):
+        ``logits [B, T, N, K]`` for the tokens of frames ``1..T``, ``reward [B, T]`` and
+        ``end_logit [B, T]`` for steps ``0..T-1``."""
+        c = self.config
+        if tokens.shape[1] > c.context_steps:
+            raise ConfigError(
+                f"TokenTransformer: a window of {tokens.shape[1]} frames exceeds context_steps "
+                f"{c.context_steps}."
+            )
+        x = self.embed_steps(tokens, actions)
+        b, s, _ = x.shape
+        positions = torch.arange(s, device=x.device).expand(b, s)
+        for block in self.blocks:
+            x = block(x, positions)
+        h = self.norm(x)
+        n, t = c.tokens_per_frame, actions.shape[1]
+        # predictions of frame t+1 come from a_t and z_{t+1}^1..N-1: positions
+        # t(N+1)+N .. t(N+1)+2N-1, i.e. N consecutive positions from each action
+        starts = torch.arange(t, device=x.device) * (n + 1) + n
+        idx = starts[:, None] + torch.arange(n, device=x.device)  # [T, N]
+        pred = h[:, idx]  # [B, T, N, E]
+        at_action = h[:, starts]  # [B, T, E]
+        return {
+            "logits": self.token_head(pred),
+            "reward": self.reward_head(at_action).squeeze(-1),
+            "end_logit": self.end_head(at_action).squeeze(-1),
+        }
+
+    # -- imagination with a key/value cache ------------------------------------------------------
+    def empty_cache(
+        self, batch: int, device: torch.device | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """A cache of ``batch`` empty rows: ``keys``/``values`` ``[B, layers, C, H, D]``,
+        ``written [B, C]`` (bool), ``position [B]`` (tokens seen since the row's start)."""
+        c = self.config
+        shape = (batch, c.layers, c.capacity, c.heads, c.embed // c.heads)
+        dev = self.token_head.weight.device if device is None else torch.device(device)
+        return {
+            "keys": torch.zeros(shape, device=dev),
+            "values": torch.zeros(shape, device=dev),
+            "written": torch.zeros(batch, c.capacity, dtype=torch.bool, device=dev),
+            "position": torch.zeros(batch, dtype=torch.long, device=dev),
+        }
+
+    def feed(
+        self, cache: dict[str, torch.Tensor], x: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Append one embedded token per row ``x [B, E]`` (its slot embedding included) to a
+        copy of the cache; returns the final hidden state ``[B, E]`` and the new cache."""
+        new = {k: v.clone() for k, v in cache.items()}
+        return self._feed_into(new, x), new
+
+    def _feed_into(self, cache: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """:meth:`feed`, writing into ``cache`` itself (one copy per imagined step, not per
+        token)."""
+        c = self.config
+        pos = cache["position"]
+        slot = pos % c.capacity  # [B] ring slot
+        rows = torch.arange(x.shape[0], device=x.device)
+        keys, values, written = cache["keys"], cache["values"], cache["written"]
+        written[rows, slot] = True
+        h = x[:, None]  # [B, 1, E]
+        for i, block in enumerate(self.blocks):
+            assert isinstance(block, Block)
+            q, k, v = block.qkv_rotated(h, pos[:, None])
+            keys[rows, i, slot], values[rows, i, slot] = k[:, 0], v[:, 0]
+            att = F.scaled_dot_product_attention(
+                q.transpose(1, 2),  # [B, H, 1, D]
+                keys[:, i].transpose(1, 2),  # [B, H, C, D]
+                values[:, i].transpose(1, 2),
+                attn_mask=written[:, None, None, :],
+            )
+            h = block.finish(h, att.transpose(1, 2))
+        cache["position"] = pos + 1
+        return self.norm(h[:, 0])
+
+    def frame_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, N]`` -> embedded inputs ``[B, N, E]`` with their slot embeddings."""
+        return self.frame_embed(tokens) + self.slot_embed.weight[: self.config.tokens_per_frame]
+
+    def action_input(self, actions: torch.Tensor) -> torch.Tensor:
+        """``actions [B]`` -> ``[B, E]`` with the action slot's embedding."""
+        return self.action_embed(actions) + self.slot_embed.weight[-1]
+
+    def observe(
+        self, cache: dict[str, torch.Tensor], tokens: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Feed a frame's ``tokens [B, N]`` (an observed or a reset frame) into a copy of the
+        cache."""
+        cache = {k: v.clone() for k, v in cache.items()}
+        for x in self.frame_inputs(tokens).unbind(1):
+            self._feed_into(cache, x)
+        return cache
+
+    def imagine(
+        self,
+        cache: dict[str, torch.Tensor],
+        actions: torch.Tensor,
+        uniform: torch.Tensor,
+        temperature: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """One imagined step after the frame in ``cache``: feed ``actions [B]``, then sample
+        the next frame's ``N`` tokens one by one from explicit noise ``uniform [B, N]`` in
+        ``[0, 1)`` (inverse-CDF sampling, so the same noise gives the same frame) at
+        ``temperature`` (0: the most likely token). Returns ``(tokens [B, N], reward [B],
+        end_logit [B], cache)``; the sampled frame is in the cache."""
+        c = self.config
+        if uniform.shape != (actions.shape[0], c.tokens_per_frame):
+            raise ConfigError(
+                f"TokenTransformer.imagine: expected uniform noise [{actions.shape[0]}, "
+                f"{c.tokens_per_frame}], got {list(uniform.shape)}."
+            )
+        h, cache = self.feed(cache, self.action_input(actions))
+        reward = self.reward_head(h).squeeze(-1)
+        end_logit = self.end_head(h).squeeze(-1)
+        out = []
+        for i in range(c.tokens_per_frame):
+            token = sample_token(self.token_head(h), uniform[:, i], temperature)
+            out.append(token)
+            h = self._feed_into(cache, self.frame_embed(token) + self.slot_embed.weight[i])
+        return torch.stack(out, 1), reward, end_logit, cache
+
+
+def sample_token(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Inverse-CDF sample of ``logits [B, K]`` with ``uniform [B]`` in ``[0, 1)`` -> ``[B]``;
+    ``temperature`` 0 takes the argmax."""
+    if temperature < 0:
+        raise ConfigError(f"temperature: expected >= 0, got {temperature}.")
+    if temperature == 0:
+        return logits.argmax(-1)
+    cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
+    idx = torch.searchsorted(cdf, uniform.float().clamp(0, 1 - 1e-7)[:, None]).squeeze(-1)
+    return idx.clamp(max=logits.shape[-1] - 1)
