@@ -51,21 +51,19 @@ def _copy_group(src: Any, dst: Any) -> None:
             _copy_group(item, dst.create_group(name))
         elif isinstance(item, h5py.Dataset):
             data = item[()]
-            frames = data.dtype == "uint8" and data.ndim == 4 and len(data) > 0
-            out = dst.create_dataset(
-                name,
-                data=data,
-                dtype=item.dtype,
-                **(
-                    {
-                        "compression": "gzip",
-                        "compression_opts": 4,
-                        "chunks": (min(len(data), 64), *data.shape[1:]),
-                    }
-                    if frames
-                    else {}
-                ),
-            )
+            out = dst.create_dataset(name, data=data, dtype=item.dtype, **_storage(data))
             out.attrs.update(dict(item.attrs))
         else:
             raise TypeError(f"{src.name}/{name}: expected an HDF5 group or dataset, got {item!r}.")
+
+
+def _storage(data: Any) -> dict[str, Any]:
+    """HDF5 storage options for an array: image frames (``uint8 [T, H, W, C]``) gzip-compressed
+    in chunks of up to 64 frames; anything else contiguous and uncompressed."""
+    if data.dtype != "uint8" or data.ndim != 4 or len(data) == 0:
+        return {}
+    return {
+        "compression": "gzip",
+        "compression_opts": 4,
+        "chunks": (min(len(data), 64), *data.shape[1:]),
+    }

@@ -52,8 +52,7 @@ def _policy_observation_space(saved: tuple[int, ...] | None, space: gym.Space[An
     if (
         saved is not None
         and isinstance(space, gym.spaces.Box)
-        and is_image_space(space, check_channels=True)
-        and len(space.shape) == 3
+        and is_image_space(space, check_channels=True)  # 3-d uint8 in [0, 255]
         and saved == (space.shape[2], space.shape[0], space.shape[1])
     ):
         return VecTransposeImage.transpose_space(space)
