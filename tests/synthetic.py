@@ -93,3 +93,29 @@ def moving_dot_episodes(
             }
         )
     return out
+
+
+def dot_windows(
+    episodes: list[dict[str, np.ndarray]], n: int, steps: int, rng: np.random.Generator
+) -> wf.Batch:
+    """``n`` random windows of ``steps`` transitions; images CHW uint8, one-hot actions."""
+    obs, actions, rewards = [], [], []
+    for _ in range(n):
+        ep = episodes[rng.integers(len(episodes))]
+        start = rng.integers(0, len(ep["actions"]) - steps + 1)
+        obs.append(ep["observations"][start : start + steps + 1])
+        actions.append(np.eye(4, dtype=np.float32)[ep["actions"][start : start + steps]])
+        rewards.append(ep["rewards"][start : start + steps])
+    return wf.Batch(
+        obs=torch.from_numpy(np.stack(obs)).permute(0, 1, 4, 2, 3).contiguous(),
+        actions=torch.from_numpy(np.stack(actions)),
+        rewards=torch.tensor(np.stack(rewards), dtype=torch.float32),
+        terminations=torch.zeros(n, steps),
+        truncations=torch.zeros(n, steps),
+    )
+
+
+def dot_position(images: torch.Tensor, dot: int) -> torch.Tensor:
+    """Top-left corner (flattened index) of the brightest ``dot x dot`` square, ``[B]``."""
+    brightness = images.float().sum(1, keepdim=True)
+    return torch.nn.functional.avg_pool2d(brightness, dot, 1).flatten(1).argmax(1)

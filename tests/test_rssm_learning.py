@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import synthetic_envs
 import torch
-from synthetic import moving_dot_episodes
+from synthetic import dot_position, dot_windows, moving_dot_episodes
 
 import worldflux as wf
 from worldflux.core.batch_provider import BatchRequest
@@ -117,32 +117,6 @@ def test_dreamerv3_beats_copy_and_linear_and_predicts_termination(
     assert ratio > 1.5
 
 
-def _dot_windows(
-    episodes: list[dict[str, np.ndarray]], n: int, steps: int, rng: np.random.Generator
-) -> wf.Batch:
-    """``n`` random windows of ``steps`` transitions; images CHW uint8, one-hot actions."""
-    obs, actions, rewards = [], [], []
-    for _ in range(n):
-        ep = episodes[rng.integers(len(episodes))]
-        start = rng.integers(0, len(ep["actions"]) - steps + 1)
-        obs.append(ep["observations"][start : start + steps + 1])
-        actions.append(np.eye(4, dtype=np.float32)[ep["actions"][start : start + steps]])
-        rewards.append(ep["rewards"][start : start + steps])
-    return wf.Batch(
-        obs=torch.from_numpy(np.stack(obs)).permute(0, 1, 4, 2, 3).contiguous(),
-        actions=torch.from_numpy(np.stack(actions)),
-        rewards=torch.tensor(np.stack(rewards), dtype=torch.float32),
-        terminations=torch.zeros(n, steps),
-        truncations=torch.zeros(n, steps),
-    )
-
-
-def _dot_position(images: torch.Tensor, dot: int) -> torch.Tensor:
-    """Top-left corner (flattened index) of the brightest ``dot x dot`` square, ``[B]``."""
-    brightness = images.float().sum(1, keepdim=True)
-    return torch.nn.functional.avg_pool2d(brightness, dot, 1).flatten(1).argmax(1)
-
-
 def test_dreamerv3_learns_a_moving_dot_from_images() -> None:
     dot, steps = 4, 5
     torch.manual_seed(0)
@@ -154,12 +128,12 @@ def test_dreamerv3_learns_a_moving_dot_from_images() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     for _ in range(800):
-        loss = model.loss(_dot_windows(episodes, 16, 8, rng)).loss
+        loss = model.loss(dot_windows(episodes, 16, 8, rng)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    test = _dot_windows(held_out, 256, steps, np.random.default_rng(2))
+    test = dot_windows(held_out, 256, steps, np.random.default_rng(2))
     model.eval()
     with torch.no_grad():
         state = model.encode(test.obs[:, 0])
@@ -169,7 +143,7 @@ def test_dreamerv3_learns_a_moving_dot_from_images() -> None:
     recon_mse = float(((recon - test.obs[:, 0].float()) / 255).pow(2).mean())
     copy_mse = float(((test.obs[:, 0].float() - real[0]) / 255).pow(2).mean())
     hits = [
-        float((_dot_position(traj.obs[k], dot) == _dot_position(real[k], dot)).float().mean())
+        float((dot_position(traj.obs[k], dot) == dot_position(real[k], dot)).float().mean())
         for k in range(steps)
     ]
     reward_hits = float(

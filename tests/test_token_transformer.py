@@ -57,18 +57,19 @@ def test_bad_configs_and_inputs_are_named() -> None:
     model = TokenTransformer(SMALL)
     with pytest.raises(ConfigError, match=r"expected tokens \[B, T\+1, 4\] and actions \[B, T\]"):
         model(torch.zeros(2, 3, 5, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long))
-    with pytest.raises(ConfigError, match="exceeds context_steps 4"):
-        model(*window(1, 4))
     with pytest.raises(ConfigError, match=r"expected uniform noise \[2, 4\]"):
         model.imagine(model.empty_cache(2), torch.zeros(2, dtype=torch.long), torch.rand(2, 3))
     with pytest.raises(ConfigError, match="temperature: expected >= 0"):
         sample_token(torch.zeros(1, 4), torch.zeros(1), -1.0)
 
 
-def test_the_cache_reproduces_the_teacher_forced_pass() -> None:
+@pytest.mark.parametrize("steps", [3, 6], ids=["within-context", "past-the-context"])
+def test_the_cache_reproduces_the_teacher_forced_pass(steps: int) -> None:
+    """Also past the context (7 frames = 34 tokens > 20): the ring cache forgets exactly what the
+    banded training mask hides."""
     torch.manual_seed(0)
     model = TokenTransformer(SMALL).eval()
-    tokens, actions = window(3, 3)
+    tokens, actions = window(3, steps)
     with torch.no_grad():
         full, cached = model(tokens, actions), cached_predictions(model, tokens, actions)
     for key in ("logits", "reward", "end_logit"):
@@ -88,7 +89,7 @@ def test_rows_with_different_histories_stay_independent_and_the_ring_wraps() -> 
             old = model.observe(
                 model.feed(old, model.action_input(actions[:1, t]))[1], tokens[:1, t + 1]
             )
-        assert int(old["position"][0]) == 34 and bool(old["written"].all())
+        assert int(old["position"][0]) == 34
         fresh = model.observe(model.empty_cache(1), tokens[1:, 0])
         both = {k: torch.cat([old[k], fresh[k]]) for k in old}
         act = torch.tensor([1, 2])

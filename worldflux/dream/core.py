@@ -214,7 +214,9 @@ class DreamCore:
                     f"reset states {name!r}: expected a non-empty [M, *{self.obs_layout.shape}] "
                     f"array, got shape {pool.shape}."
                 )
-        has_uncertainty = self._probe_uncertainty(backend, reset_states.start[:1])
+        has_uncertainty = self._probe_uncertainty(
+            backend, reset_states.start[:1], discrete=self.act_layout.kind == "discrete"
+        )
         if (settings.penalty > 0 or settings.halt is not None) and not has_uncertainty:
             raise ConfigError(
                 "penalty/halt need a model with uncertainty (e.g. an ensemble); this model has "
@@ -251,13 +253,16 @@ class DreamCore:
             self._high = action_space.high.astype(np.float32)
 
     @staticmethod
-    def _probe_uncertainty(backend: DreamBackend, obs: np.ndarray) -> bool:
-        """Whether the model reports uncertainty (one step from one observation)."""
+    def _probe_uncertainty(backend: DreamBackend, obs: np.ndarray, discrete: bool) -> bool:
+        """Whether the model reports uncertainty (one step from one observation, with action
+        0: one-hot for ``discrete`` action spaces, zeros otherwise)."""
         noise = {
             k: np.full((1, *v.shape), 0.5 if v.distribution == "uniform" else 0.0, np.float32)
             for k, v in backend.noise_spec.items()
         }
         action = np.zeros((1, backend.action_dim), np.float32)
+        if discrete:
+            action[0, 0] = 1.0
         _, res = backend.step(backend.encode(obs), action, noise)
         return res.uncertainty is not None
 

@@ -9,6 +9,8 @@ with what really happened:
 * ``reward_rmse`` and ``reward_pearson`` (correlation of predicted and real rewards);
 * ``continue_accuracy`` - whether ``continue > 0.5`` matches ``1 - termination``, and
   ``termination_recall`` - the share of real terminations predicted (NaN when there are none);
+* for images, ``psnr`` and ``ssim`` of the predicted frame (rounded and clipped to 0-255 pixels,
+  as a dream env shows it) against the real one, averaged over windows;
 * ``uncertainty_spearman`` - for models with an uncertainty, the Spearman rank correlation of the
   uncertainty at step k with that window's observation error (NaN for the baselines): how well
   the uncertainty ranks the errors on the data.
@@ -32,9 +34,11 @@ import torch
 
 from ..core.batch_provider import BatchRequest
 from ..core.model import WorldModel
+from ..core.payloads import Batch
 from ..core.state import State
 from ..data.provider import MinariBatchProvider
 from ..files import save_figure_atomic, write_text_atomic
+from .images import psnr, ssim
 
 DEFAULT_HORIZONS = (1, 5, 15, 50)
 METRICS = (
@@ -45,6 +49,8 @@ METRICS = (
     "termination_recall",
     "uncertainty_spearman",
 )
+#: columns added for image observations
+IMAGE_METRICS = ("psnr", "ssim")
 
 
 @dataclass
@@ -69,16 +75,18 @@ class FidelityReport:
         }
 
     def to_markdown(self) -> str:
+        first = next(iter(self.metrics.values()))[self.horizons[0]]
+        columns = [m for m in (*METRICS, *IMAGE_METRICS) if m in first]
         lines = [
             f"Open-loop fidelity on {self.windows} held-out windows (logged actions).",
             "",
-            "| k | predictor | " + " | ".join(METRICS) + " |",
-            "|---|---|" + "---|" * len(METRICS),
+            "| k | predictor | " + " | ".join(columns) + " |",
+            "|---|---|" + "---|" * len(columns),
         ]
         for k in self.horizons:
             for name, per_k in self.metrics.items():
                 row = per_k[k]
-                cells = " | ".join(_fmt(row[m]) for m in METRICS)
+                cells = " | ".join(_fmt(row[m]) for m in columns)
                 lines.append(f"| {k} | {name} | {cells} |")
         lines += [f"\n{note}" for note in self.notes]
         return "\n".join(lines) + "\n"
@@ -168,14 +176,17 @@ def _metrics(
     k: int,
     uncertainty: np.ndarray | None = None,
     latent_error: np.ndarray | None = None,
+    *,
+    image: bool = False,
 ) -> dict[str, float]:
     """Metrics of step k (1-based) over the windows still inside their episode.
 
     ``latent_error [W, H]`` (decoder-free models) replaces the observation error as what the
-    uncertainty should rank."""
+    uncertainty should rank; ``image`` adds :data:`IMAGE_METRICS`."""
     valid = real["valid"][:, k - 1]
+    names = (*METRICS, *IMAGE_METRICS) if image else METRICS
     if not valid.any():
-        return {m: float("nan") for m in METRICS}
+        return {m: float("nan") for m in names}
     err = (pred_obs[:, k - 1] - real["obs"][:, k])[valid] / scale
     per_window = np.sqrt(np.mean(err.reshape(len(err), -1) ** 2, axis=1))
     if latent_error is not None:
@@ -183,7 +194,7 @@ def _metrics(
     rew_p, rew_r = pred_rew[:, k - 1][valid], real["rewards"][:, k - 1][valid]
     term = real["terminations"][:, k - 1][valid]
     cont_pred = pred_cont[:, k - 1][valid] > 0.5
-    return {
+    out = {
         "obs_nrmse": float(np.sqrt(np.mean(err.reshape(len(err), -1) ** 2))),
         "reward_rmse": float(np.sqrt(np.mean((rew_p - rew_r) ** 2))),
         "reward_pearson": _pearson(rew_p, rew_r),
@@ -193,6 +204,12 @@ def _metrics(
         if uncertainty is None
         else spearman(uncertainty[:, k - 1][valid], per_window),
     }
+    if image:
+        shown = torch.from_numpy(np.clip(np.rint(pred_obs[:, k - 1][valid]), 0, 255))
+        truth = torch.from_numpy(real["obs"][:, k][valid])
+        out["psnr"] = float(psnr(shown, truth).mean())
+        out["ssim"] = float(ssim(shown, truth).mean())
+    return out
 
 
 def _fit_linear(data: MinariBatchProvider) -> np.ndarray:
@@ -234,6 +251,16 @@ def _latent_error(model: WorldModel, states: State, obs: torch.Tensor) -> np.nda
     return (imagined - target).float().norm(dim=-1).cpu().numpy()
 
 
+def _padded_with_first(batch: Batch) -> torch.Tensor:
+    """``batch.actions [B, T, A]`` with the padding past an episode's end replaced by the
+    window's first action: a valid action for every model (one-hot for Discrete spaces), whose
+    predictions there are never scored."""
+    actions = batch.actions.clone()
+    pad = ~batch.valid.bool()
+    actions[pad] = actions[:, :1].expand_as(actions)[pad]
+    return actions
+
+
 @torch.no_grad()
 def fidelity_report(
     model: WorldModel,
@@ -261,7 +288,7 @@ def fidelity_report(
     state = model.encode(batch.obs[:, 0])
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        traj = model.rollout(state, batch.actions.transpose(0, 1), deterministic=True)
+        traj = model.rollout(state, _padded_with_first(batch).transpose(0, 1), deterministic=True)
     real = {
         "obs": batch.obs.float().cpu().numpy(),
         "rewards": batch.rewards.cpu().numpy(),
@@ -300,7 +327,14 @@ def fidelity_report(
     u = None if traj.uncertainty is None else traj.uncertainty.transpose(0, 1).float().cpu().numpy()
     metrics = {
         name: {
-            k: _metrics(*preds, real, scale, k, *((u, latent_error) if name == "model" else ()))
+            k: _metrics(
+                *preds,
+                real,
+                scale,
+                k,
+                *((u, latent_error) if name == "model" else ()),
+                image=image and model.decodes_observations,
+            )
             for k in usable
         }
         for name, preds in predictors.items()

@@ -4,6 +4,7 @@ from .ensemble import EnsembleConfig, EnsembleModel
 from .jepa import JEPAConfig, JEPAModel
 from .rssm import DreamerV3Config, DreamerV3Model, PlaNetConfig, PlaNetModel
 from .tdmpc2 import TDMPC2Config, TDMPC2Model
+from .token import TokenConfig, TokenModel
 
 __all__ = [
     "DreamerV3Config",
@@ -16,4 +17,6 @@ __all__ = [
     "PlaNetModel",
     "TDMPC2Config",
     "TDMPC2Model",
+    "TokenConfig",
+    "TokenModel",
 ]

@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.errors import ConfigError
+from ...eval.images import psnr
+
+__all__ = ["FrameTokenizer", "TokenizerConfig", "psnr", "to_pixels", "to_unit"]
 
 
 @dataclass
@@ -41,6 +44,10 @@ class TokenizerConfig:
         ema_decay: decay of the codebook's moving averages.
         dead_code_threshold: codes whose average assignment count per batch falls below this
             restart at a random encoder output.
+        changed_pixel_weight: weight of the pixels marked as changing (``loss(frames,
+            changed)``) in the reconstruction loss, relative to 1 for the rest: small moving
+            objects (a ball, a paddle) cover a few pixels of a static frame and are otherwise
+            the last thing an autoencoder learns.
     """
 
     channels: int = 3
@@ -52,6 +59,7 @@ class TokenizerConfig:
     commitment: float = 0.25
     ema_decay: float = 0.99
     dead_code_threshold: float = 0.1
+    changed_pixel_weight: float = 1.0
 
     def validate(self) -> None:
         for name in ("channels", "size", "grid", "codes", "code_dim", "depth"):
@@ -67,6 +75,11 @@ class TokenizerConfig:
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(
                 f"TokenizerConfig.ema_decay: expected in (0, 1), got {self.ema_decay}."
+            )
+        if self.changed_pixel_weight < 1:
+            raise ConfigError(
+                "TokenizerConfig.changed_pixel_weight: expected >= 1, got "
+                f"{self.changed_pixel_weight}."
             )
         if self.commitment < 0 or self.dead_code_threshold < 0:
             raise ConfigError(
@@ -92,13 +105,6 @@ def to_unit(frames: torch.Tensor) -> torch.Tensor:
 def to_pixels(unit: torch.Tensor) -> torch.Tensor:
     """Floats in ``[-0.5, 0.5]`` -> uint8 pixels (rounded, clipped)."""
     return ((unit + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8)
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB of uint8-scale frames ``[B, ...]`` -> ``[B]``
-    (peak 255)."""
-    err = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(255.0**2 / err.clamp(min=1e-10))
 
 
 class VectorQuantizer(nn.Module):
@@ -215,18 +221,38 @@ class FrameTokenizer(nn.Module):
         g = self.config.grid
         return self.decoder(q.reshape(len(q), g, g, -1).permute(0, 3, 1, 2))
 
-    def loss(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Reconstruction MSE (in ``[-0.5, 0.5]`` units) + commitment; in training mode it also
-        moves the codebook (EMA). Returns ``(total, parts)``; parts add ``perplexity`` (the
-        effective number of codes used by this batch)."""
+    def loss(
+        self, frames: torch.Tensor, changed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruction MSE (in ``[-0.5, 0.5]`` units; pixels where ``changed [B, H, W]`` (bool)
+        is set weigh ``changed_pixel_weight``, normalised by the mean weight) + commitment;
+        ``recon`` in the parts is the unweighted MSE. In training mode it also
+        moves the codebook (EMA). Returns ``(total, parts)``; parts (detached) add ``perplexity``
+        (the effective number of codes used by this batch) and ``tokens [B, N]``, the frames'
+        codes after this step's codebook update (what :meth:`encode` now gives)."""
         z = self._latents(frames)
         codes, q = self.quantizer(z)
         commit = (z - q.detach()).pow(2).mean()
         q_st = z + (q - z).detach()  # straight-through
         recon = self._decode_codes(q_st.reshape(len(frames), self.config.tokens, -1))
-        mse = (recon - to_unit(frames)).pow(2).mean()
+        err = (recon - to_unit(frames)).pow(2)
+        mse = err.mean()
+        weighted = mse
+        if changed is not None:
+            if changed.shape != (len(frames), *frames.shape[2:]):
+                raise ConfigError(
+                    f"FrameTokenizer.loss: expected changed [B, H, W] = "
+                    f"{[len(frames), *frames.shape[2:]]}, got {list(changed.shape)}."
+                )
+            weight = 1.0 + (self.config.changed_pixel_weight - 1.0) * changed.float()[:, None]
+            weighted = (err * weight).mean() / weight.mean()
         usage = torch.bincount(codes, minlength=self.config.codes).float() / len(codes)
         perplexity = torch.exp(-(usage * (usage + 1e-10).log()).sum())
-        total = mse + self.config.commitment * commit
-        parts = {"recon": mse.detach(), "commit": commit.detach(), "perplexity": perplexity}
+        total = weighted + self.config.commitment * commit
+        parts = {
+            "recon": mse.detach(),
+            "commit": commit.detach(),
+            "perplexity": perplexity,
+            "tokens": codes.reshape(len(frames), -1),
+        }
         return total, parts

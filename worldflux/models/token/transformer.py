@@ -14,7 +14,9 @@ Positions enter through rotary embeddings (RoPE, Su et al., 2021) applied to que
 attention depends only on the distance between tokens. Imagination keeps a key/value cache per
 row as a ring of ``C`` slots written at ``position mod C``: rows that started at different times
 (envs reset independently) share one batch, and the oldest tokens fall out of the window without
-recomputing anything.
+recomputing anything. Training attends the same way: every token sees itself and the
+``C - 1`` tokens before it (a banded causal mask), so windows longer than the context train the
+model exactly as imagination runs it.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ class TransformerConfig:
         codes: K, the tokeniser's codebook size.
         actions: A, discrete actions.
         tokens_per_frame: N.
-        context_steps: steps the attention sees (the cache holds ``context_steps * (N + 1)``
-            tokens).
+        context_steps: steps the attention sees: each token attends to the last
+            ``C = context_steps * (N + 1)`` tokens, itself included (the cache's size).
         embed: E, the residual width (divisible by ``heads``, head width even for RoPE).
         layers, heads: transformer blocks and attention heads.
     """
@@ -108,10 +110,14 @@ class Block(nn.Module):
         x = x + self.proj(attended.flatten(2))
         return x + self.mlp(self.norm2(x))
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor
+    ) -> torch.Tensor:
+        """``x [B, S, E]`` at ``positions [B, S]``; ``visible [S, S]``: query i may attend to
+        key j."""
         q, k, v = self.qkv_rotated(x, positions)
         att = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible
         )
         return self.finish(x, att.transpose(1, 2))
 
@@ -151,20 +157,18 @@ class TokenTransformer(nn.Module):
         return seq.flatten(1, 2)[:, :-1]
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Teacher-forced predictions over a window (``T + 1 <= context_steps``):
-        ``logits [B, T, N, K]`` for the tokens of frames ``1..T``, ``reward [B, T]`` and
-        ``end_logit [B, T]`` for steps ``0..T-1``."""
+        """Teacher-forced predictions over a window of any length (attention reaches back
+        ``C`` tokens): ``logits [B, T, N, K]`` for the tokens of frames ``1..T``,
+        ``reward [B, T]`` and ``end_logit [B, T]`` for steps ``0..T-1``."""
         c = self.config
-        if tokens.shape[1] > c.context_steps:
-            raise ConfigError(
-                f"TokenTransformer: a window of {tokens.shape[1]} frames exceeds context_steps "
-                f"{c.context_steps}."
-            )
         x = self.embed_steps(tokens, actions)
         b, s, _ = x.shape
-        positions = torch.arange(s, device=x.device).expand(b, s)
+        index = torch.arange(s, device=x.device)
+        distance = index[:, None] - index[None, :]  # query minus key
+        visible = (distance >= 0) & (distance < c.capacity)  # [S, S]
+        positions = index.expand(b, s)
         for block in self.blocks:
-            x = block(x, positions)
+            x = block(x, positions, visible)
         h = self.norm(x)
         n, t = c.tokens_per_frame, actions.shape[1]
         # predictions of frame t+1 come from a_t and z_{t+1}^1..N-1: positions
@@ -183,15 +187,15 @@ class TokenTransformer(nn.Module):
     def empty_cache(
         self, batch: int, device: torch.device | str | None = None
     ) -> dict[str, torch.Tensor]:
-        """A cache of ``batch`` empty rows: ``keys``/``values`` ``[B, layers, C, H, D]``,
-        ``written [B, C]`` (bool), ``position [B]`` (tokens seen since the row's start)."""
+        """A cache of ``batch`` empty rows: ``keys``/``values`` ``[B, layers, C, H, D]`` and
+        ``position [B]`` (tokens seen since the row's start; slot ``s`` holds a token once
+        ``position > s``)."""
         c = self.config
         shape = (batch, c.layers, c.capacity, c.heads, c.embed // c.heads)
         dev = self.token_head.weight.device if device is None else torch.device(device)
         return {
             "keys": torch.zeros(shape, device=dev),
             "values": torch.zeros(shape, device=dev),
-            "written": torch.zeros(batch, c.capacity, dtype=torch.bool, device=dev),
             "position": torch.zeros(batch, dtype=torch.long, device=dev),
         }
 
@@ -210,8 +214,8 @@ class TokenTransformer(nn.Module):
         pos = cache["position"]
         slot = pos % c.capacity  # [B] ring slot
         rows = torch.arange(x.shape[0], device=x.device)
-        keys, values, written = cache["keys"], cache["values"], cache["written"]
-        written[rows, slot] = True
+        keys, values = cache["keys"], cache["values"]
+        written = torch.arange(c.capacity, device=x.device)[None] <= pos[:, None]  # [B, C]
         h = x[:, None]  # [B, 1, E]
         for i, block in enumerate(self.blocks):
             assert isinstance(block, Block)

@@ -1,0 +1,224 @@
+"""The token family (alias ``iris``) behind the WorldModel contract: sizes, state layout, explicit
+noise, the filter path against the training path, persistence, image dream envs, and learning a
+moving dot better than copying the last frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from synthetic import dot_position, dot_windows, moving_dot_episodes
+
+import worldflux as wf
+from worldflux.core.errors import ConfigError, ContractError
+from worldflux.dream import DreamEnv, LearnedSimulator, ResetStates, make_dream_env
+from worldflux.models import TokenModel
+from worldflux.models.token.model import changed_pixels
+from worldflux.models.token.tokenizer import psnr
+
+OBS = (3, 16, 16)
+
+
+def tiny(**overrides: object) -> TokenModel:
+    torch.manual_seed(0)
+    model = wf.create_world_model("token:tiny", obs_shape=OBS, action_dim=4, **overrides)
+    assert isinstance(model, TokenModel)
+    return model.eval()
+
+
+def one_hot(index: list[int], n: int = 4) -> torch.Tensor:
+    return torch.eye(n)[torch.tensor(index)]
+
+
+def frames(batch: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, *OBS), dtype=torch.uint8, generator=g)
+
+
+@pytest.mark.parametrize(("preset", "count"), [("tiny", 181_125), ("small", 3_357_829)])
+def test_presets_and_alias(preset: str, count: int) -> None:
+    model = wf.create_world_model(f"iris:{preset}", obs_shape=(3, 64, 64), action_dim=4)
+    assert isinstance(model, TokenModel) and model.num_parameters() == count
+
+
+def test_bad_configs_and_actions_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"expected square \(C, H, H\) images, got \(17,\)"):
+        wf.create_world_model("token:tiny", obs_shape=(17,), action_dim=4)
+    with pytest.raises(ConfigError, match="size / grid must be a power of two"):
+        wf.create_world_model("token:tiny", obs_shape=(3, 12, 12), action_dim=4)
+    with pytest.raises(ConfigError, match="temperature: expected >= 0, got -1.0"):
+        wf.create_world_model("token:tiny", obs_shape=OBS, action_dim=4, temperature=-1.0)
+    model = tiny()
+    state = model.encode(frames(2))
+    with pytest.raises(ContractError, match=r"expected one-hot action vectors, got e.g. \[0.5"):
+        model.transition(state, torch.tensor([[0.5, 0.5, 0, 0], [1.0, 0, 0, 0]]))
+    with pytest.raises(ContractError, match=r"expected noise keys \['tokens'\], got \['z'\]"):
+        model.transition(state, one_hot([0, 1]), noise={"z": torch.rand(2, 16)})
+
+
+def test_state_layout_and_predictions() -> None:
+    model = tiny()
+    state = model.encode(frames(3))
+    model.check_state(state)
+    assert state["tokens"].dtype == torch.long and state["position"].tolist() == [16] * 3
+    assert state["reward"].tolist() == [0.0] * 3 and state["continue"].tolist() == [1.0] * 3
+    nxt = model.transition(state, one_hot([0, 1, 3]))
+    assert nxt["position"].tolist() == [33] * 3  # one action token + 16 frame tokens
+    out = model.decode(nxt)
+    assert out.obs.shape == (3, *OBS) and out.reward.shape == (3,)
+    assert ((out.continue_prob > 0) & (out.continue_prob < 1)).all()
+    assert model.initial_state(2)["position"].tolist() == [0, 0]
+    assert set(model.noise_spec()) == {"tokens"}
+    assert model.noise_spec()["tokens"].distribution == "uniform"
+
+
+def test_explicit_noise_reproduces_rollouts_and_deterministic_ignores_it() -> None:
+    model = tiny()
+    state = model.encode(frames(4))
+    actions = one_hot([0, 1, 2, 3] * 6).reshape(6, 4, 4)
+    g = torch.Generator().manual_seed(1)
+    noise = {"tokens": torch.rand(6, 4, 16, generator=g)}
+    other = {"tokens": torch.rand(6, 4, 16, generator=g)}
+    with torch.no_grad():
+        a, b, c = (model.rollout(state, actions, noise=n) for n in (noise, noise, other))
+        greedy = [
+            model.rollout(state, actions, deterministic=True, noise=n) for n in (noise, other)
+        ]
+    assert torch.equal(a.obs, b.obs) and torch.equal(a.rewards, b.rewards)
+    assert not torch.equal(a.states["tokens"], c.states["tokens"])
+    assert torch.equal(greedy[0].states["tokens"], greedy[1].states["tokens"])
+
+
+def test_the_filter_path_gives_the_training_path_predictions() -> None:
+    """``encode`` then ``update`` step by step (the cache) reproduces the teacher-forced rewards
+    and termination probabilities of the transformer pass that ``loss`` trains."""
+    model = tiny()
+    window = dot_windows(
+        moving_dot_episodes(4, 12, size=16, seed=3), 4, 6, np.random.default_rng(0)
+    )
+    with torch.no_grad():
+        tokens = model.tokenizer.encode(window.obs.flatten(0, 1)).reshape(4, 7, -1)
+        full = model.transformer(tokens, window.actions.argmax(-1))
+        state = model.encode(window.obs[:, 0])
+        rewards, conts = [], []
+        for t in range(6):
+            state = model.update(state, window.actions[:, t], window.obs[:, t + 1])
+            rewards.append(state["reward"])
+            conts.append(state["continue"])
+    torch.testing.assert_close(torch.stack(rewards, 1), full["reward"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.stack(conts, 1), torch.sigmoid(-full["end_logit"]), atol=1e-4, rtol=1e-4
+    )
+    assert torch.equal(state["tokens"], tokens[:, -1])
+
+
+def test_changed_pixels_mark_motion_between_real_frames() -> None:
+    obs = torch.zeros(1, 3, 1, 2, 2, dtype=torch.uint8)
+    obs[0, 1, 0, 0, 1] = 9  # frame 1 differs from frames 0 and 2 at pixel (0, 1)
+    real = torch.tensor([[True, True, True]])
+    changed = changed_pixels(obs, real)
+    assert changed[0, :, 0, 1].tolist() == [True, True, True]
+    assert not changed[..., 0, 0].any() and not changed[..., 1, :].any()
+    assert not changed_pixels(obs, torch.tensor([[True, False, False]])).any()
+
+
+def test_save_and_load_give_the_same_dream(tmp_path: Path) -> None:
+    model = tiny(changed_pixel_weight=5.0)
+    model.train()
+    batch = dot_windows(moving_dot_episodes(4, 10, size=16), 4, 5, np.random.default_rng(0))
+    model.loss(batch)  # moves the codebook away from its initial values
+    model.eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = wf.WorldModel.from_pretrained(tmp_path / "m")
+    assert isinstance(loaded, TokenModel) and loaded.config.changed_pixel_weight == 5.0
+    noise = {"tokens": torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(0))}
+    actions = one_hot([0, 1, 2, 3] * 3).reshape(3, 4, 4)
+    with torch.no_grad():
+        a = model.rollout(model.encode(batch.obs[:, 0]), actions, noise=noise)
+        b = loaded.rollout(loaded.encode(batch.obs[:, 0]), actions, noise=noise)
+    assert torch.equal(a.obs, b.obs) and torch.equal(a.rewards, b.rewards)
+
+
+def token_sim() -> LearnedSimulator:
+    """An untrained tiny model whose termination head says "continue" (so episodes run)."""
+    pool = frames(10).numpy()  # the model's layout: CHW
+    model = tiny()
+    head = model.transformer.end_head[-1]
+    assert isinstance(head, torch.nn.Linear)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+    return LearnedSimulator(
+        model=model,
+        observation_space=spaces.Box(0, 255, (16, 16, 3), np.uint8),
+        action_space=spaces.Discrete(4),
+        reset_states=ResetStates(start=pool, any=pool),
+        defaults={"horizon": 10},
+    )
+
+
+def test_the_image_dream_env_passes_both_checkers_and_seeds_reproduce_frames() -> None:
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = make_dream_env(token_sim())
+    assert isinstance(env, DreamEnv) and env.action_space == spaces.Discrete(4)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=True)
+
+    def trajectory(seed: int) -> np.ndarray:
+        env = make_dream_env(token_sim())
+        obs, _ = env.reset(seed=seed)
+        out = [obs]
+        for a in [0, 1, 2, 3, 1, 2]:
+            out.append(env.step(a)[0])
+        return np.stack(out)
+
+    first, again, other = trajectory(3), trajectory(3), trajectory(4)
+    assert first.shape == (7, 16, 16, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first[1:], other[1:])
+
+
+@pytest.mark.slow
+def test_it_learns_a_moving_dot_better_than_copying_the_last_frame() -> None:
+    """3,000 joint updates on 16 x 16 moving-dot windows (4 x 4 tokens of 64 codes, a 2-layer
+    transformer of width 64): greedy open-loop predictions of held-out windows beat copying the
+    last frame in PSNR at k = 1 and 5, and find the dot at k = 1 most of the time."""
+    dot = 4
+    torch.manual_seed(0)
+    episodes = moving_dot_episodes(200, 30, size=16, seed=0, dot=dot)
+    held_out = moving_dot_episodes(40, 30, size=16, seed=1, dot=dot)
+    model = wf.create_world_model(
+        "token:tiny", obs_shape=OBS, action_dim=4, codes=64, context_steps=8, embed=64,
+        layers=2, heads=4,
+    )  # fmt: skip
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        loss = model.loss(dot_windows(episodes, 16, 8, rng)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = dot_windows(held_out, 256, 5, np.random.default_rng(2))
+    model.eval()
+    with torch.no_grad():
+        state = model.encode(test.obs[:, 0])
+        traj = model.rollout(state, test.actions.transpose(0, 1), deterministic=True)
+    real = test.obs[:, 1:].transpose(0, 1)  # [T, B, C, H, W]
+    scores = {}
+    for k in (1, 5):
+        pred = traj.obs[k - 1].clamp(0, 255)
+        scores[k] = (
+            float(psnr(pred, real[k - 1]).mean()),
+            float(psnr(test.obs[:, 0], real[k - 1]).mean()),
+            float((dot_position(pred, dot) == dot_position(real[k - 1], dot)).float().mean()),
+        )
+    print("k: (model PSNR, copy-last PSNR, dot found)", scores)
+    # measured: k=1 32.9 dB vs copy 19.7 (dot found 78 %); k=5 24.8 vs 18.6 (45 %)
+    for k in (1, 5):
+        assert scores[k][0] > scores[k][1] + 2.0, scores
+    assert scores[1][2] >= 0.6, scores

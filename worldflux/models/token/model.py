@@ -1,0 +1,331 @@
+"""The ``token`` family (alias ``iris``): an IRIS-like world model (Micheli et al., 2023) over
+image observations and discrete actions.
+
+A frame becomes ``N = grid x grid`` tokens of a VQ codebook (:mod:`.tokenizer`); a causal
+transformer over frame and action tokens (:mod:`.transformer`) predicts the next frame's tokens
+one by one, the reward and the termination.
+
+Shapes: B = batch, T = steps, ``O = (C, H, W)`` uint8 images (H = W), A = number of actions
+(one-hot), N = tokens per frame, L = layers, ``Cc = context_steps * (N + 1)`` cached tokens,
+Hh x D = heads x head width.
+
+State (per row): ``tokens [N]`` (long: the current frame), ``keys`` / ``values``
+``[L, Cc, Hh, D]`` (the attention cache, a ring), ``position []`` (long: tokens seen since the
+row started), ``reward []`` and ``continue []`` (predicted for the step that led here; 0 and 1
+after ``encode``).
+
+* ``encode``: tokenise the frame, feed it to an empty cache.
+* ``transition``: feed the action, read the reward and termination heads, then sample the next
+  frame's ``N`` tokens by inverse-CDF sampling from explicit uniform noise ``tokens [N]``
+  (``deterministic``: the most likely token; otherwise at ``temperature``).
+* ``update``: feed the action, then the observed frame's tokens.
+* ``decode``: the tokeniser's decoder (pixels in ``[0, 255]``, unclipped), the reward, the
+  continue probability.
+* ``loss``: trained jointly, as IRIS trains its parts side by side: the tokeniser's
+  reconstruction + commitment loss on every real frame of the batch, plus the transformer's
+  next-token cross-entropy, reward MSE and termination BCE on the tokens the current tokeniser
+  gives (computed without gradients, so the transformer never moves the tokeniser).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ...core.config import WorldModelConfig
+from ...core.errors import ConfigError, ContractError
+from ...core.model import WorldModel
+from ...core.noise import NoiseSpec
+from ...core.payloads import (
+    ActionPayload,
+    Batch,
+    ConditionPayload,
+    LossOutput,
+    ModelOutput,
+    WorldModelInput,
+)
+from ...core.registry import WorldModelRegistry
+from ...core.state import State
+from .tokenizer import FrameTokenizer, TokenizerConfig
+from .transformer import TokenTransformer, TransformerConfig
+
+
+@dataclass
+class TokenConfig(WorldModelConfig):
+    """Settings of the token family (module docstring).
+
+    Attributes:
+        grid: tokens per frame side (N = grid²); ``H / grid`` must be a power of two >= 2.
+        codes: codebook size K.
+        code_dim: width of a code.
+        depth: channels of the tokeniser's first conv stage.
+        commitment, ema_decay, dead_code_threshold: the VQ codebook's learning (see
+            :class:`~worldflux.models.token.tokenizer.TokenizerConfig`).
+        changed_pixel_weight: in the tokeniser's reconstruction loss, the weight of pixels
+            that differ from the previous or the next frame of the training window (1: plain
+            MSE).
+        context_steps: steps the transformer attends to (training and imagination alike).
+        embed, layers, heads: the transformer's width, blocks and attention heads.
+        temperature: sampling temperature of imagined tokens (``deterministic`` uses 0).
+    """
+
+    grid: int = 4
+    codes: int = 512
+    code_dim: int = 64
+    depth: int = 32
+    commitment: float = 0.25
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 0.1
+    changed_pixel_weight: float = 1.0
+    context_steps: int = 8
+    embed: int = 128
+    layers: int = 3
+    heads: int = 4
+    temperature: float = 1.0
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # sizes for 64x64x3 frames and 4 actions (tests/test_token_family.py checks them)
+        "tiny": dict(
+            grid=4, codes=32, code_dim=16, depth=8, context_steps=4, embed=32, layers=1, heads=2
+        ),  # 181k
+        "small": dict(grid=4, codes=512, embed=128, layers=3, heads=4, context_steps=8),  # 3.4M
+    }
+    default_preset: ClassVar[str | None] = "small"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.obs_shape and (len(self.obs_shape) != 3 or self.obs_shape[1] != self.obs_shape[2]):
+            raise ConfigError(
+                f"{type(self).__name__}.obs_shape: expected square (C, H, H) images, got "
+                f"{self.obs_shape}."
+            )
+        if self.temperature < 0:
+            raise ConfigError(
+                f"{type(self).__name__}.temperature: expected >= 0, got {self.temperature}."
+            )
+        self.transformer_config().validate()
+        if self.obs_shape:
+            self.tokenizer_config().validate()
+
+    def tokenizer_config(self) -> TokenizerConfig:
+        channels, size = (self.obs_shape[0], self.obs_shape[1]) if self.obs_shape else (3, 64)
+        return TokenizerConfig(
+            channels=channels,
+            size=size,
+            grid=self.grid,
+            codes=self.codes,
+            code_dim=self.code_dim,
+            depth=self.depth,
+            commitment=self.commitment,
+            ema_decay=self.ema_decay,
+            dead_code_threshold=self.dead_code_threshold,
+            changed_pixel_weight=self.changed_pixel_weight,
+        )
+
+    def transformer_config(self) -> TransformerConfig:
+        return TransformerConfig(
+            codes=self.codes,
+            actions=max(self.action_dim, 1),
+            tokens_per_frame=self.grid * self.grid,
+            context_steps=self.context_steps,
+            embed=self.embed,
+            layers=self.layers,
+            heads=self.heads,
+        )
+
+
+def action_index(
+    actions: torch.Tensor, owner: str, real: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One-hot actions ``[..., A]`` -> indices ``[...]`` (long); anything else is refused (the
+    family models Discrete action spaces only). ``real [...]`` (bool): only those rows are
+    checked (padding may hold anything; its index is then meaningless)."""
+    ones = actions == 1
+    one_hot = (ones | (actions == 0)).all(-1) & (ones.sum(-1) == 1)
+    if real is not None:
+        one_hot = one_hot | ~real
+    if not bool(one_hot.all()):
+        bad = actions[~one_hot][0].tolist()
+        raise ContractError(
+            f"{owner}: the token family models Discrete actions, expected one-hot action vectors, "
+            f"got e.g. {bad}."
+        )
+    return actions.argmax(-1)
+
+
+def changed_pixels(frames: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``[B, T+1, H, W]`` bool: pixels of ``frames [B, T+1, C, H, W]`` that differ (in any
+    channel) from the previous or the next frame, among the ``real [B, T+1]`` ones."""
+    differs = (frames[:, 1:] != frames[:, :-1]).any(2) & (real[:, 1:] & real[:, :-1])[
+        ..., None, None
+    ]
+    pad = differs.new_zeros(differs[:, :1].shape)
+    return torch.cat([pad, differs], 1) | torch.cat([differs, pad], 1)
+
+
+@WorldModelRegistry.register("token", TokenConfig, aliases=("iris",))
+class TokenModel(WorldModel):
+    """IRIS-like token world model (module docstring)."""
+
+    config: TokenConfig
+
+    def __init__(
+        self,
+        config: WorldModelConfig,
+        component_overrides: Any = None,
+        *,
+        trust_imports: bool = True,
+    ) -> None:
+        super().__init__(config, component_overrides, trust_imports=trust_imports)
+        self.tokenizer = FrameTokenizer(self.config.tokenizer_config())
+        self.transformer = TokenTransformer(self.config.transformer_config())
+
+    # -- layout -----------------------------------------------------------------------------------
+    def state_spec(self) -> dict[str, tuple[int | str, ...]]:
+        t = self.transformer.config
+        cache = (t.layers, t.capacity, t.heads, t.embed // t.heads)
+        return {
+            "tokens": (t.tokens_per_frame,),
+            "keys": cache,
+            "values": cache,
+            "position": (),
+            "reward": (),
+            "continue": (),
+        }
+
+    def noise_spec(self) -> dict[str, NoiseSpec]:
+        return {"tokens": NoiseSpec((self.transformer.config.tokens_per_frame,), "uniform")}
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """An empty cache (nothing seen), token 0 everywhere, reward 0, continue 1."""
+        where = self.device if device is None else torch.device(device)
+        tokens = torch.zeros(
+            batch_size, self.transformer.config.tokens_per_frame, dtype=torch.long, device=where
+        )
+        return self._state(tokens, self.transformer.empty_cache(batch_size, where))
+
+    @staticmethod
+    def _state(
+        tokens: torch.Tensor,
+        cache: Mapping[str, torch.Tensor],
+        reward: torch.Tensor | None = None,
+        cont: torch.Tensor | None = None,
+    ) -> State:
+        zeros = cache["position"].new_zeros(tokens.shape[0], dtype=torch.float32)
+        return State(
+            {
+                "tokens": tokens,
+                "keys": cache["keys"],
+                "values": cache["values"],
+                "position": cache["position"],
+                "reward": zeros if reward is None else reward.float(),
+                "continue": torch.ones_like(zeros) if cont is None else cont.float(),
+            }
+        )
+
+    @staticmethod
+    def _cache(state: State) -> dict[str, torch.Tensor]:
+        return {k: state[k] for k in ("keys", "values", "position")}
+
+    # -- the contract -----------------------------------------------------------------------------
+    def encode(self, obs: WorldModelInput | torch.Tensor) -> State:
+        frames = self.check_obs(obs).obs
+        tokens = self.tokenizer.encode(frames)
+        cache = self.transformer.observe(self.transformer.empty_cache(len(frames)), tokens)
+        return self._state(tokens, cache)
+
+    def transition(
+        self,
+        state: State,
+        action: ActionPayload | torch.Tensor,
+        conditions: ConditionPayload | None = None,
+        deterministic: bool = False,
+        noise: Mapping[str, torch.Tensor] | None = None,
+    ) -> State:
+        self.check_state(state)
+        if conditions is not None:
+            raise ContractError("TokenModel.transition: the token family takes no conditions.")
+        b = state.batch_size
+        actions = action_index(self.check_action(action, b), "TokenModel.transition")
+        n = self.transformer.config.tokens_per_frame
+        if noise is not None:
+            if set(noise) != {"tokens"}:
+                raise ContractError(
+                    f"TokenModel.transition: expected noise keys ['tokens'], got {sorted(noise)}."
+                )
+            uniform = noise["tokens"]
+        else:
+            uniform = torch.rand(b, n, device=state.device)
+        temperature = 0.0 if deterministic else self.config.temperature
+        tokens, reward, end_logit, cache = self.transformer.imagine(
+            self._cache(state), actions, uniform, temperature
+        )
+        return self._state(tokens, cache, reward, torch.sigmoid(-end_logit))
+
+    def update(
+        self,
+        state: State,
+        action: ActionPayload | torch.Tensor,
+        obs: WorldModelInput | torch.Tensor,
+    ) -> State:
+        self.check_state(state)
+        actions = action_index(self.check_action(action, state.batch_size), "TokenModel.update")
+        frames = self.check_obs(obs).obs
+        h, cache = self.transformer.feed(self._cache(state), self.transformer.action_input(actions))
+        reward = self.transformer.reward_head(h).squeeze(-1)
+        end_logit = self.transformer.end_head(h).squeeze(-1)
+        tokens = self.tokenizer.encode(frames)
+        cache = self.transformer.observe(cache, tokens)
+        return self._state(tokens, cache, reward, torch.sigmoid(-end_logit))
+
+    def decode(self, state: State) -> ModelOutput:
+        self.check_state(state)
+        pixels = (self.tokenizer.decode(state["tokens"]) + 0.5) * 255.0
+        return ModelOutput(
+            {"obs": pixels, "reward": state["reward"], "continue": state["continue"]}
+        )
+
+    # -- training -----------------------------------------------------------------------------------
+    def loss(self, batch: Batch) -> LossOutput:
+        self.check_batch(batch)
+        b, t_len = batch.batch_size, batch.seq_len
+        valid = batch.valid  # [B, T]
+        frame_valid = torch.cat([torch.ones_like(valid[:, :1]), valid], 1).bool()  # [B, T+1]
+        frames = batch.obs  # [B, T+1, C, H, W]
+        changed = changed_pixels(frames, frame_valid)  # [B, T+1, H, W]
+        tokenizer_loss, tokenizer_parts = self.tokenizer.loss(
+            frames[frame_valid], changed[frame_valid]
+        )
+        tokens = frames.new_zeros(b, t_len + 1, self.transformer.config.tokens_per_frame).long()
+        tokens[frame_valid] = tokenizer_parts["tokens"]  # padding frames: token 0, never scored
+        actions = action_index(batch.actions, "TokenModel.loss", valid.bool())
+        out = self.transformer(tokens, actions)
+
+        def mean(x: torch.Tensor) -> torch.Tensor:  # over real steps
+            return (x * valid).sum() / valid.sum().clamp(min=1.0)
+
+        token_ce = F.cross_entropy(
+            out["logits"].flatten(0, 2), tokens[:, 1:].flatten(), reduction="none"
+        ).reshape(b, t_len, -1)
+        parts = {
+            "tokenizer": tokenizer_loss,
+            "tokens": mean(token_ce.mean(-1)),
+            "reward": mean((out["reward"] - batch.rewards) ** 2),
+            "termination": mean(
+                F.binary_cross_entropy_with_logits(
+                    out["end_logit"], batch.terminations.float(), reduction="none"
+                )
+            ),
+        }
+        total = torch.stack(list(parts.values())).sum()
+        accuracy = (out["logits"].argmax(-1) == tokens[:, 1:]).float().mean(-1)
+        metrics = {
+            "recon": float(tokenizer_parts["recon"]),
+            "perplexity": float(tokenizer_parts["perplexity"]),
+            "token_accuracy": float(mean(accuracy)),
+        }
+        return LossOutput(total, {k: v.detach() for k, v in parts.items()}, metrics)
