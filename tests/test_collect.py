@@ -108,6 +108,21 @@ def test_action_noise_is_scaled_and_clipped() -> None:
     assert float(clipped.max()) == 2.0 and float(clipped.min()) == -2.0
 
 
+def test_discrete_action_noise_replaces_actions_at_random() -> None:
+    """On a Discrete space, action_noise is the probability of a uniformly random action."""
+    space = gym.spaces.Discrete(4)
+
+    class Always2:
+        def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+            return np.full(len(obs), 2), None
+
+    actions = SB3Policy(Always2(), space, action_noise=0.4, seed=0)(np.zeros((8000, 3)))
+    counts = np.bincount(actions, minlength=4) / len(actions)
+    np.testing.assert_allclose(counts, [0.1, 0.1, 0.7, 0.1], atol=0.02)
+    with pytest.raises(ConfigError, match=r"probability of a uniformly random action: expected in"):
+        SB3Policy(Always2(), space, action_noise=1.5)
+
+
 def _run(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MINARI_DATASETS_PATH": str(root)}
     return subprocess.run(

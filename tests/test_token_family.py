@@ -63,7 +63,9 @@ def test_state_layout_and_predictions() -> None:
     model = tiny()
     state = model.encode(frames(3))
     model.check_state(state)
-    assert state["tokens"].dtype == torch.long and state["position"].tolist() == [16] * 3
+    assert state["tokens"].dtype == torch.float32  # whole numbers (codes), as every runtime keeps
+    assert torch.equal(state["tokens"], state["tokens"].round())
+    assert state["position"].tolist() == [16] * 3
     assert state["reward"].tolist() == [0.0] * 3 and state["continue"].tolist() == [1.0] * 3
     nxt = model.transition(state, one_hot([0, 1, 3]))
     assert nxt["position"].tolist() == [33] * 3  # one action token + 16 frame tokens
@@ -112,7 +114,7 @@ def test_the_filter_path_gives_the_training_path_predictions() -> None:
     torch.testing.assert_close(
         torch.stack(conts, 1), torch.sigmoid(-full["end_logit"]), atol=1e-4, rtol=1e-4
     )
-    assert torch.equal(state["tokens"], tokens[:, -1])
+    assert torch.equal(state["tokens"].long(), tokens[:, -1])
 
 
 def test_changed_pixels_mark_motion_between_real_frames() -> None:
@@ -222,3 +224,44 @@ def test_it_learns_a_moving_dot_better_than_copying_the_last_frame() -> None:
     for k in (1, 5):
         assert scores[k][0] > scores[k][1] + 2.0, scores
     assert scores[1][2] >= 0.6, scores
+
+
+def test_onnx_graphs_carry_the_cache_as_state_and_match_torch() -> None:
+    """The key/value cache is explicit state in the exported step graph: one step and ten
+    steps from the same noise give the same tokens on ONNX Runtime as on torch, frames within
+    1e-4 of the pixel range."""
+    from worldflux.dream.noise import counter_noise
+    from worldflux.export.onnx import export_graphs
+
+    sim = token_sim()
+    sim.model = tiny(grid=2)  # 4 tokens per frame: a quarter of the unrolled sampling to export
+    graphs = export_graphs(sim.torch_model(), sim.reset_states.start)
+    assert set(graphs.layout.state) == {
+        "tokens",
+        "keys",
+        "values",
+        "position",
+        "reward",
+        "continue",
+    }
+    sim.onnx = graphs.layout
+    sim.onnx_graphs = lambda: graphs  # type: ignore[method-assign]
+    backends = {name: sim.make_backend(name) for name in ("torch", "onnx")}
+    n = 16
+    rng = np.random.default_rng(0)
+    obs = sim.reset_states.any[rng.integers(10, size=n)]
+    keys = np.arange(n, dtype=np.uint64) + np.uint64(3)
+    states = {name: b.encode(obs) for name, b in backends.items()}
+    for step in range(10):
+        action = np.eye(4, dtype=np.float32)[rng.integers(4, size=n)]
+        noise, _ = counter_noise(graphs.layout.noise, keys, np.full(n, step, np.uint64))
+        results = {}
+        for name, backend in backends.items():
+            states[name], results[name] = backend.step(states[name], action, noise)
+        t_state = {k: v.numpy() for k, v in states["torch"].tensors.items()}
+        np.testing.assert_array_equal(np.asarray(states["onnx"]["tokens"]), t_state["tokens"])
+        np.testing.assert_array_equal(np.asarray(states["onnx"]["position"]), t_state["position"])
+        np.testing.assert_allclose(
+            results["onnx"].obs / 255, results["torch"].obs / 255, atol=1e-4, rtol=0
+        )
+        np.testing.assert_allclose(results["onnx"].reward, results["torch"].reward, atol=1e-4)

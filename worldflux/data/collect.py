@@ -72,7 +72,9 @@ class RandomPolicy:
 class SB3Policy:
     """A stable-baselines3 policy with optional observation normalisation (from training).
 
-    Actions are the policy's deterministic ones, optionally with Gaussian ``action_noise``, or,
+    Actions are the policy's deterministic ones, optionally with ``action_noise`` (Box: Gaussian
+    noise of that many half action ranges, clipped; Discrete: the probability of replacing the
+    action by a uniformly random one, as epsilon-greedy exploration does), or,
     with ``sample=True``, drawn from the policy's own distribution (PPO/A2C's diagonal Gaussian,
     clipped to the action space as SB3 does when it acts; SAC's squashed Gaussian). Sampling also
     yields the behaviour distribution per step (see :meth:`act`).
@@ -91,8 +93,13 @@ class SB3Policy:
     ) -> None:
         if action_noise < 0:
             raise ConfigError(f"action_noise: expected >= 0, got {action_noise}.")
-        if action_noise > 0 and not isinstance(space, gym.spaces.Box):
-            raise ConfigError(f"action_noise needs a Box action space, got {space}.")
+        if isinstance(space, gym.spaces.Discrete) and action_noise > 1:
+            raise ConfigError(
+                "action_noise on a Discrete action space is the probability of a uniformly "
+                f"random action: expected in [0, 1], got {action_noise}."
+            )
+        if action_noise > 0 and not isinstance(space, gym.spaces.Box | gym.spaces.Discrete):
+            raise ConfigError(f"action_noise needs a Box or Discrete action space, got {space}.")
         if sample and action_noise > 0:
             raise ConfigError(
                 "sampled actions already follow the policy's own noise: expected "
@@ -149,7 +156,11 @@ class SB3Policy:
         if self.sample:
             return self._sample(x)
         actions, _ = self.policy.predict(x, deterministic=True)
-        if self.action_noise > 0:
+        if self.action_noise > 0 and isinstance(self.space, gym.spaces.Discrete):
+            random = self.rng.random(len(actions)) < self.action_noise
+            uniform = self.rng.integers(0, int(self.space.n), size=len(actions))
+            actions = np.where(random, uniform, actions)
+        elif self.action_noise > 0:
             assert isinstance(self.space, gym.spaces.Box)
             half = (self.space.high - self.space.low) / 2.0
             actions = actions + self.rng.normal(size=actions.shape) * self.action_noise * half

@@ -475,8 +475,9 @@ def default_policies(
     seed: int = 0,
 ) -> tuple[list[ShiftPolicy], list[str]]:
     """The policies of the report and notes about them: uniform random actions; with a
-    behaviour policy (``behaviour``, else the dataset recipe's), that policy plus Gaussian
-    action noise at each ``noise`` scale (in units of half the action range) and alone; and each
+    behaviour policy (``behaviour``, else the dataset recipe's), that policy plus action noise at
+    each ``noise`` scale (Box: Gaussian, in units of half the action range; Discrete: the
+    probability of a uniformly random action) and alone; and each
     of ``extra`` (name -> SB3 zip)."""
     from ..data.collect import RandomPolicy, SB3Policy
 
@@ -494,17 +495,27 @@ def default_policies(
                 "actions and the given policies were compared."
             )
         else:
+            discrete = isinstance(probe.action_space, gym.spaces.Discrete)
             for scale in noise:
+                what = (
+                    f"a uniformly random action with probability {scale:g}"
+                    if discrete
+                    else f"Gaussian action noise {scale:g} x half the action range"
+                )
                 policies.append(
                     ShiftPolicy(
                         f"behaviour+noise{scale:g}",
                         SB3Policy.from_file(file, probe, action_noise=scale, seed=seed + 1),
-                        f"{file.name}, Gaussian action noise {scale:g} x half the action range",
+                        f"{file.name}, deterministic, {what}",
                     )
                 )
+            # Discrete: the policy's own distribution (a deterministic game policy can stall,
+            # e.g. never serve the ball, until the time limit)
             policies.append(
                 ShiftPolicy(
-                    "behaviour", SB3Policy.from_file(file, probe), f"{file.name}, deterministic"
+                    "behaviour",
+                    SB3Policy.from_file(file, probe, sample=discrete, seed=seed + 2),
+                    f"{file.name}, {'sampled' if discrete else 'deterministic'}",
                 )
             )
         for name, path in (extra or {}).items():

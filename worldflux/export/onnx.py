@@ -209,7 +209,9 @@ def export_graphs(model: WorldModel, example_obs: np.ndarray) -> OnnxGraphs:
     model = copy.deepcopy(model).float().cpu().eval()
     c = model.config
     obs = torch.from_numpy(np.ascontiguousarray(obs_np))
+    # one-hot action 0: a valid example for Discrete (one-hot) and Box models alike
     action = torch.zeros(EXAMPLE_BATCH, int(c.action_dim))
+    action[:, 0] = 1.0
     noise_spec = dict(model.noise_spec())
     noise_keys = list(noise_spec)
     noise = [

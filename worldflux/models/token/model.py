@@ -9,10 +9,11 @@ Shapes: B = batch, T = steps, ``O = (C, H, W)`` uint8 images (H = W), A = number
 (one-hot), N = tokens per frame, L = layers, ``Cc = context_steps * (N + 1)`` cached tokens,
 Hh x D = heads x head width.
 
-State (per row): ``tokens [N]`` (long: the current frame), ``keys`` / ``values``
-``[L, Cc, Hh, D]`` (the attention cache, a ring), ``position []`` (long: tokens seen since the
-row started), ``reward []`` and ``continue []`` (predicted for the step that led here; 0 and 1
-after ``encode``).
+State (per row, all float32 so that every runtime keeps it as it keeps other families' states):
+``tokens [N]`` (the current frame's codes, whole numbers), ``keys`` / ``values``
+``[L, Cc, Hh, D]`` (the attention cache, a ring), ``position []`` (tokens seen since the row
+started, a whole number, exact up to 2^24), ``reward []`` and ``continue []`` (predicted for the
+step that led here; 0 and 1 after ``encode``).
 
 * ``encode``: tokenise the frame, feed it to an empty cache.
 * ``transition``: feed the action, read the reward and termination heads, then sample the next
@@ -144,6 +145,8 @@ def action_index(
     """One-hot actions ``[..., A]`` -> indices ``[...]`` (long); anything else is refused (the
     family models Discrete action spaces only). ``real [...]`` (bool): only those rows are
     checked (padding may hold anything; its index is then meaningless)."""
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+        return actions.argmax(-1)  # a traced graph has no data-dependent checks
     ones = actions == 1
     one_hot = (ones | (actions == 0)).all(-1) & (ones.sum(-1) == 1)
     if real is not None:
@@ -203,9 +206,7 @@ class TokenModel(WorldModel):
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """An empty cache (nothing seen), token 0 everywhere, reward 0, continue 1."""
         where = self.device if device is None else torch.device(device)
-        tokens = torch.zeros(
-            batch_size, self.transformer.config.tokens_per_frame, dtype=torch.long, device=where
-        )
+        tokens = torch.zeros(batch_size, self.transformer.config.tokens_per_frame, device=where)
         return self._state(tokens, self.transformer.empty_cache(batch_size, where))
 
     @staticmethod
@@ -215,13 +216,13 @@ class TokenModel(WorldModel):
         reward: torch.Tensor | None = None,
         cont: torch.Tensor | None = None,
     ) -> State:
-        zeros = cache["position"].new_zeros(tokens.shape[0], dtype=torch.float32)
+        zeros = cache["keys"].new_zeros(tokens.shape[0])
         return State(
             {
-                "tokens": tokens,
+                "tokens": tokens.float(),
                 "keys": cache["keys"],
                 "values": cache["values"],
-                "position": cache["position"],
+                "position": cache["position"].float(),
                 "reward": zeros if reward is None else reward.float(),
                 "continue": torch.ones_like(zeros) if cont is None else cont.float(),
             }
@@ -229,13 +230,18 @@ class TokenModel(WorldModel):
 
     @staticmethod
     def _cache(state: State) -> dict[str, torch.Tensor]:
-        return {k: state[k] for k in ("keys", "values", "position")}
+        """The transformer's cache of a state (``position`` back to long)."""
+        return {
+            "keys": state["keys"],
+            "values": state["values"],
+            "position": state["position"].round().long(),
+        }
 
     # -- the contract -----------------------------------------------------------------------------
     def encode(self, obs: WorldModelInput | torch.Tensor) -> State:
         frames = self.check_obs(obs).obs
         tokens = self.tokenizer.encode(frames)
-        cache = self.transformer.observe(self.transformer.empty_cache(len(frames)), tokens)
+        cache = self.transformer.observe(self.transformer.empty_cache(frames.shape[0]), tokens)
         return self._state(tokens, cache)
 
     def transition(
@@ -284,7 +290,7 @@ class TokenModel(WorldModel):
 
     def decode(self, state: State) -> ModelOutput:
         self.check_state(state)
-        pixels = (self.tokenizer.decode(state["tokens"]) + 0.5) * 255.0
+        pixels = (self.tokenizer.decode(state["tokens"].round().long()) + 0.5) * 255.0
         return ModelOutput(
             {"obs": pixels, "reward": state["reward"], "continue": state["continue"]}
         )

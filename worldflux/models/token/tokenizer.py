@@ -205,7 +205,7 @@ class FrameTokenizer(nn.Module):
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W] -> tokens [B, N]`` (long)."""
-        return self.quantizer.lookup(self._latents(frames)).reshape(len(frames), -1)
+        return self.quantizer.lookup(self._latents(frames)).reshape(frames.shape[0], -1)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, N] -> frames [B, C, H, W]`` in ``[-0.5, 0.5]`` (unclipped)."""
@@ -219,7 +219,7 @@ class FrameTokenizer(nn.Module):
     def _decode_codes(self, q: torch.Tensor) -> torch.Tensor:
         """``[B, N, D] -> [B, C, H, W]``."""
         g = self.config.grid
-        return self.decoder(q.reshape(len(q), g, g, -1).permute(0, 3, 1, 2))
+        return self.decoder(q.reshape(q.shape[0], g, g, -1).permute(0, 3, 1, 2))
 
     def loss(
         self, frames: torch.Tensor, changed: torch.Tensor | None = None

@@ -286,5 +286,6 @@ def sample_token(logits: torch.Tensor, uniform: torch.Tensor, temperature: float
     if temperature == 0:
         return logits.argmax(-1)
     cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
-    idx = torch.searchsorted(cdf, uniform.float().clamp(0, 1 - 1e-7)[:, None]).squeeze(-1)
-    return idx.clamp(max=logits.shape[-1] - 1)
+    # the first index whose cumulative probability reaches u: the count of entries below it
+    # (the last entry is left out, so that rounding in the sum never gives an index of K)
+    return (cdf[:, :-1] < uniform.float()[:, None]).sum(-1)
