@@ -265,3 +265,31 @@ def test_onnx_graphs_carry_the_cache_as_state_and_match_torch() -> None:
             results["onnx"].obs / 255, results["torch"].obs / 255, atol=1e-4, rtol=0
         )
         np.testing.assert_allclose(results["onnx"].reward, results["torch"].reward, atol=1e-4)
+
+
+def test_dream_video_of_an_atari_dream_shows_both_frames(tmp_path: Path) -> None:
+    """Real Breakout frames (left) and the dream's (right), both 64 x 64 scaled to 256."""
+    pytest.importorskip("ale_py")
+    from PIL import Image
+
+    from worldflux.dream.video import dream_video
+
+    torch.manual_seed(0)
+    model = wf.create_world_model("token:tiny", obs_shape=(3, 64, 64), action_dim=4)
+    head = model.transformer.end_head[-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-10.0)  # the dream keeps going
+    pool = np.random.default_rng(0).integers(0, 256, (4, 3, 64, 64), dtype=np.uint8)
+    sim = LearnedSimulator(
+        model=model,
+        observation_space=spaces.Box(0, 255, (64, 64, 3), np.uint8),
+        action_space=spaces.Discrete(4),
+        reset_states=ResetStates(start=pool, any=pool),
+        source_env="WorldFlux/Breakout64-v0",
+    )
+    art = sim.save_artifact(tmp_path / "art", onnx=False)
+    result = dream_video(art, tmp_path / "clip.gif", steps=4, seed=0)
+    assert result["steps"] == 4
+    with Image.open(tmp_path / "clip.gif") as gif:
+        assert gif.size == (512, 256) and gif.n_frames == 5

@@ -1037,8 +1037,9 @@ def build_parser() -> argparse.ArgumentParser:
         "dream-video",
         help="save a side-by-side GIF of the real env (left) and the dream (right)",
         description="Drive the real environment and its dream with the same actions (from an "
-        "SB3 policy file or random) and save both, side by side, as an animated GIF. Needs a "
-        "MuJoCo source environment; headless machines set MUJOCO_GL=egl (or osmesa).",
+        "SB3 policy file or random) and save both, side by side, as an animated GIF. Image "
+        "sources (Atari frames) show both observations; MuJoCo sources render both bodies "
+        "(headless machines set MUJOCO_GL=egl or osmesa).",
     )
     vid.add_argument("source", help="env card name or id, artifact folder or training run")
     vid.add_argument("--out", default="dream.gif", help="GIF path (default dream.gif)")

@@ -3,7 +3,8 @@ actions, saved as an animated GIF (left: real, right: dream).
 
 The dream starts from the real environment's first observation; the actions come from a policy
 that sees the *real* observations (an SB3 model file, or uniform random actions), so the clip shows
-how far the dream drifts open-loop under the real behaviour.
+how far the dream drifts open-loop under the real behaviour. Image sources (Atari frames) show
+the real and the dreamed observation at the same scale; MuJoCo sources render both bodies.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..core.errors import ConfigError
 from ..core.serialization import ordinary_mode
 from ..data.collect import RandomPolicy, SB3Policy
 from .make import load_simulator, make_dream_env
-from .render import FRAME_SIZE
+from .render import FRAME_SIZE, ImageFrames
 
 
 def save_gif(frames: list[np.ndarray], path: Path, fps: int = 30) -> None:
@@ -58,7 +59,22 @@ def dream_video(
     sim = load_simulator(source)
     if sim.source_env is None:
         raise ConfigError(f"{source}: the simulator does not name its source environment.")
-    real = gym.make(sim.source_env, render_mode="rgb_array", width=FRAME_SIZE, height=FRAME_SIZE)
+    # image sources (e.g. Atari frames): both sides show the observation, at the same scale
+    image = len(sim.observation_space.shape or ()) == 3
+    if image:
+        real = gym.make(sim.source_env)
+        real_frames = ImageFrames()
+    else:
+        real = gym.make(
+            sim.source_env, render_mode="rgb_array", width=FRAME_SIZE, height=FRAME_SIZE
+        )
+
+    def real_frame(obs: Any) -> np.ndarray:
+        if not image:
+            return np.asarray(real.render())
+        real_frames.observe(obs, False)
+        return real_frames.frame()
+
     dream = make_dream_env(sim, horizon=None, render_mode="rgb_array")
     act = (
         SB3Policy.from_file(policy, real)
@@ -67,7 +83,7 @@ def dream_video(
     )
     obs, _ = real.reset(seed=seed)
     dream.reset(seed=seed, options={"obs": obs})
-    frames = [np.concatenate([real.render(), dream.render()], axis=1)]
+    frames = [np.concatenate([real_frame(obs), dream.render()], axis=1)]
     returns = {"real": 0.0, "dream": 0.0}
     for _ in range(steps):
         action = act(np.asarray(obs)[None])[0]
@@ -75,7 +91,7 @@ def dream_video(
         _, dream_reward, dream_term, _, _ = dream.step(action)
         returns["real"] += float(reward)
         returns["dream"] += float(dream_reward)
-        frames.append(np.concatenate([real.render(), dream.render()], axis=1))
+        frames.append(np.concatenate([real_frame(obs), dream.render()], axis=1))
         if term or trunc or dream_term:
             break
     path = Path(out)
