@@ -249,6 +249,56 @@ class TokenTransformer(nn.Module):
             self._feed_into(cache, x)
         return cache
 
+    def act(
+        self, cache: dict[str, torch.Tensor], actions: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Feed ``actions [B]`` after the frame in ``cache`` (into a copy): returns the hidden
+        state at the action token ``[B, E]`` (what the reward, termination and first-token heads
+        read) and the new cache."""
+        return self.feed(cache, self.action_input(actions))
+
+    def sample_frame(
+        self,
+        cache: dict[str, torch.Tensor],
+        h: torch.Tensor,
+        uniform: torch.Tensor,
+        temperature: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample the next frame's ``N`` tokens one by one after the action token whose hidden
+        state is ``h [B, E]``, from explicit noise ``uniform [B, N]`` in ``[0, 1)``
+        (inverse-CDF sampling, so the same noise gives the same frame) at ``temperature`` (0:
+        the most likely token); the tokens are written into ``cache`` itself (a copy the caller
+        owns, e.g. from :meth:`act`). Returns ``tokens [B, N]`` and the mean entropy of the
+        model's own next-token distributions along the way ``[B]`` (nats per token, at
+        temperature 1)."""
+        c = self.config
+        if uniform.shape != (h.shape[0], c.tokens_per_frame):
+            raise ConfigError(
+                f"TokenTransformer: expected uniform noise [{h.shape[0]}, "
+                f"{c.tokens_per_frame}], got {list(uniform.shape)}."
+            )
+        out, entropy = [], h.new_zeros(h.shape[0])
+        for i in range(c.tokens_per_frame):
+            logits = self.token_head(h)
+            entropy = entropy + token_entropy(logits)
+            token = sample_token(logits, uniform[:, i], temperature)
+            out.append(token)
+            h = self._feed_into(cache, self.frame_embed(token) + self.slot_embed.weight[i])
+        return torch.stack(out, 1), entropy / c.tokens_per_frame
+
+    def observe_frame(
+        self, cache: dict[str, torch.Tensor], h: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Feed an observed frame's ``tokens [B, N]`` after the action token whose hidden state
+        is ``h [B, E]``, into ``cache`` itself (a copy the caller owns); returns the mean entropy
+        of the model's predictions of those tokens ``[B]`` (teacher forced, as in
+        :meth:`sample_frame`)."""
+        entropy = h.new_zeros(h.shape[0])
+        for x in self.frame_inputs(tokens).unbind(1):
+            entropy = entropy + token_entropy(self.token_head(h))
+            h = self._feed_into(cache, x)
+        return entropy / self.config.tokens_per_frame
+
     def imagine(
         self,
         cache: dict[str, torch.Tensor],
@@ -256,26 +306,20 @@ class TokenTransformer(nn.Module):
         uniform: torch.Tensor,
         temperature: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """One imagined step after the frame in ``cache``: feed ``actions [B]``, then sample
-        the next frame's ``N`` tokens one by one from explicit noise ``uniform [B, N]`` in
-        ``[0, 1)`` (inverse-CDF sampling, so the same noise gives the same frame) at
-        ``temperature`` (0: the most likely token). Returns ``(tokens [B, N], reward [B],
-        end_logit [B], cache)``; the sampled frame is in the cache."""
-        c = self.config
-        if uniform.shape != (actions.shape[0], c.tokens_per_frame):
-            raise ConfigError(
-                f"TokenTransformer.imagine: expected uniform noise [{actions.shape[0]}, "
-                f"{c.tokens_per_frame}], got {list(uniform.shape)}."
-            )
-        h, cache = self.feed(cache, self.action_input(actions))
+        """One imagined step after the frame in ``cache``: :meth:`act`, then
+        :meth:`sample_frame`. Returns ``(tokens [B, N], reward [B], end_logit [B], cache)``;
+        the sampled frame is in the cache (the cache given is not modified)."""
+        h, cache = self.act(cache, actions)
         reward = self.reward_head(h).squeeze(-1)
         end_logit = self.end_head(h).squeeze(-1)
-        out = []
-        for i in range(c.tokens_per_frame):
-            token = sample_token(self.token_head(h), uniform[:, i], temperature)
-            out.append(token)
-            h = self._feed_into(cache, self.frame_embed(token) + self.slot_embed.weight[i])
-        return torch.stack(out, 1), reward, end_logit, cache
+        tokens, _ = self.sample_frame(cache, h, uniform, temperature)
+        return tokens, reward, end_logit, cache
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of the distributions ``logits [B, K]`` -> ``[B]``."""
+    log_p = torch.log_softmax(logits.float(), -1)
+    return -(log_p.exp() * log_p).sum(-1)
 
 
 def sample_token(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> torch.Tensor:
