@@ -282,9 +282,9 @@ class TokenModel(WorldModel):
         else:
             uniform = torch.rand(b, n, device=state.device)
         temperature = 0.0 if deterministic else self.config.temperature
-        h, cache = self.transformer.act(self._cache(state), actions)
-        tokens, entropy = self.transformer.sample_frame(cache, h, uniform, temperature)
-        return self._state(tokens, cache, h, entropy)
+        h, step = self.transformer.act(self._cache(state), actions)
+        tokens, entropy = self.transformer.sample_frame(step, h, uniform, temperature)
+        return self._state(tokens, step.flush(), h, entropy)
 
     def update(
         self,
@@ -295,10 +295,10 @@ class TokenModel(WorldModel):
         self.check_state(state)
         actions = action_index(self.check_action(action, state.batch_size), "TokenModel.update")
         frames = self.check_obs(obs).obs
-        h, cache = self.transformer.act(self._cache(state), actions)
+        h, step = self.transformer.act(self._cache(state), actions)
         tokens = self.tokenizer.encode(frames)
-        entropy = self.transformer.observe_frame(cache, h, tokens)
-        return self._state(tokens, cache, h, entropy)
+        entropy = self.transformer.observe_frame(step, h, tokens)
+        return self._state(tokens, step.flush(), h, entropy)
 
     def decode(self, state: State) -> ModelOutput:
         self.check_state(state)

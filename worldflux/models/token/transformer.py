@@ -202,34 +202,16 @@ class TokenTransformer(nn.Module):
     def feed(
         self, cache: dict[str, torch.Tensor], x: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Append one embedded token per row ``x [B, E]`` (its slot embedding included) to a
-        copy of the cache; returns the final hidden state ``[B, E]`` and the new cache."""
-        new = {k: v.clone() for k, v in cache.items()}
-        return self._feed_into(new, x), new
+        """Append one embedded token per row ``x [B, E]`` (its slot embedding included) to the
+        cache; returns the final hidden state ``[B, E]`` and the new cache (the one given is
+        not modified)."""
+        step = self.start_step(cache)
+        h = step.feed(x)
+        return h, step.flush()
 
-    def _feed_into(self, cache: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """:meth:`feed`, writing into ``cache`` itself (one copy per imagined step, not per
-        token)."""
-        c = self.config
-        pos = cache["position"]
-        slot = pos % c.capacity  # [B] ring slot
-        rows = torch.arange(x.shape[0], device=x.device)
-        keys, values = cache["keys"], cache["values"]
-        written = torch.arange(c.capacity, device=x.device)[None] <= pos[:, None]  # [B, C]
-        h = x[:, None]  # [B, 1, E]
-        for i, block in enumerate(self.blocks):
-            assert isinstance(block, Block)
-            q, k, v = block.qkv_rotated(h, pos[:, None])
-            keys[rows, i, slot], values[rows, i, slot] = k[:, 0], v[:, 0]
-            att = F.scaled_dot_product_attention(
-                q.transpose(1, 2),  # [B, H, 1, D]
-                keys[:, i].transpose(1, 2),  # [B, H, C, D]
-                values[:, i].transpose(1, 2),
-                attn_mask=written[:, None, None, :],
-            )
-            h = block.finish(h, att.transpose(1, 2))
-        cache["position"] = pos + 1
-        return self.norm(h[:, 0])
+    def start_step(self, cache: dict[str, torch.Tensor]) -> StepWriter:
+        """A :class:`StepWriter` that feeds tokens after ``cache`` (not modified)."""
+        return StepWriter(self, cache)
 
     def frame_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, N]`` -> embedded inputs ``[B, N, E]`` with their slot embeddings."""
@@ -242,24 +224,24 @@ class TokenTransformer(nn.Module):
     def observe(
         self, cache: dict[str, torch.Tensor], tokens: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Feed a frame's ``tokens [B, N]`` (an observed or a reset frame) into a copy of the
-        cache."""
-        cache = {k: v.clone() for k, v in cache.items()}
+        """Feed a frame's ``tokens [B, N]`` (an observed or a reset frame): the new cache."""
+        step = self.start_step(cache)
         for x in self.frame_inputs(tokens).unbind(1):
-            self._feed_into(cache, x)
-        return cache
+            step.feed(x)
+        return step.flush()
 
     def act(
         self, cache: dict[str, torch.Tensor], actions: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Feed ``actions [B]`` after the frame in ``cache`` (into a copy): returns the hidden
-        state at the action token ``[B, E]`` (what the reward, termination and first-token heads
-        read) and the new cache."""
-        return self.feed(cache, self.action_input(actions))
+    ) -> tuple[torch.Tensor, StepWriter]:
+        """Feed ``actions [B]`` after the frame in ``cache``: returns the hidden state at the
+        action token ``[B, E]`` (what the reward, termination and first-token heads read) and
+        the step in progress (the frame follows, then :meth:`StepWriter.flush`)."""
+        step = self.start_step(cache)
+        return step.feed(self.action_input(actions)), step
 
     def sample_frame(
         self,
-        cache: dict[str, torch.Tensor],
+        step: StepWriter,
         h: torch.Tensor,
         uniform: torch.Tensor,
         temperature: float = 1.0,
@@ -267,10 +249,9 @@ class TokenTransformer(nn.Module):
         """Sample the next frame's ``N`` tokens one by one after the action token whose hidden
         state is ``h [B, E]``, from explicit noise ``uniform [B, N]`` in ``[0, 1)``
         (inverse-CDF sampling, so the same noise gives the same frame) at ``temperature`` (0:
-        the most likely token); the tokens are written into ``cache`` itself (a copy the caller
-        owns, e.g. from :meth:`act`). Returns ``tokens [B, N]`` and the mean entropy of the
-        model's own next-token distributions along the way ``[B]`` (nats per token, at
-        temperature 1)."""
+        the most likely token), feeding them to ``step`` (e.g. from :meth:`act`). Returns
+        ``tokens [B, N]`` and the mean entropy of the model's own next-token distributions along
+        the way ``[B]`` (nats per token, at temperature 1)."""
         c = self.config
         if uniform.shape != (h.shape[0], c.tokens_per_frame):
             raise ConfigError(
@@ -283,20 +264,19 @@ class TokenTransformer(nn.Module):
             entropy = entropy + token_entropy(logits)
             token = sample_token(logits, uniform[:, i], temperature)
             out.append(token)
-            h = self._feed_into(cache, self.frame_embed(token) + self.slot_embed.weight[i])
+            h = step.feed(self.frame_embed(token) + self.slot_embed.weight[i])
         return torch.stack(out, 1), entropy / c.tokens_per_frame
 
     def observe_frame(
-        self, cache: dict[str, torch.Tensor], h: torch.Tensor, tokens: torch.Tensor
+        self, step: StepWriter, h: torch.Tensor, tokens: torch.Tensor
     ) -> torch.Tensor:
-        """Feed an observed frame's ``tokens [B, N]`` after the action token whose hidden state
-        is ``h [B, E]``, into ``cache`` itself (a copy the caller owns); returns the mean entropy
-        of the model's predictions of those tokens ``[B]`` (teacher forced, as in
-        :meth:`sample_frame`)."""
+        """Feed an observed frame's ``tokens [B, N]`` to ``step`` after the action token whose
+        hidden state is ``h [B, E]``; returns the mean entropy of the model's predictions of
+        those tokens ``[B]`` (teacher forced, as in :meth:`sample_frame`)."""
         entropy = h.new_zeros(h.shape[0])
         for x in self.frame_inputs(tokens).unbind(1):
             entropy = entropy + token_entropy(self.token_head(h))
-            h = self._feed_into(cache, x)
+            h = step.feed(x)
         return entropy / self.config.tokens_per_frame
 
     def imagine(
@@ -308,12 +288,82 @@ class TokenTransformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """One imagined step after the frame in ``cache``: :meth:`act`, then
         :meth:`sample_frame`. Returns ``(tokens [B, N], reward [B], end_logit [B], cache)``;
-        the sampled frame is in the cache (the cache given is not modified)."""
-        h, cache = self.act(cache, actions)
+        the sampled frame is in the new cache (the cache given is not modified)."""
+        h, step = self.act(cache, actions)
         reward = self.reward_head(h).squeeze(-1)
         end_logit = self.end_head(h).squeeze(-1)
-        tokens, _ = self.sample_frame(cache, h, uniform, temperature)
-        return tokens, reward, end_logit, cache
+        tokens, _ = self.sample_frame(step, h, uniform, temperature)
+        return tokens, reward, end_logit, step.flush()
+
+
+class StepWriter:
+    """The tokens of one step fed after a cache, written into its ring once, by :meth:`flush`.
+
+    Until then the new keys and values wait beside the cache (never copied into it token by
+    token): each new token attends to the cached slots still inside its window and to the step's
+    earlier tokens, with the softmax taken over both parts at once. A token at position ``p``
+    sees positions ``p - C + 1 .. p``, exactly what writing every token into the ring at once
+    would leave visible, so results equal token-by-token writes; an exported graph then copies
+    the cache once per step instead of once per token and layer.
+    """
+
+    def __init__(self, model: TokenTransformer, cache: dict[str, torch.Tensor]) -> None:
+        self.model = model
+        self.cache = cache
+        self.start = cache["position"]  # [B]
+        c = model.config
+        slots = torch.arange(c.capacity, device=self.start.device)
+        # the position each slot holds before this step (negative: never written)
+        before = self.start[:, None] - 1
+        self.held = before - torch.remainder(before - slots[None], c.capacity)  # [B, C]
+        self.keys: list[list[torch.Tensor]] = [[] for _ in range(c.layers)]
+        self.values: list[list[torch.Tensor]] = [[] for _ in range(c.layers)]
+
+    @property
+    def fed(self) -> int:
+        return len(self.keys[0])
+
+    def feed(self, x: torch.Tensor) -> torch.Tensor:
+        """Feed one embedded token per row ``x [B, E]``; returns its final hidden state."""
+        c = self.model.config
+        pos = self.start + self.fed  # [B]
+        old_visible = (self.held >= 0) & (self.held > pos[:, None] - c.capacity)  # [B, C]
+        h = x[:, None]  # [B, 1, E]
+        for i, block in enumerate(self.model.blocks):
+            assert isinstance(block, Block)
+            q, k, v = block.qkv_rotated(h, pos[:, None])  # [B, 1, H, D]
+            self.keys[i].append(k[:, 0])
+            self.values[i].append(v[:, 0])
+            new_k = torch.stack(self.keys[i], 2)  # [B, H, n, D]
+            new_v = torch.stack(self.values[i], 2)
+            q = q.transpose(1, 2)  # [B, H, 1, D]
+            old_k = self.cache["keys"][:, i].transpose(1, 2)  # [B, H, C, D]
+            old_v = self.cache["values"][:, i].transpose(1, 2)
+            scale = q.shape[-1] ** -0.5
+            old_s = (q @ old_k.transpose(-1, -2)) * scale  # [B, H, 1, C]
+            old_s = old_s.masked_fill(~old_visible[:, None, None, :], float("-inf"))
+            new_s = (q @ new_k.transpose(-1, -2)) * scale  # [B, H, 1, n]
+            p = torch.softmax(torch.cat([old_s, new_s], -1), -1)
+            att = p[..., : c.capacity] @ old_v + p[..., c.capacity :] @ new_v  # [B, H, 1, D]
+            h = block.finish(h, att.transpose(1, 2))
+        return self.model.norm(h[:, 0])
+
+    def flush(self) -> dict[str, torch.Tensor]:
+        """The cache with this step's tokens written into their ring slots."""
+        c = self.model.config
+        n = self.fed
+        b = self.start.shape[0]
+        slots = torch.remainder(
+            self.start[:, None] + torch.arange(n, device=self.start.device), c.capacity
+        )  # [B, n]
+        rows = torch.arange(b, device=slots.device)[:, None]  # [B, 1]
+        out = {"position": self.start + n}
+        for name, pending in (("keys", self.keys), ("values", self.values)):
+            new = torch.stack([torch.stack(layer, 1) for layer in pending], 2)  # [B, n, L, H, D]
+            ring = self.cache[name].clone()
+            ring[rows, :, slots] = new
+            out[name] = ring
+        return out
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
