@@ -8,6 +8,7 @@ import torch
 
 from worldflux.core.errors import ConfigError
 from worldflux.models.token.transformer import (
+    StepWriter,
     TokenTransformer,
     TransformerConfig,
     sample_token,
@@ -102,6 +103,29 @@ def test_rows_with_different_histories_stay_independent_and_the_ring_wraps() -> 
             together[j], torch.cat([alone[0][j], alone[1][j]]), atol=1e-5, rtol=1e-5
         )
     assert torch.equal(together[3]["position"], torch.tensor([39, 9]))
+
+
+def test_the_buffered_step_of_exported_graphs_equals_the_in_place_step() -> None:
+    """The step that keeps its tokens beside the cache until flush (traced for export) gives the
+    hidden states and caches of the eager in-place step, also once the ring wraps."""
+    torch.manual_seed(0)
+    model = TokenTransformer(SMALL).eval()
+    tokens, actions = window(3, 6, seed=4)
+    caches = {mode: model.empty_cache(3) for mode in (True, False)}
+    with torch.no_grad():
+        for t in range(7):
+            hidden = {}
+            for mode in (True, False):
+                step = StepWriter(model, caches[mode], in_place=mode)
+                inputs = list(model.frame_inputs(tokens[:, t]).unbind(1))
+                if t:
+                    inputs.insert(0, model.action_input(actions[:, t - 1]))
+                hidden[mode] = torch.stack([step.feed(x) for x in inputs], 1)
+                caches[mode] = step.flush()
+            torch.testing.assert_close(hidden[False], hidden[True], atol=1e-5, rtol=1e-5)
+    for key in ("keys", "values", "position"):
+        torch.testing.assert_close(caches[False][key], caches[True][key], atol=1e-5, rtol=1e-5)
+    assert int(caches[True]["position"][0]) == 34  # past the capacity of 20
 
 
 def test_explicit_noise_reproduces_imagined_frames() -> None:

@@ -299,52 +299,99 @@ class TokenTransformer(nn.Module):
 class StepWriter:
     """The tokens of one step fed after a cache, written into its ring once, by :meth:`flush`.
 
-    Until then the new keys and values wait beside the cache (never copied into it token by
-    token): each new token attends to the cached slots still inside its window and to the step's
-    earlier tokens, with the softmax taken over both parts at once. A token at position ``p``
-    sees positions ``p - C + 1 .. p``, exactly what writing every token into the ring at once
-    would leave visible, so results equal token-by-token writes; an exported graph then copies
-    the cache once per step instead of once per token and layer.
+    Two ways to the same result (a token at position ``p`` sees positions ``p - C + 1 .. p``):
+
+    * eager torch: the cache is copied once at the start of the step and each token is written
+      into its ring slot in place, then attends over the ring (fused attention);
+    * traced for export (``torch.export`` / ONNX), where every write into a tensor is a copy of
+      it: the new keys and values wait beside the cache in a small buffer, each token attends to
+      the cached slots still inside its window and to the step's earlier tokens (one softmax
+      over both), and :meth:`flush` writes them all at once, so the graph copies the cache once
+      per step instead of once per token and layer (ONNX Runtime 5-13x faster on Breakout).
     """
 
-    def __init__(self, model: TokenTransformer, cache: dict[str, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        model: TokenTransformer,
+        cache: dict[str, torch.Tensor],
+        in_place: bool | None = None,
+    ) -> None:
+        """``in_place``: the eager way (None: eager unless traced for export or compiled)."""
         self.model = model
         self.cache = cache
         self.start = cache["position"]  # [B]
         c = model.config
-        slots = torch.arange(c.capacity, device=self.start.device)
-        # the position each slot holds before this step (negative: never written)
-        before = self.start[:, None] - 1
-        self.held = before - torch.remainder(before - slots[None], c.capacity)  # [B, C]
-        self.keys: list[list[torch.Tensor]] = [[] for _ in range(c.layers)]
-        self.values: list[list[torch.Tensor]] = [[] for _ in range(c.layers)]
-
-    @property
-    def fed(self) -> int:
-        return len(self.keys[0])
+        self.fed = 0
+        if in_place is None:
+            in_place = not (torch.compiler.is_exporting() or torch.compiler.is_compiling())
+        self.in_place = in_place
+        if in_place:
+            self.ring = {k: cache[k].clone() for k in ("keys", "values")}
+        else:
+            # the position each slot holds before this step (negative: never written)
+            slots = torch.arange(c.capacity, device=self.start.device)
+            before = self.start[:, None] - 1
+            self.held = before - torch.remainder(before - slots[None], c.capacity)  # [B, C]
+            # the step's keys and values per layer, [B, H, step_tokens, D]
+            shape = (self.start.shape[0], c.heads, c.step_tokens, c.embed // c.heads)
+            self.keys = [cache["keys"].new_zeros(shape) for _ in range(c.layers)]
+            self.values = [cache["values"].new_zeros(shape) for _ in range(c.layers)]
 
     def feed(self, x: torch.Tensor) -> torch.Tensor:
         """Feed one embedded token per row ``x [B, E]``; returns its final hidden state."""
         c = self.model.config
-        pos = self.start + self.fed  # [B]
+        j = self.fed
+        if j >= c.step_tokens:
+            raise ConfigError(
+                f"StepWriter: a step holds at most {c.step_tokens} tokens; flush it first."
+            )
+        pos = self.start + j  # [B]
+        if self.in_place:
+            self.fed = j + 1
+            return self._feed_in_place(x, pos)
         old_visible = (self.held >= 0) & (self.held > pos[:, None] - c.capacity)  # [B, C]
+        old_bias = torch.zeros_like(old_visible, dtype=x.dtype).masked_fill(
+            ~old_visible, float("-inf")
+        )[:, None, None, :]  # [B, 1, 1, C]
         h = x[:, None]  # [B, 1, E]
         for i, block in enumerate(self.model.blocks):
             assert isinstance(block, Block)
             q, k, v = block.qkv_rotated(h, pos[:, None])  # [B, 1, H, D]
-            self.keys[i].append(k[:, 0])
-            self.values[i].append(v[:, 0])
-            new_k = torch.stack(self.keys[i], 2)  # [B, H, n, D]
-            new_v = torch.stack(self.values[i], 2)
+            self.keys[i][:, :, j] = k[:, 0]
+            self.values[i][:, :, j] = v[:, 0]
+            new_k, new_v = self.keys[i][:, :, : j + 1], self.values[i][:, :, : j + 1]
             q = q.transpose(1, 2)  # [B, H, 1, D]
             old_k = self.cache["keys"][:, i].transpose(1, 2)  # [B, H, C, D]
             old_v = self.cache["values"][:, i].transpose(1, 2)
             scale = q.shape[-1] ** -0.5
-            old_s = (q @ old_k.transpose(-1, -2)) * scale  # [B, H, 1, C]
-            old_s = old_s.masked_fill(~old_visible[:, None, None, :], float("-inf"))
-            new_s = (q @ new_k.transpose(-1, -2)) * scale  # [B, H, 1, n]
+            old_s = torch.matmul(q, old_k.transpose(-1, -2)) * scale + old_bias  # [B, H, 1, C]
+            new_s = torch.matmul(q, new_k.transpose(-1, -2)) * scale  # [B, H, 1, j + 1]
             p = torch.softmax(torch.cat([old_s, new_s], -1), -1)
-            att = p[..., : c.capacity] @ old_v + p[..., c.capacity :] @ new_v  # [B, H, 1, D]
+            att = torch.matmul(p[..., : c.capacity], old_v) + torch.matmul(
+                p[..., c.capacity :], new_v
+            )  # [B, H, 1, D]
+            h = block.finish(h, att.transpose(1, 2))
+        self.fed = j + 1
+        return self.model.norm(h[:, 0])
+
+    def _feed_in_place(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """:meth:`feed` in eager torch: write the token into the ring copy, attend over it."""
+        c = self.model.config
+        slot = torch.remainder(pos, c.capacity)  # [B]
+        rows = torch.arange(x.shape[0], device=x.device)
+        keys, values = self.ring["keys"], self.ring["values"]
+        written = torch.arange(c.capacity, device=x.device)[None] <= pos[:, None]  # [B, C]
+        h = x[:, None]  # [B, 1, E]
+        for i, block in enumerate(self.model.blocks):
+            assert isinstance(block, Block)
+            q, k, v = block.qkv_rotated(h, pos[:, None])
+            keys[rows, i, slot], values[rows, i, slot] = k[:, 0], v[:, 0]
+            att = F.scaled_dot_product_attention(
+                q.transpose(1, 2),  # [B, H, 1, D]
+                keys[:, i].transpose(1, 2),  # [B, H, C, D]
+                values[:, i].transpose(1, 2),
+                attn_mask=written[:, None, None, :],
+            )
             h = block.finish(h, att.transpose(1, 2))
         return self.model.norm(h[:, 0])
 
@@ -352,6 +399,8 @@ class StepWriter:
         """The cache with this step's tokens written into their ring slots."""
         c = self.model.config
         n = self.fed
+        if self.in_place:
+            return {**self.ring, "position": self.start + n}
         b = self.start.shape[0]
         slots = torch.remainder(
             self.start[:, None] + torch.arange(n, device=self.start.device), c.capacity
@@ -359,7 +408,8 @@ class StepWriter:
         rows = torch.arange(b, device=slots.device)[:, None]  # [B, 1]
         out = {"position": self.start + n}
         for name, pending in (("keys", self.keys), ("values", self.values)):
-            new = torch.stack([torch.stack(layer, 1) for layer in pending], 2)  # [B, n, L, H, D]
+            # [L x [B, H, n, D]] -> [B, n, L, H, D]
+            new = torch.stack([layer[:, :, :n] for layer in pending], 1).permute(0, 3, 1, 2, 4)
             ring = self.cache[name].clone()
             ring[rows, :, slots] = new
             out[name] = ring
