@@ -22,8 +22,9 @@ import torch
 
 from worldflux.core.batch_provider import BatchRequest
 from worldflux.data.provider import MinariBatchProvider
+from worldflux.eval.images import psnr
 from worldflux.files import write_text_atomic
-from worldflux.models.token.tokenizer import FrameTokenizer, TokenizerConfig, psnr, to_pixels
+from worldflux.models.token.tokenizer import FrameTokenizer, TokenizerConfig, to_pixels
 
 RESULTS = Path(__file__).with_name("results")
 

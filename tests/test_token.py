@@ -8,10 +8,10 @@ import torch
 from synthetic import moving_dot_episodes
 
 from worldflux.core.errors import ConfigError
+from worldflux.eval.images import psnr
 from worldflux.models.token.tokenizer import (
     FrameTokenizer,
     TokenizerConfig,
-    psnr,
     to_pixels,
     to_unit,
 )
@@ -116,3 +116,25 @@ def test_the_tokeniser_learns_moving_dot_frames() -> None:
     assert psnr(rec, test).mean() >= 26.0, psnr(rec, test).mean()
     assert psnr(mean_frame, test).mean() < 20.0
     assert (centre(rec) - centre(test)).norm(dim=1).mean() < 1.5
+
+
+def test_changed_pixels_weigh_more_in_the_reconstruction_loss() -> None:
+    """With ``changed_pixel_weight`` w, the loss is the pixel errors weighted w where marked
+    (normalised by the mean weight) plus the commitment term; ``recon`` stays the plain MSE."""
+    torch.manual_seed(0)
+    frames = dot_frames(1, 0)[:4]
+    changed = torch.zeros(4, 32, 32, dtype=torch.bool)
+    changed[:, :8] = True
+    tok = FrameTokenizer(TokenizerConfig(size=32, grid=8, codes=16, code_dim=8, depth=8,
+                                         changed_pixel_weight=5.0))  # fmt: skip
+    tok.loss(frames)  # initialises the codebook
+    tok.eval()  # the codebook stays put from here
+    with torch.no_grad():
+        plain, parts = tok.loss(frames)
+        weighted, _ = tok.loss(frames, changed)
+        err = (tok.decode(tok.encode(frames)) - to_unit(frames)).pow(2)
+    weight = 1.0 + 4.0 * changed.float()[:, None]
+    expected = (err * weight).mean() / weight.mean() + 0.25 * parts["commit"]
+    torch.testing.assert_close(weighted, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(plain, parts["recon"] + 0.25 * parts["commit"])
+    assert not torch.isclose(weighted, plain)

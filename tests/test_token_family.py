@@ -15,9 +15,9 @@ from synthetic import dot_position, dot_windows, moving_dot_episodes
 import worldflux as wf
 from worldflux.core.errors import ConfigError, ContractError
 from worldflux.dream import DreamEnv, LearnedSimulator, ResetStates, make_dream_env
+from worldflux.eval.images import psnr
 from worldflux.models import TokenModel
 from worldflux.models.token.model import changed_pixels
-from worldflux.models.token.tokenizer import psnr
 
 OBS = (3, 16, 16)
 
@@ -94,6 +94,18 @@ def test_explicit_noise_reproduces_rollouts_and_deterministic_ignores_it() -> No
     assert torch.equal(a.obs, b.obs) and torch.equal(a.rewards, b.rewards)
     assert not torch.equal(a.states["tokens"], c.states["tokens"])
     assert torch.equal(greedy[0].states["tokens"], greedy[1].states["tokens"])
+
+
+def test_temperature_zero_samples_the_most_likely_tokens() -> None:
+    """``temperature=0`` makes sampled rollouts greedy: any noise gives the deterministic one."""
+    model = tiny(temperature=0.0)
+    state = model.encode(frames(4))
+    actions = one_hot([0, 1, 2, 3] * 4).reshape(4, 4, 4)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        sampled = model.rollout(state, actions, noise={"tokens": torch.rand(4, 4, 16, generator=g)})
+        greedy = model.rollout(state, actions, deterministic=True)
+    assert torch.equal(sampled.states["tokens"], greedy.states["tokens"])
 
 
 def test_the_filter_path_gives_the_training_path_predictions() -> None:

@@ -24,9 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.errors import ConfigError
-from ...eval.images import psnr
-
-__all__ = ["FrameTokenizer", "TokenizerConfig", "psnr", "to_pixels", "to_unit"]
 
 
 @dataclass

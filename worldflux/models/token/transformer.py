@@ -205,13 +205,9 @@ class TokenTransformer(nn.Module):
         """Append one embedded token per row ``x [B, E]`` (its slot embedding included) to the
         cache; returns the final hidden state ``[B, E]`` and the new cache (the one given is
         not modified)."""
-        step = self.start_step(cache)
+        step = StepWriter(self, cache)
         h = step.feed(x)
         return h, step.flush()
-
-    def start_step(self, cache: dict[str, torch.Tensor]) -> StepWriter:
-        """A :class:`StepWriter` that feeds tokens after ``cache`` (not modified)."""
-        return StepWriter(self, cache)
 
     def frame_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, N]`` -> embedded inputs ``[B, N, E]`` with their slot embeddings."""
@@ -225,7 +221,7 @@ class TokenTransformer(nn.Module):
         self, cache: dict[str, torch.Tensor], tokens: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Feed a frame's ``tokens [B, N]`` (an observed or a reset frame): the new cache."""
-        step = self.start_step(cache)
+        step = StepWriter(self, cache)
         for x in self.frame_inputs(tokens).unbind(1):
             step.feed(x)
         return step.flush()
@@ -236,7 +232,7 @@ class TokenTransformer(nn.Module):
         """Feed ``actions [B]`` after the frame in ``cache``: returns the hidden state at the
         action token ``[B, E]`` (what the reward, termination and first-token heads read) and
         the step in progress (the frame follows, then :meth:`StepWriter.flush`)."""
-        step = self.start_step(cache)
+        step = StepWriter(self, cache)
         return step.feed(self.action_input(actions)), step
 
     def sample_frame(
