@@ -1,5 +1,6 @@
 """Built-in world-model families (registered on import)."""
 
+from .diffusion import DiffusionConfig, DiffusionModel
 from .ensemble import EnsembleConfig, EnsembleModel
 from .jepa import JEPAConfig, JEPAModel
 from .rssm import DreamerV3Config, DreamerV3Model, PlaNetConfig, PlaNetModel
@@ -7,6 +8,8 @@ from .tdmpc2 import TDMPC2Config, TDMPC2Model
 from .token import TokenConfig, TokenModel
 
 __all__ = [
+    "DiffusionConfig",
+    "DiffusionModel",
     "DreamerV3Config",
     "DreamerV3Model",
     "EnsembleConfig",

@@ -1,0 +1,319 @@
+"""The ``diffusion`` family (alias ``diamond``): a DIAMOND-like world model (Alonso et al., 2024)
+over image observations.
+
+The next frame is sampled by a few Euler steps of an EDM denoiser (:mod:`.denoiser`), a U-Net
+(:mod:`.unet`) conditioned on the last ``L`` frames and the last ``L`` actions; a small model of
+its own (:mod:`.reward`) predicts the reward and the termination from the frames and actions.
+
+Shapes: B = batch, T = steps, ``O = (C, H, W)`` uint8 images, A = action size (one-hot for
+Discrete actions; any vector works), L = ``history``.
+
+State (per row, float32): ``frames [L, C, H, W]`` (the last L frames in ``[-1, 1]``, oldest
+first), ``actions [L, A]`` (the actions that led to them; zeros before the first), ``reward []``,
+``continue []`` and ``uncertainty []`` (of the step that led here; 0, 1 and 0 after
+``encode``).
+
+* ``encode``: the frame, repeated L times, with zero actions (training windows start the same
+  way: frames before a window's first are its first, actions before it are zeros).
+* ``transition``: sample the next frame from explicit standard-normal noise ``frame [C, H, W]``
+  (``deterministic``: from zero noise, one fixed frame), clamp it to the pixel range, then read
+  the reward and termination.
+* ``update``: the observed frame instead of a sample.
+* ``decode``: the newest frame in pixels ``[0, 255]``, the reward, the continue probability and
+  the uncertainty.
+* Uncertainty: the RMS distance (intensities in ``[0, 1]``) between the sampled frame and the
+  denoiser's first estimate from the noisiest level, which is close to the mean of the frames
+  it deems possible. Predictive, not purely epistemic: high where the model spreads its
+  guesses, for lack of data or because the game is random there. ``update`` reports the same
+  quantity for the sample it would have drawn deterministically.
+* ``loss``: trained jointly, one loss: the EDM denoising loss of every real next frame, plus
+  the reward MSE and termination BCE of the reward model on the real frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ...core.config import WorldModelConfig
+from ...core.errors import ConfigError, ContractError
+from ...core.model import WorldModel
+from ...core.noise import NoiseSpec
+from ...core.payloads import (
+    ActionPayload,
+    Batch,
+    ConditionPayload,
+    LossOutput,
+    ModelOutput,
+    WorldModelInput,
+)
+from ...core.registry import WorldModelRegistry
+from ...core.state import State
+from .denoiser import Denoiser, SamplerSettings
+from .reward import RewardEndModel
+from .unet import ConditionalUNet
+
+
+@dataclass
+class DiffusionConfig(WorldModelConfig):
+    """Settings of the diffusion family (module docstring).
+
+    Attributes:
+        history: frames and actions the denoiser and reward model condition on (L).
+        channels: U-Net width per resolution level.
+        patch: the U-Net runs on ``patch x patch`` pixel patches (H and W must divide by
+            ``patch * 2 ** (levels - 1)``).
+        cond_dim: width of the noise-level and action conditioning.
+        sigma_data: EDM's data scale (frames are in ``[-1, 1]``).
+        sampler_steps: Euler steps per imagined frame.
+        sigma_min, sigma_max: the sampler's noise range (also the training range).
+        reward_depth, reward_hidden: the reward model's first conv width and MLP width.
+    """
+
+    history: int = 4
+    channels: tuple[int, ...] = (32, 64, 64)
+    patch: int = 2
+    cond_dim: int = 128
+    sigma_data: float = 0.5
+    sampler_steps: int = 3
+    sigma_min: float = 2e-3
+    sigma_max: float = 5.0
+    reward_depth: int = 16
+    reward_hidden: int = 128
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # sizes for 64x64x3 frames and 4 actions (tests/test_diffusion_family.py checks them)
+        "tiny": dict(history=2, channels=(8, 16), cond_dim=32, reward_depth=4, reward_hidden=32),
+        "small": dict(history=4, channels=(32, 64, 64), cond_dim=128),
+    }
+    default_preset: ClassVar[str | None] = "small"
+
+    def validate(self) -> None:
+        super().validate()
+        name = type(self).__name__
+        if self.obs_shape:
+            divisor = self.patch * 2 ** (len(self.channels) - 1)
+            if (
+                len(self.obs_shape) != 3
+                or self.obs_shape[1] % divisor
+                or self.obs_shape[2] % divisor
+            ):
+                raise ConfigError(
+                    f"{name}.obs_shape: expected (C, H, W) images with H and W divisible by "
+                    f"{divisor} (patch * 2 ** (len(channels) - 1)), got {self.obs_shape}."
+                )
+        for field in (
+            "history",
+            "patch",
+            "cond_dim",
+            "sampler_steps",
+            "reward_depth",
+            "reward_hidden",
+        ):
+            if getattr(self, field) < 1:
+                raise ConfigError(f"{name}.{field}: expected >= 1, got {getattr(self, field)}.")
+        if not self.channels or min(self.channels) < 1:
+            raise ConfigError(
+                f"{name}.channels: expected one or more widths >= 1, got {self.channels}."
+            )
+        if self.cond_dim % 4:
+            raise ConfigError(f"{name}.cond_dim: expected a multiple of 4, got {self.cond_dim}.")
+        if not 0 < self.sigma_min < self.sigma_max or self.sigma_data <= 0:
+            raise ConfigError(
+                f"{name}: expected 0 < sigma_min < sigma_max and sigma_data > 0, got "
+                f"sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, "
+                f"sigma_data={self.sigma_data}."
+            )
+
+    def sampler(self) -> SamplerSettings:
+        return SamplerSettings(self.sampler_steps, self.sigma_min, self.sigma_max)
+
+
+def to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (or floats in ``[0, 255]``) ``[..., C, H, W]`` -> floats in ``[-1, 1]``."""
+    return frames.float() / 127.5 - 1.0
+
+
+@WorldModelRegistry.register("diffusion", DiffusionConfig, aliases=("diamond",))
+class DiffusionModel(WorldModel):
+    """DIAMOND-like diffusion world model (module docstring)."""
+
+    config: DiffusionConfig
+
+    def __init__(
+        self,
+        config: WorldModelConfig,
+        component_overrides: Any = None,
+        *,
+        trust_imports: bool = True,
+    ) -> None:
+        super().__init__(config, component_overrides, trust_imports=trust_imports)
+        c = self.config
+        c.require_io()
+        channels, size = c.obs_shape[0], c.obs_shape[1]
+        net = ConditionalUNet(
+            channels, c.history, c.history * c.action_dim, c.channels, c.cond_dim, c.patch
+        )
+        self.denoiser = Denoiser(net, c.sigma_data, c.sampler())
+        self.reward_model = RewardEndModel(
+            channels * (c.history + 1), size, c.history * c.action_dim, c.reward_depth,
+            c.reward_hidden,
+        )  # fmt: skip
+
+    # -- layout -----------------------------------------------------------------------------------
+    def state_spec(self) -> dict[str, tuple[int | str, ...]]:
+        c = self.config
+        return {
+            "frames": (c.history, *c.obs_shape),
+            "actions": (c.history, c.action_dim),
+            "reward": (),
+            "continue": (),
+            "uncertainty": (),
+        }
+
+    def noise_spec(self) -> dict[str, NoiseSpec]:
+        return {"frame": NoiseSpec(tuple(self.config.obs_shape), "normal")}
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Grey frames (0 in ``[-1, 1]``), zero actions, reward 0, continue 1."""
+        c = self.config
+        where = self.device if device is None else torch.device(device)
+        frames = torch.zeros(batch_size, c.history, *c.obs_shape, device=where)
+        return self._state(frames, frames.new_zeros(batch_size, c.history, c.action_dim))
+
+    @staticmethod
+    def _state(
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        reward: torch.Tensor | None = None,
+        end_logit: torch.Tensor | None = None,
+        uncertainty: torch.Tensor | None = None,
+    ) -> State:
+        zeros = frames.new_zeros(frames.shape[0])
+        return State(
+            {
+                "frames": frames,
+                "actions": actions,
+                "reward": zeros if reward is None else reward,
+                "continue": torch.ones_like(zeros)
+                if end_logit is None
+                else torch.sigmoid(-end_logit),
+                "uncertainty": zeros if uncertainty is None else uncertainty,
+            }
+        )
+
+    # -- the contract -----------------------------------------------------------------------------
+    def encode(self, obs: WorldModelInput | torch.Tensor) -> State:
+        frame = to_unit(self.check_obs(obs).obs)
+        c = self.config
+        frames = frame[:, None].expand(-1, c.history, *frame.shape[1:]).contiguous()
+        return self._state(frames, frame.new_zeros(frame.shape[0], c.history, c.action_dim))
+
+    def _step(
+        self, state: State, action: ActionPayload | torch.Tensor, start: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample from ``start [B, C, H, W]``: (history ``[B, L, C, H, W]``, actions
+        ``[B, L, A]``, the clamped sample ``[B, C, H, W]``, its uncertainty ``[B]``)."""
+        self.check_state(state)
+        act = self.check_action(action, state.batch_size).float()
+        history = state["frames"]
+        actions = torch.cat([state["actions"][:, 1:], act[:, None]], dim=1)
+        sample, first = self.denoiser.sample(start, history.flatten(1, 2), actions.flatten(1))
+        sample = sample.clamp(-1.0, 1.0)
+        spread = ((sample - first) * 0.5).pow(2).flatten(1).mean(-1).sqrt()
+        return history, actions, sample, spread
+
+    def _next(
+        self,
+        history: torch.Tensor,
+        actions: torch.Tensor,
+        frame: torch.Tensor,
+        uncertainty: torch.Tensor,
+    ) -> State:
+        reward, end_logit = self.reward_model(
+            torch.cat([history.flatten(1, 2), frame], dim=1), actions.flatten(1)
+        )
+        frames = torch.cat([history[:, 1:], frame[:, None]], dim=1)
+        return self._state(frames, actions, reward, end_logit, uncertainty)
+
+    def transition(
+        self,
+        state: State,
+        action: ActionPayload | torch.Tensor,
+        conditions: ConditionPayload | None = None,
+        deterministic: bool = False,
+        noise: Mapping[str, torch.Tensor] | None = None,
+    ) -> State:
+        if conditions is not None:
+            raise ContractError(
+                "DiffusionModel.transition: the diffusion family takes no conditions."
+            )
+        shape = (state.batch_size, *self.config.obs_shape)
+        if deterministic:
+            start = torch.zeros(shape, device=state.device)
+        elif noise is not None:
+            if set(noise) != {"frame"}:
+                raise ContractError(
+                    f"DiffusionModel.transition: expected noise keys ['frame'], got {sorted(noise)}."
+                )
+            start = noise["frame"]
+        else:
+            start = torch.randn(shape, device=state.device)
+        history, actions, sample, spread = self._step(state, action, start)
+        return self._next(history, actions, sample, spread)
+
+    def update(
+        self,
+        state: State,
+        action: ActionPayload | torch.Tensor,
+        obs: WorldModelInput | torch.Tensor,
+    ) -> State:
+        frame = to_unit(self.check_obs(obs).obs)
+        start = torch.zeros_like(frame)
+        history, actions, _, spread = self._step(state, action, start)
+        return self._next(history, actions, frame, spread)
+
+    def decode(self, state: State) -> ModelOutput:
+        self.check_state(state)
+        pixels = (state["frames"][:, -1] + 1.0) * 127.5
+        return ModelOutput(
+            {"obs": pixels, "reward": state["reward"], "continue": state["continue"]},
+            uncertainty=state["uncertainty"],
+        )
+
+    # -- training -----------------------------------------------------------------------------------
+    def windows(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every step of ``batch`` as a conditioning window: (history ``[B, T, L, C, H, W]``,
+        actions ``[B, T, L, A]``, targets ``[B, T, C, H, W]``), frames in ``[-1, 1]``. Frames
+        before a window's first are its first; actions before its first are zeros (as after
+        ``encode``)."""
+        L, t_len = self.config.history, batch.seq_len
+        frames = to_unit(batch.obs)  # [B, T+1, C, H, W]
+        steps = torch.arange(t_len, device=frames.device)[:, None]
+        lags = torch.arange(L, device=frames.device)[None, :]
+        history = frames[:, (steps + lags - (L - 1)).clamp(min=0)]  # [B, T, L, C, H, W]
+        padded = F.pad(batch.actions.float(), (0, 0, L - 1, 0))  # [B, T+L-1, A]
+        actions = padded[:, steps + lags]  # [B, T, L, A]
+        return history, actions, frames[:, 1:]
+
+    def loss(self, batch: Batch) -> LossOutput:
+        self.check_batch(batch)
+        real = batch.valid.bool()  # [B, T]
+        history, actions, targets = self.windows(batch)
+        history = history[real].flatten(1, 2)  # [M, L*C, H, W]
+        actions = actions[real].flatten(1)  # [M, L*A]
+        targets = targets[real]  # [M, C, H, W]
+        reward, end_logit = self.reward_model(torch.cat([history, targets], dim=1), actions)
+        parts = {
+            "denoising": self.denoiser.loss(targets, history, actions).mean(),
+            "reward": ((reward - batch.rewards[real]) ** 2).mean(),
+            "termination": F.binary_cross_entropy_with_logits(
+                end_logit, batch.terminations[real].float()
+            ),
+        }
+        total = torch.stack(list(parts.values())).sum()
+        return LossOutput(total, {k: v.detach() for k, v in parts.items()}, {})

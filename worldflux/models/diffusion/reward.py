@@ -1,0 +1,45 @@
+"""The reward and termination model of the diffusion family: a small convolutional network of
+its own (as DIAMOND gives them a model of their own), reading the last ``L`` frames, the next
+frame and the last ``L`` actions.
+
+Shapes: B = batch, C/H/W = frame channels/height/width (frames in ``[-1, 1]``), L = history
+frames, A = action size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RewardEndModel(nn.Module):
+    """``(frames [B, (L+1)*C, H, W], actions [B, L*A]) -> (reward [B], end_logit [B])``.
+
+    Stride-2 convolutions (``depth``, doubling, at most ``8 * depth`` wide) take the frames
+    down to at most 4 x 4; an MLP of width ``hidden`` reads them with the actions.
+    """
+
+    def __init__(
+        self, in_channels: int, size: int, action_inputs: int, depth: int, hidden: int
+    ) -> None:
+        super().__init__()
+        convs: list[nn.Module] = []
+        width_in, width = in_channels, depth
+        while size > 4:
+            convs += [nn.Conv2d(width_in, width, 4, stride=2, padding=1), nn.SiLU()]
+            width_in, width, size = width, min(2 * width, 8 * depth), size // 2
+        self.convs = nn.Sequential(*convs)
+        self.mlp = nn.Sequential(
+            nn.Linear(width_in * size * size + action_inputs, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, 2),
+        )
+
+    def forward(
+        self, frames: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.convs(frames).flatten(1)
+        out = self.mlp(torch.cat([features, actions], dim=-1))
+        return out[:, 0], out[:, 1]
