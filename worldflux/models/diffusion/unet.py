@@ -24,6 +24,12 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
+def zero_init(module: nn.Module) -> None:
+    """Set every parameter of ``module`` to zero (a layer whose output starts at zero)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+
+
 class ResBlock(nn.Module):
     """``[B, in, H, W] -> [B, out, H, W]``: two 3x3 convs, the first norm modulated by ``cond
     [B, E]``; a 1x1 skip when the width changes. The last conv starts at zero (an identity
@@ -36,8 +42,7 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels_in, channels_out, 3, padding=1)
         self.norm2 = group_norm(channels_out)
         self.conv2 = nn.Conv2d(channels_out, channels_out, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        zero_init(self.conv2)
         self.skip = (
             nn.Conv2d(channels_in, channels_out, 1)
             if channels_in != channels_out
@@ -107,8 +112,7 @@ class ConditionalUNet(nn.Module):
         )
         self.head_norm = group_norm(channels[0])
         self.head = nn.Conv2d(channels[0], frame_channels * patch**2, 3, padding=1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        zero_init(self.head)
 
     def forward(
         self,
