@@ -533,3 +533,58 @@ final_episodes = 2
     ):
         assert main(["agent", "train", str(recipe), *flags]) == 2
         assert message in capsys.readouterr().err
+
+
+def image_dream(tmp_path: Path) -> Path:
+    """An untrained tiny diffusion dream of 64 x 64 Breakout frames whose episodes end with
+    probability about 0.12 per step."""
+    import torch
+    from gymnasium import spaces
+
+    import worldflux as wf
+    from worldflux.dream import LearnedSimulator, ResetStates
+
+    torch.manual_seed(0)
+    model = wf.create_world_model("diffusion:tiny", obs_shape=(3, 64, 64), action_dim=4)
+    head = model.reward_model.mlp[-1]
+    with torch.no_grad():
+        head.weight[1].zero_()
+        head.bias[1] = -2.0
+    pool = np.random.default_rng(0).integers(0, 256, (4, 3, 64, 64), dtype=np.uint8)
+    sim = LearnedSimulator(
+        model=model.eval(),
+        observation_space=spaces.Box(0, 255, (64, 64, 3), np.uint8),
+        action_space=spaces.Discrete(4),
+        reset_states=ResetStates(start=pool, any=pool),
+        source_env="WorldFlux/Breakout64-v0",
+    )
+    return sim.save_artifact(tmp_path / "art", onnx=False)
+
+
+def test_ppo_in_an_image_dream_takes_a_cnn_policy_and_is_scored_on_the_real_game(
+    tmp_path: Path,
+) -> None:
+    """Image observations get SB3's CnnPolicy (and refuse VecNormalize); the agent trains in
+    the dream, is scored on the real game, and its saved model loads back without unpickling."""
+    pytest.importorskip("ale_py")
+    art = image_dream(tmp_path)
+    recipe = AgentRecipe(
+        name="breakout-ppo",
+        env=str(art),
+        algorithm="ppo",
+        budget=64,
+        n_envs=2,
+        backend="torch",
+        normalize=False,
+        hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
+        evaluation=Evaluation(every=0, episodes=1, final_episodes=1),
+    )
+    summary = train_agent(recipe, tmp_path / "agent", progress=False)
+    assert summary["final"]["real"]["lengths"][0] > 0
+    assert 0 < summary["final"]["dream"]["lengths"][0] < 200
+    saved = json.loads((tmp_path / "agent" / "agent.json").read_text())
+    assert saved["final"]["real"]["returns"] == summary["final"]["real"]["returns"]
+    again = agent_eval(tmp_path / "agent" / "model.zip", "WorldFlux/Breakout64-v0", episodes=1)
+    assert again["real"]["lengths"][0] > 0
+    with pytest.raises(ConfigError, match="image observations.*expected normalize=false"):
+        train_agent(dataclasses.replace(recipe, normalize=True), tmp_path / "n", progress=False)

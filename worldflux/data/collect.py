@@ -44,7 +44,13 @@ from .._version import __version__
 from ..core.errors import ConfigError
 from .compact import compact_hdf5
 from .minari_io import datasets_root
-from .sb3_policy import load_obs_norm, load_sb3_policy, save_obs_norm, vecnormalize_obs_norm
+from .sb3_policy import (
+    load_obs_norm,
+    load_sb3_policy,
+    policy_name,
+    save_obs_norm,
+    vecnormalize_obs_norm,
+)
 from .spaces import action_layout, observation_layout
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -540,7 +546,6 @@ def train_behaviour_policy(
     import stable_baselines3 as sb3
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.preprocessing import is_image_space
     from stable_baselines3.common.vec_env import VecNormalize
 
     if algo not in ALGORITHMS:
@@ -556,16 +561,11 @@ def train_behaviour_policy(
         return w
 
     venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrap)
-    images = is_image_space(venv.observation_space)
-    if images and normalize:
-        raise ConfigError(
-            f"{env_id} has image observations, which the CNN policy scales itself: expected "
-            "normalize=false, got normalize=true."
-        )
+    policy_class = policy_name(venv.observation_space, normalize, env_id)
     if normalize:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0)
     model = getattr(sb3, algo.upper())(
-        "CnnPolicy" if images else "MlpPolicy", venv, seed=seed, verbose=0, **(hyperparams or {})
+        policy_class, venv, seed=seed, verbose=0, **(hyperparams or {})
     )
     rollout = getattr(model, "n_steps", 1) * n_envs  # on-policy agents learn in whole rollouts
     if algo in ("ppo", "a2c") and train_steps % rollout:

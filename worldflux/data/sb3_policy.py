@@ -24,11 +24,27 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..core.errors import WorldFluxError
+from ..core.errors import ConfigError, WorldFluxError
 
 
 class UnsafePolicyFileError(WorldFluxError, ValueError):
     """A policy file cannot be loaded without executing code stored in it, or is malformed."""
+
+
+def policy_name(observation_space: gym.Space[Any], normalize: bool, owner: str) -> str:
+    """SB3's policy for ``observation_space``: ``"CnnPolicy"`` for images (3-d uint8 in
+    ``[0, 255]``), else ``"MlpPolicy"``. Images refuse ``normalize`` (the CNN policy scales
+    pixels itself; VecNormalize would standardise them per pixel)."""
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    if not is_image_space(observation_space):
+        return "MlpPolicy"
+    if normalize:
+        raise ConfigError(
+            f"{owner} has image observations, which the CNN policy scales itself: expected "
+            "normalize=false, got normalize=true."
+        )
+    return "CnnPolicy"
 
 
 def _policy_classes() -> dict[str, type]:

@@ -32,7 +32,7 @@ from .._version import __version__
 from ..core.errors import ConfigError
 from ..core.serialization import replace_dir_atomically
 from ..data.collect import RandomPolicy, SB3Policy
-from ..data.sb3_policy import save_obs_norm, vecnormalize_obs_norm
+from ..data.sb3_policy import policy_name, save_obs_norm, vecnormalize_obs_norm
 from ..dream.core import DreamCore, ResetStates
 from ..dream.latent import LatentObservation
 from ..dream.make import load_simulator, make_dream_env
@@ -210,12 +210,15 @@ def train_agent(
         closers.append(venv)
         venv.seed(recipe.seed)
         venv = VecMonitor(venv)
+        policy_class = policy_name(
+            venv.observation_space, recipe.normalize, f"agent recipe {recipe.name}: {recipe.env}"
+        )
         if recipe.normalize:
             gamma = float(recipe.hyperparameters.get("gamma", 0.99))
             venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=gamma)
         try:
             model = getattr(sb3, recipe.algorithm.upper())(
-                "MlpPolicy",
+                policy_class,
                 venv,
                 seed=recipe.seed,
                 verbose=0,
