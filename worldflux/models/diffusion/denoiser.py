@@ -1,9 +1,10 @@
-"""The next-frame denoiser of the diffusion family: EDM (Karras et al., 2022) preconditioning
-around :class:`~.unet.ConditionalUNet`, its training loss, and a few-step Euler sampler, as
-DIAMOND (Alonso et al., 2024) uses them.
+"""The denoiser of the diffusion family: EDM (Karras et al., 2022) preconditioning around
+:class:`~.unet.ConditionalUNet`, its training loss, and a few-step Euler sampler, as DIAMOND
+(Alonso et al., 2024) uses them. What it denoises is a step's change of the frame (see
+:mod:`.model`), conditioned on past frames and actions.
 
-Frames are floats in ``[-1, 1]``. Shapes: B = batch, C/H/W = frame channels/height/width,
-L = history frames, A = action size.
+Frames are floats in ``[-1, 1]`` (their changes in ``[-2, 2]``). Shapes: B = batch,
+C/H/W = frame channels/height/width, L = history frames, A = action size.
 
 * Preconditioning: ``D(x; sigma) = c_skip x + c_out F(c_in x; c_noise)`` with
   ``c_in = 1 / sqrt(sigma^2 + s^2)``, ``c_skip = s^2 / (sigma^2 + s^2)``,
@@ -12,7 +13,7 @@ L = history frames, A = action size.
   regresses ``(x - c_skip x_noisy) / c_out`` (EDM's weighting in the network's units).
 * Sampling: ``steps`` Euler steps on Karras' schedule from ``sigma_max`` to ``sigma_min``, then
   to 0; the start is ``sigma_max`` times explicit standard-normal noise, so the same noise gives
-  the same frame. No stochastic churn.
+  the same sample. No stochastic churn.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class SamplerSettings:
 
 
 class Denoiser(torch.nn.Module):
-    """EDM-preconditioned next-frame denoiser (module docstring)."""
+    """EDM-preconditioned denoiser of a step's frame change (module docstring)."""
 
     def __init__(self, net: ConditionalUNet, sigma_data: float, sampler: SamplerSettings) -> None:
         super().__init__()
@@ -52,7 +53,7 @@ class Denoiser(torch.nn.Module):
     def denoise(
         self, noisy: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
-        """The clean-frame estimate ``[B, C, H, W]`` of ``noisy [B, C, H, W]`` at noise level
+        """The clean estimate ``[B, C, H, W]`` of ``noisy [B, C, H, W]`` at noise level
         ``sigma [B]``, given ``history [B, L*C, H, W]`` and ``actions [B, L*A]``."""
         c_in, c_skip, c_out = self._scales(sigma)
         out = self.net(noisy * c_in, history, sigma.log() / 4, actions)
@@ -81,10 +82,10 @@ class Denoiser(torch.nn.Module):
     def sample(
         self, start: torch.Tensor, history: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Euler-sample the next frame from standard-normal ``start [B, C, H, W]``.
+        """Euler-sample a change from standard-normal ``start [B, C, H, W]``.
 
-        Returns the frame ``[B, C, H, W]`` and the first step's estimate ``[B, C, H, W]`` (the
-        denoiser's guess from the noisiest level: close to the mean of the frames it deems
+        Returns the sample ``[B, C, H, W]`` and the first step's estimate ``[B, C, H, W]`` (the
+        denoiser's guess from the noisiest level: close to the mean of the samples it deems
         possible).
         """
         sigmas = self.sampler.sigmas()

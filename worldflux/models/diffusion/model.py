@@ -3,7 +3,15 @@ over image observations.
 
 The next frame is sampled by a few Euler steps of an EDM denoiser (:mod:`.denoiser`), a U-Net
 (:mod:`.unet`) conditioned on the last ``L`` frames and the last ``L`` actions; a small model of
-its own (:mod:`.reward`) predicts the reward and the termination from the frames and actions.
+its own (:mod:`.reward`) predicts the reward and the termination from the frames, the change
+the step made and the actions.
+
+Unlike DIAMOND, the denoiser models the *change* from the last frame, ``x_{t+1} - x_t``, not
+the frame itself: most pixels of a game frame do not move in a step, and a denoiser of changes
+keeps them exactly where a denoiser of frames must learn to redraw them. On 16 x 16 moving-dot
+windows (1,500 updates) this took one-step PSNR from 27.7 to 37.7 dB and five-step from 27.4 to
+31.8 dB; on Breakout a frame denoiser trained 5,000 updates stayed 16 dB below copying the last
+frame at one step.
 
 Shapes: B = batch, T = steps, ``O = (C, H, W)`` uint8 images, A = action size (one-hot for
 Discrete actions; any vector works), L = ``history``.
@@ -15,9 +23,9 @@ first), ``actions [L, A]`` (the actions that led to them; zeros before the first
 
 * ``encode``: the frame, repeated L times, with zero actions (training windows start the same
   way: frames before a window's first are its first, actions before it are zeros).
-* ``transition``: sample the next frame from explicit standard-normal noise ``frame [C, H, W]``
-  (``deterministic``: from zero noise, one fixed frame), clamp it to the pixel range, then read
-  the reward and termination.
+* ``transition``: sample the change from explicit standard-normal noise ``frame [C, H, W]``
+  (``deterministic``: from zero noise, one fixed frame), add it to the last frame, clamp to the
+  pixel range, then read the reward and termination.
 * ``update``: the observed frame instead of a sample.
 * ``decode``: the newest frame in pixels ``[0, 255]``, the reward, the continue probability and
   the uncertainty.
@@ -26,8 +34,8 @@ first), ``actions [L, A]`` (the actions that led to them; zeros before the first
   it deems possible. Predictive, not purely epistemic: high where the model spreads its
   guesses, for lack of data or because the game is random there. ``update`` reports the same
   quantity for the sample it would have drawn deterministically.
-* ``loss``: trained jointly, one loss: the EDM denoising loss of every real next frame, plus
-  the reward MSE and termination BCE of the reward model on the real frames.
+* ``loss``: trained jointly, one loss: the EDM denoising loss of every real step's change,
+  plus the reward MSE and termination BCE of the reward model on the real frames.
 """
 
 from __future__ import annotations
@@ -160,7 +168,7 @@ class DiffusionModel(WorldModel):
         )
         self.denoiser = Denoiser(net, c.sigma_data, c.sampler())
         self.reward_model = RewardEndModel(
-            channels * (c.history + 1), size, c.history * c.action_dim, c.reward_depth,
+            channels * (c.history + 2), size, c.history * c.action_dim, c.reward_depth,
             c.reward_hidden,
         )  # fmt: skip
 
@@ -222,10 +230,21 @@ class DiffusionModel(WorldModel):
         act = self.check_action(action, state.batch_size).float()
         history = state["frames"]
         actions = torch.cat([state["actions"][:, 1:], act[:, None]], dim=1)
-        sample, first = self.denoiser.sample(start, history.flatten(1, 2), actions.flatten(1))
-        sample = sample.clamp(-1.0, 1.0)
+        last = history[:, -1]
+        change, first = self.denoiser.sample(start, history.flatten(1, 2), actions.flatten(1))
+        sample = (last + change).clamp(-1.0, 1.0)
+        first = last + first
         spread = ((sample - first) * 0.5).pow(2).flatten(1).mean(-1).sqrt()
         return history, actions, sample, spread
+
+    def reward(
+        self, history: torch.Tensor, actions: torch.Tensor, frame: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward ``[B]`` and termination logit ``[B]`` of the step from ``history
+        [B, L, C, H, W]`` by ``actions [B, L, A]`` (the last one taken now) to ``frame
+        [B, C, H, W]``; the reward model also sees the change ``frame - history[:, -1]``."""
+        inputs = torch.cat([history.flatten(1, 2), frame, frame - history[:, -1]], dim=1)
+        return self.reward_model(inputs, actions.flatten(1))
 
     def _next(
         self,
@@ -234,9 +253,7 @@ class DiffusionModel(WorldModel):
         frame: torch.Tensor,
         uncertainty: torch.Tensor,
     ) -> State:
-        reward, end_logit = self.reward_model(
-            torch.cat([history.flatten(1, 2), frame], dim=1), actions.flatten(1)
-        )
+        reward, end_logit = self.reward(history, actions, frame)
         frames = torch.cat([history[:, 1:], frame[:, None]], dim=1)
         return self._state(frames, actions, reward, end_logit, uncertainty)
 
@@ -304,12 +321,13 @@ class DiffusionModel(WorldModel):
         self.check_batch(batch)
         real = batch.valid.bool()  # [B, T]
         history, actions, targets = self.windows(batch)
-        history = history[real].flatten(1, 2)  # [M, L*C, H, W]
-        actions = actions[real].flatten(1)  # [M, L*A]
-        targets = targets[real]  # [M, C, H, W]
-        reward, end_logit = self.reward_model(torch.cat([history, targets], dim=1), actions)
+        history, actions, targets = history[real], actions[real], targets[real]  # M rows
+        reward, end_logit = self.reward(history, actions, targets)
+        change = targets - history[:, -1]
         parts = {
-            "denoising": self.denoiser.loss(targets, history, actions).mean(),
+            "denoising": self.denoiser.loss(
+                change, history.flatten(1, 2), actions.flatten(1)
+            ).mean(),
             "reward": ((reward - batch.rewards[real]) ** 2).mean(),
             "termination": F.binary_cross_entropy_with_logits(
                 end_logit, batch.terminations[real].float()

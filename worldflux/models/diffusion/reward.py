@@ -1,6 +1,8 @@
 """The reward and termination model of the diffusion family: a small convolutional network of
 its own (as DIAMOND gives them a model of their own), reading the last ``L`` frames, the next
-frame and the last ``L`` actions.
+frame, the change between the last two and the last ``L`` actions (stacked on the channels by
+:meth:`~.model.DiffusionModel.reward`: a broken brick is a few pixels of change, easier to see
+in the difference than in two frames).
 
 Shapes: B = batch, C/H/W = frame channels/height/width (frames in ``[-1, 1]``), L = history
 frames, A = action size.
@@ -13,7 +15,8 @@ from torch import nn
 
 
 class RewardEndModel(nn.Module):
-    """``(frames [B, (L+1)*C, H, W], actions [B, L*A]) -> (reward [B], end_logit [B])``.
+    """``(frames [B, F, H, W], actions [B, L*A]) -> (reward [B], end_logit [B])`` (F stacked
+    channels).
 
     Stride-2 convolutions (``depth``, doubling, at most ``8 * depth`` wide) take the frames
     down to at most 4 x 4; an MLP of width ``hidden`` reads them with the actions.
