@@ -546,10 +546,10 @@ def image_dream(tmp_path: Path) -> Path:
 
     torch.manual_seed(0)
     model = wf.create_world_model("diffusion:tiny", obs_shape=(3, 64, 64), action_dim=4)
-    head = model.reward_model.mlp[-1]
+    head = model.end_net.mlp[-1]
     with torch.no_grad():
-        head.weight[1].zero_()
-        head.bias[1] = -2.0
+        head.weight.zero_()
+        head.bias.fill_(-2.0)
     pool = np.random.default_rng(0).integers(0, 256, (4, 3, 64, 64), dtype=np.uint8)
     sim = LearnedSimulator(
         model=model.eval(),

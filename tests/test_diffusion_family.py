@@ -40,7 +40,7 @@ def frames(batch: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (batch, *OBS), dtype=torch.uint8, generator=g)
 
 
-@pytest.mark.parametrize(("preset", "count"), [("tiny", 60_826), ("small", 1_232_638)])
+@pytest.mark.parametrize(("preset", "count"), [("tiny", 90_134), ("small", 1_690_350)])
 def test_presets_and_alias(preset: str, count: int) -> None:
     model = wf.create_world_model(f"diamond:{preset}", obs_shape=(3, 64, 64), action_dim=4)
     assert isinstance(model, DiffusionModel) and model.num_parameters() == count
@@ -192,11 +192,11 @@ def diffusion_sim() -> LearnedSimulator:
     """An untrained tiny model whose termination says "continue" (so episodes run)."""
     pool = frames(10).numpy()  # the model's layout: CHW
     model = tiny()
-    head = model.reward_model.mlp[-1]
+    head = model.end_net.mlp[-1]
     assert isinstance(head, torch.nn.Linear)
     with torch.no_grad():
-        head.weight[1].zero_()
-        head.bias[1] = -10.0
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
     return LearnedSimulator(
         model=model,
         observation_space=spaces.Box(0, 255, (16, 16, 3), np.uint8),

@@ -62,7 +62,7 @@ from ...core.payloads import (
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
 from .denoiser import Denoiser, SamplerSettings
-from .reward import RewardEndModel
+from .reward import StepCNN
 from .unet import ConditionalUNet
 
 
@@ -79,7 +79,8 @@ class DiffusionConfig(WorldModelConfig):
         sigma_data: EDM's data scale (frames are in ``[-1, 1]``).
         sampler_steps: Euler steps per imagined frame.
         sigma_min, sigma_max: the sampler's noise range (also the training range).
-        reward_depth, reward_hidden: the reward model's first conv width and MLP width.
+        reward_depth, reward_hidden: first conv width and MLP width of the reward network and
+            of the termination network (one each).
     """
 
     history: int = 4
@@ -167,10 +168,9 @@ class DiffusionModel(WorldModel):
             channels, c.history, c.history * c.action_dim, c.channels, c.cond_dim, c.patch
         )
         self.denoiser = Denoiser(net, c.sigma_data, c.sampler())
-        self.reward_model = RewardEndModel(
-            channels * (c.history + 2), size, c.history * c.action_dim, c.reward_depth,
-            c.reward_hidden,
-        )  # fmt: skip
+        inputs = (channels * (c.history + 2), size, c.history * c.action_dim)
+        self.reward_net = StepCNN(*inputs, c.reward_depth, c.reward_hidden)
+        self.end_net = StepCNN(*inputs, c.reward_depth, c.reward_hidden)
 
     # -- layout -----------------------------------------------------------------------------------
     def state_spec(self) -> dict[str, tuple[int | str, ...]]:
@@ -244,7 +244,8 @@ class DiffusionModel(WorldModel):
         [B, L, C, H, W]`` by ``actions [B, L, A]`` (the last one taken now) to ``frame
         [B, C, H, W]``; the reward model also sees the change ``frame - history[:, -1]``."""
         inputs = torch.cat([history.flatten(1, 2), frame, frame - history[:, -1]], dim=1)
-        return self.reward_model(inputs, actions.flatten(1))
+        flat = actions.flatten(1)
+        return self.reward_net(inputs, flat), self.end_net(inputs, flat)
 
     def _next(
         self,

@@ -1,8 +1,12 @@
-"""The reward and termination model of the diffusion family: a small convolutional network of
-its own (as DIAMOND gives them a model of their own), reading the last ``L`` frames, the next
+"""The reward and termination networks of the diffusion family: two small convolutional networks
+of their own (as DIAMOND gives them a model of its own), each reading the last ``L`` frames, the next
 frame, the change between the last two and the last ``L`` actions (stacked on the channels by
 :meth:`~.model.DiffusionModel.reward`: a broken brick is a few pixels of change, easier to see
 in the difference than in two frames).
+
+Reward and termination do not share a network: with one trunk and two outputs, the termination
+loss (an end every few hundred steps) kept the reward from being learned on Breakout (reward
+correlation 0.07 after 600 updates of the two together, 0.89 after 450 of the reward alone).
 
 Shapes: B = batch, C/H/W = frame channels/height/width (frames in ``[-1, 1]``), L = history
 frames, A = action size.
@@ -14,9 +18,8 @@ import torch
 from torch import nn
 
 
-class RewardEndModel(nn.Module):
-    """``(frames [B, F, H, W], actions [B, L*A]) -> (reward [B], end_logit [B])`` (F stacked
-    channels).
+class StepCNN(nn.Module):
+    """``(frames [B, F, H, W], actions [B, L*A]) -> [B]`` (F stacked channels).
 
     Stride-2 convolutions (``depth``, doubling, at most ``8 * depth`` wide) take the frames
     down to at most 4 x 4; an MLP of width ``hidden`` reads them with the actions.
@@ -37,12 +40,9 @@ class RewardEndModel(nn.Module):
             nn.SiLU(),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
-            nn.Linear(hidden, 2),
+            nn.Linear(hidden, 1),
         )
 
-    def forward(
-        self, frames: torch.Tensor, actions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         features = self.convs(frames).flatten(1)
-        out = self.mlp(torch.cat([features, actions], dim=-1))
-        return out[:, 0], out[:, 1]
+        return self.mlp(torch.cat([features, actions], dim=-1)).squeeze(-1)
