@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gymnasium import spaces
+from image_dreams import check_image_dream_env, continuing_sim
 from synthetic import dot_position, dot_windows, moving_dot_episodes
 
 import worldflux as wf
 from worldflux.core.errors import ConfigError, ContractError
-from worldflux.dream import DreamEnv, LearnedSimulator, ResetStates, make_dream_env
+from worldflux.dream import LearnedSimulator
 from worldflux.eval.images import psnr
 from worldflux.models import DiffusionModel
 from worldflux.models.diffusion.denoiser import SamplerSettings
@@ -190,43 +190,12 @@ def test_save_and_load_give_the_same_dream(tmp_path: Path) -> None:
 
 def diffusion_sim() -> LearnedSimulator:
     """An untrained tiny model whose termination says "continue" (so episodes run)."""
-    pool = frames(10).numpy()  # the model's layout: CHW
     model = tiny()
-    head = model.end_net.mlp[-1]
-    assert isinstance(head, torch.nn.Linear)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.fill_(-10.0)
-    return LearnedSimulator(
-        model=model,
-        observation_space=spaces.Box(0, 255, (16, 16, 3), np.uint8),
-        action_space=spaces.Discrete(4),
-        reset_states=ResetStates(start=pool, any=pool),
-        defaults={"horizon": 10},
-    )
+    return continuing_sim(model, model.end_net.mlp[-1], frames(10).numpy())
 
 
 def test_the_image_dream_env_passes_both_checkers_and_seeds_reproduce_frames() -> None:
-    from gymnasium.utils.env_checker import check_env
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-    env = make_dream_env(diffusion_sim())
-    assert isinstance(env, DreamEnv) and env.action_space == spaces.Discrete(4)
-    check_env(env, skip_render_check=True)
-    sb3_check_env(env, warn=True)
-
-    def trajectory(seed: int) -> np.ndarray:
-        env = make_dream_env(diffusion_sim())
-        obs, _ = env.reset(seed=seed)
-        out = [obs]
-        for a in [0, 1, 2, 3, 1, 2]:
-            out.append(env.step(a)[0])
-        return np.stack(out)
-
-    first, again, other = trajectory(3), trajectory(3), trajectory(4)
-    assert first.shape == (7, 16, 16, 3) and first.dtype == np.uint8
-    np.testing.assert_array_equal(first, again)
-    assert not np.array_equal(first[1:], other[1:])
+    check_image_dream_env(diffusion_sim)
 
 
 def test_onnx_graph_runs_the_sampler_inside_and_matches_torch() -> None:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from image_dreams import check_image_dream_env, continuing_sim
 from synthetic import dot_position, dot_windows, moving_dot_episodes
 
 import worldflux as wf
 from worldflux.core.errors import ConfigError, ContractError
-from worldflux.dream import DreamEnv, LearnedSimulator, ResetStates, make_dream_env
+from worldflux.dream import LearnedSimulator, ResetStates
 from worldflux.eval.images import psnr
 from worldflux.models import TokenModel
 from worldflux.models.token.model import changed_pixels
@@ -164,44 +165,13 @@ def test_save_and_load_give_the_same_dream(tmp_path: Path) -> None:
 
 
 def token_sim() -> LearnedSimulator:
-    """An untrained tiny model whose termination head says "continue" (so episodes run)."""
-    pool = frames(10).numpy()  # the model's layout: CHW
+    """An untrained tiny model whose termination says "continue" (so episodes run)."""
     model = tiny()
-    head = model.transformer.end_head[-1]
-    assert isinstance(head, torch.nn.Linear)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.fill_(-10.0)
-    return LearnedSimulator(
-        model=model,
-        observation_space=spaces.Box(0, 255, (16, 16, 3), np.uint8),
-        action_space=spaces.Discrete(4),
-        reset_states=ResetStates(start=pool, any=pool),
-        defaults={"horizon": 10},
-    )
+    return continuing_sim(model, model.transformer.end_head[-1], frames(10).numpy())
 
 
 def test_the_image_dream_env_passes_both_checkers_and_seeds_reproduce_frames() -> None:
-    from gymnasium.utils.env_checker import check_env
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-    env = make_dream_env(token_sim())
-    assert isinstance(env, DreamEnv) and env.action_space == spaces.Discrete(4)
-    check_env(env, skip_render_check=True)
-    sb3_check_env(env, warn=True)
-
-    def trajectory(seed: int) -> np.ndarray:
-        env = make_dream_env(token_sim())
-        obs, _ = env.reset(seed=seed)
-        out = [obs]
-        for a in [0, 1, 2, 3, 1, 2]:
-            out.append(env.step(a)[0])
-        return np.stack(out)
-
-    first, again, other = trajectory(3), trajectory(3), trajectory(4)
-    assert first.shape == (7, 16, 16, 3) and first.dtype == np.uint8
-    np.testing.assert_array_equal(first, again)
-    assert not np.array_equal(first[1:], other[1:])
+    check_image_dream_env(token_sim)
 
 
 @pytest.mark.slow
