@@ -12,6 +12,17 @@ from worldflux.core.model import WorldModel
 from worldflux.dream import DreamEnv, LearnedSimulator, ResetStates, make_dream_env
 
 
+def one_hot(index: list[int], n: int = 4) -> torch.Tensor:
+    """One-hot rows ``[len(index), n]``."""
+    return torch.eye(n)[torch.tensor(index)]
+
+
+def random_frames(batch: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """``[batch, *shape]`` uniformly random uint8 pixels."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, *shape), dtype=torch.uint8, generator=g)
+
+
 def continuing_sim(
     model: WorldModel, end_head: torch.nn.Module, pool: np.ndarray
 ) -> LearnedSimulator:

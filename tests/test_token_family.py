@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from image_dreams import check_image_dream_env, continuing_sim
+from image_dreams import check_image_dream_env, continuing_sim, one_hot, random_frames
 from synthetic import dot_position, dot_windows, moving_dot_episodes
 
 import worldflux as wf
@@ -30,13 +30,8 @@ def tiny(**overrides: object) -> TokenModel:
     return model.eval()
 
 
-def one_hot(index: list[int], n: int = 4) -> torch.Tensor:
-    return torch.eye(n)[torch.tensor(index)]
-
-
 def frames(batch: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (batch, *OBS), dtype=torch.uint8, generator=g)
+    return random_frames(batch, OBS, seed)
 
 
 @pytest.mark.parametrize(("preset", "count"), [("tiny", 181_125), ("small", 3_357_829)])
