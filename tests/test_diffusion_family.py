@@ -48,6 +48,8 @@ def test_bad_configs_and_inputs_are_named() -> None:
         wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, sampler_steps=0)
     with pytest.raises(ConfigError, match="expected 0 < sigma_min < sigma_max"):
         wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, sigma_min=9.0)
+    with pytest.raises(ConfigError, match=r"context_noise: expected .* \[0, 1\], got 2.0"):
+        wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, context_noise=2.0)
     model = tiny()
     state = model.encode(frames(2))
     with pytest.raises(ContractError, match=r"expected noise keys \['frame'\], got \['z'\]"):
@@ -155,6 +157,15 @@ def test_training_windows_start_as_encode_does_and_the_filter_path_gives_their_r
     torch.testing.assert_close(torch.stack(conts, 1).flatten(), torch.sigmoid(-end_logit))
 
 
+def test_context_noise_corrupts_past_frames_by_at_most_its_scale_per_row() -> None:
+    history = torch.zeros(512, 2, *OBS)
+    assert tiny().corrupt(history) is history  # off by default
+    noisy = tiny(context_noise=0.2).corrupt(history)
+    spread = noisy.flatten(1).std(-1)  # one scale per row, shared by its frames
+    assert spread.max() < 0.2 * 1.05 and spread.min() < 0.02
+    assert abs(float(spread.mean()) - 0.1) < 0.01  # U(0, 0.2) has mean 0.1
+
+
 def test_loss_ignores_padding_after_an_episode_ends() -> None:
     model = tiny()
     batch = dot_windows(moving_dot_episodes(4, 12, size=16, seed=3), 4, 5, np.random.default_rng(0))
@@ -195,7 +206,8 @@ def test_the_image_dream_env_passes_both_checkers_and_seeds_reproduce_frames() -
 
 def test_onnx_graph_runs_the_sampler_inside_and_matches_torch() -> None:
     """The exported step holds the fixed number of Euler steps; from the same noise ONNX Runtime
-    gives the frames of torch within 1e-3 of the pixel range over 6 steps."""
+    gives the frames of torch over 6 steps (all but 0.1 % of pixels within 1e-3 of the pixel
+    range, none more than one level apart)."""
     from worldflux.dream.noise import counter_noise
     from worldflux.export.onnx import export_graphs
 
@@ -217,9 +229,10 @@ def test_onnx_graph_runs_the_sampler_inside_and_matches_torch() -> None:
         results = {}
         for name, backend in backends.items():
             states[name], results[name] = backend.step(states[name], action, noise)
-        np.testing.assert_allclose(
-            results["onnx"].obs / 255, results["torch"].obs / 255, atol=1e-3, rtol=0
-        )
+        # frames are rounded to the pixel grid: a pixel whose value lies within float error of
+        # a rounding boundary may land one level apart
+        gap = np.abs(results["onnx"].obs.astype(float) - results["torch"].obs) / 255
+        assert gap.max() <= 1 / 255 + 1e-3 and (gap > 1e-3).mean() < 1e-3, gap.max()
         np.testing.assert_allclose(results["onnx"].reward, results["torch"].reward, atol=1e-4)
 
 

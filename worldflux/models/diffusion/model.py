@@ -24,8 +24,10 @@ first), ``actions [L, A]`` (the actions that led to them; zeros before the first
 * ``encode``: the frame, repeated L times, with zero actions (training windows start the same
   way: frames before a window's first are its first, actions before it are zeros).
 * ``transition``: sample the change from explicit standard-normal noise ``frame [C, H, W]``
-  (``deterministic``: from zero noise, one fixed frame), add it to the last frame, clamp to the
-  pixel range, then read the reward and termination.
+  (``deterministic``: from zero noise, one fixed frame), add it to the last frame, round to the
+  uint8 pixel grid the observations live on (so changes below half a level, most of them on
+  pixels that do not move, vanish instead of adding up over a rollout), then read the reward
+  and termination.
 * ``update``: the observed frame instead of a sample.
 * ``decode``: the newest frame in pixels ``[0, 255]``, the reward, the continue probability and
   the uncertainty.
@@ -35,7 +37,9 @@ first), ``actions [L, A]`` (the actions that led to them; zeros before the first
   guesses, for lack of data or because the game is random there. ``update`` reports the same
   quantity for the sample it would have drawn deterministically.
 * ``loss``: trained jointly, one loss: the EDM denoising loss of every real step's change,
-  plus the reward MSE and termination BCE of the reward model on the real frames.
+  plus the reward MSE and termination BCE of the reward model on the real frames. With
+  ``context_noise`` the denoiser sees noisy past frames and learns the change from the noisy
+  last frame to the clean next one.
 """
 
 from __future__ import annotations
@@ -81,6 +85,11 @@ class DiffusionConfig(WorldModelConfig):
         sigma_min, sigma_max: the sampler's noise range (also the training range).
         reward_depth, reward_hidden: first conv width and MLP width of the reward network and
             of the termination network (one each).
+        context_noise: training only: the denoiser's past frames are corrupted by Gaussian
+            noise whose standard deviation (in ``[-1, 1]`` units) is drawn per example uniformly
+            from ``[0, context_noise]``, and it learns the change that lands on the clean next
+            frame from them, so that its own errors in long rollouts do not compound (as GameNGen
+            does, Valevski et al., 2024). 0 turns it off.
     """
 
     history: int = 4
@@ -93,6 +102,7 @@ class DiffusionConfig(WorldModelConfig):
     sigma_max: float = 5.0
     reward_depth: int = 16
     reward_hidden: int = 128
+    context_noise: float = 0.0
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # sizes for 64x64x3 frames and 4 actions (tests/test_diffusion_family.py checks them)
@@ -131,6 +141,11 @@ class DiffusionConfig(WorldModelConfig):
             )
         if self.cond_dim % 4:
             raise ConfigError(f"{name}.cond_dim: expected a multiple of 4, got {self.cond_dim}.")
+        if not 0 <= self.context_noise <= 1:
+            raise ConfigError(
+                f"{name}.context_noise: expected a standard deviation in [0, 1], got "
+                f"{self.context_noise}."
+            )
         if not 0 < self.sigma_min < self.sigma_max or self.sigma_data <= 0:
             raise ConfigError(
                 f"{name}: expected 0 < sigma_min < sigma_max and sigma_data > 0, got "
@@ -145,6 +160,11 @@ class DiffusionConfig(WorldModelConfig):
 def to_unit(frames: torch.Tensor) -> torch.Tensor:
     """uint8 pixels (or floats in ``[0, 255]``) ``[..., C, H, W]`` -> floats in ``[-1, 1]``."""
     return frames.float() / 127.5 - 1.0
+
+
+def from_unit(frames: torch.Tensor) -> torch.Tensor:
+    """Floats in ``[-1, 1]`` (clamped to it) ``[..., C, H, W]`` -> floats in ``[0, 255]``."""
+    return (frames.clamp(-1.0, 1.0) + 1.0) * 127.5
 
 
 @WorldModelRegistry.register("diffusion", DiffusionConfig, aliases=("diamond",))
@@ -232,7 +252,7 @@ class DiffusionModel(WorldModel):
         actions = torch.cat([state["actions"][:, 1:], act[:, None]], dim=1)
         last = history[:, -1]
         change, first = self.denoiser.sample(start, history.flatten(1, 2), actions.flatten(1))
-        sample = (last + change).clamp(-1.0, 1.0)
+        sample = to_unit(from_unit(last + change).round())
         first = last + first
         spread = ((sample - first) * 0.5).pow(2).flatten(1).mean(-1).sqrt()
         return history, actions, sample, spread
@@ -297,7 +317,7 @@ class DiffusionModel(WorldModel):
 
     def decode(self, state: State) -> ModelOutput:
         self.check_state(state)
-        pixels = (state["frames"][:, -1] + 1.0) * 127.5
+        pixels = from_unit(state["frames"][:, -1])
         return ModelOutput(
             {"obs": pixels, "reward": state["reward"], "continue": state["continue"]},
             uncertainty=state["uncertainty"],
@@ -318,16 +338,25 @@ class DiffusionModel(WorldModel):
         actions = padded[:, steps + lags]  # [B, T, L, A]
         return history, actions, frames[:, 1:]
 
+    def corrupt(self, history: torch.Tensor) -> torch.Tensor:
+        """``history [M, L, C, H, W]`` plus Gaussian noise of a standard deviation drawn per row
+        from ``U(0, context_noise)`` (``context_noise`` in the config); unchanged when 0."""
+        if not self.config.context_noise:
+            return history
+        scale = torch.rand(history.shape[0], device=history.device) * self.config.context_noise
+        return history + scale[:, None, None, None, None] * torch.randn_like(history)
+
     def loss(self, batch: Batch) -> LossOutput:
         self.check_batch(batch)
         real = batch.valid.bool()  # [B, T]
         history, actions, targets = self.windows(batch)
         history, actions, targets = history[real], actions[real], targets[real]  # M rows
         reward, end_logit = self.reward(history, actions, targets)
-        change = targets - history[:, -1]
+        context = self.corrupt(history)
+        change = targets - context[:, -1]
         parts = {
             "denoising": self.denoiser.loss(
-                change, history.flatten(1, 2), actions.flatten(1)
+                change, context.flatten(1, 2), actions.flatten(1)
             ).mean(),
             "reward": ((reward - batch.rewards[real]) ** 2).mean(),
             "termination": F.binary_cross_entropy_with_logits(
