@@ -118,6 +118,7 @@ def test_dreamerv3_beats_copy_and_linear_and_predicts_termination(
     assert ratio > 1.5
 
 
+@pytest.mark.slow
 def test_dreamerv3_learns_a_moving_dot_from_images() -> None:
     dot, steps = 4, 5
     torch.manual_seed(0)
