@@ -160,7 +160,9 @@ def test_training_windows_start_as_encode_does_and_the_filter_path_gives_their_r
 def test_context_noise_corrupts_past_frames_by_at_most_its_scale_per_row() -> None:
     history = torch.zeros(512, 2, *OBS)
     assert tiny().corrupt(history) is history  # off by default
-    noisy = tiny(context_noise=0.2).corrupt(history)
+    model = tiny(context_noise=0.2)
+    assert model.corrupt(history) is history  # eval mode: clean past frames
+    noisy = model.train().corrupt(history)
     spread = noisy.flatten(1).std(-1)  # one scale per row, shared by its frames
     assert spread.max() < 0.2 * 1.05 and spread.min() < 0.02
     assert abs(float(spread.mean()) - 0.1) < 0.01  # U(0, 0.2) has mean 0.1

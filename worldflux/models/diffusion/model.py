@@ -340,8 +340,9 @@ class DiffusionModel(WorldModel):
 
     def corrupt(self, history: torch.Tensor) -> torch.Tensor:
         """``history [M, L, C, H, W]`` plus Gaussian noise of a standard deviation drawn per row
-        from ``U(0, context_noise)`` (``context_noise`` in the config); unchanged when 0."""
-        if not self.config.context_noise:
+        from ``U(0, context_noise)`` (``context_noise`` in the config); unchanged when 0 and in
+        eval mode (validation losses score clean past frames)."""
+        if not self.config.context_noise or not self.training:
             return history
         scale = torch.rand(history.shape[0], device=history.device) * self.config.context_noise
         return history + scale[:, None, None, None, None] * torch.randn_like(history)
