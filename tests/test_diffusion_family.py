@@ -159,8 +159,8 @@ def test_training_windows_start_as_encode_does_and_the_filter_path_gives_their_r
 
 def test_context_noise_corrupts_past_frames_by_at_most_its_scale_per_row() -> None:
     history = torch.zeros(512, 2, *OBS)
-    assert tiny().corrupt(history) is history  # off by default
-    model = tiny(context_noise=0.2)
+    assert tiny(context_noise=0.0).train().corrupt(history) is history  # off
+    model = tiny()  # 0.2 by default
     assert model.corrupt(history) is history  # eval mode: clean past frames
     noisy = model.train().corrupt(history)
     spread = noisy.flatten(1).std(-1)  # one scale per row, shared by its frames
@@ -169,7 +169,7 @@ def test_context_noise_corrupts_past_frames_by_at_most_its_scale_per_row() -> No
 
 
 def test_loss_ignores_padding_after_an_episode_ends() -> None:
-    model = tiny()
+    model = tiny().train()  # with context noise
     batch = dot_windows(moving_dot_episodes(4, 12, size=16, seed=3), 4, 5, np.random.default_rng(0))
     batch.mask = torch.ones(4, 5)
     batch.mask[0, 3:] = 0

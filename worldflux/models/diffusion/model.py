@@ -102,7 +102,7 @@ class DiffusionConfig(WorldModelConfig):
     sigma_max: float = 5.0
     reward_depth: int = 16
     reward_hidden: int = 128
-    context_noise: float = 0.0
+    context_noise: float = 0.2
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # sizes for 64x64x3 frames and 4 actions (tests/test_diffusion_family.py checks them)
