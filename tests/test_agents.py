@@ -136,6 +136,7 @@ def pendulum_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp.undo()
 
 
+@pytest.mark.slow
 def test_sac_trained_in_the_dream_beats_random_on_the_real_pendulum(
     pendulum_run: Path, tmp_path: Path
 ) -> None:

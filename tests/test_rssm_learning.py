@@ -43,6 +43,7 @@ def nonlinear_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return DATASET
 
 
+@pytest.mark.slow
 def test_dreamerv3_beats_copy_and_linear_and_predicts_termination(
     nonlinear_dataset: str, tmp_path: Path
 ) -> None:

@@ -166,6 +166,7 @@ def test_bad_configs_name_expected_and_given() -> None:
 
 
 # -- learning -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_learns_reward_value_and_the_greedy_policy(
     trained: tuple[TDMPC2Model, MinariBatchProvider],
 ) -> None:
@@ -190,6 +191,7 @@ def test_learns_reward_value_and_the_greedy_policy(
     assert float(pi[:, 0].mean()) > 0.9  # the prior learned to take the rewarded action
 
 
+@pytest.mark.slow
 def test_uncertainty_is_higher_off_the_data(
     trained: tuple[TDMPC2Model, MinariBatchProvider],
 ) -> None:
@@ -204,6 +206,7 @@ def test_uncertainty_is_higher_off_the_data(
     assert ratio > 1.5
 
 
+@pytest.mark.slow
 def test_fidelity_report_of_a_decoder_free_model(
     trained: tuple[TDMPC2Model, MinariBatchProvider],
 ) -> None:
@@ -216,6 +219,7 @@ def test_fidelity_report_of_a_decoder_free_model(
     assert any("no observation decoder" in note for note in report.notes)
 
 
+@pytest.mark.slow
 def test_offline_guard_keeps_the_prior_near_the_data() -> None:
     """Reward ``a[0]``, logged actions near -0.5: without the guard the prior goes to +1 (where
     the data never was); with it the prior stays near the logged action."""
@@ -293,6 +297,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         tiny().set_data_statistics({"obs_mean": [0.0] * OBS, "obs_std": None})
 
 
+@pytest.mark.slow
 def test_mppi_plans_with_the_value_and_the_policy_prior(
     trained: tuple[TDMPC2Model, MinariBatchProvider],
 ) -> None:

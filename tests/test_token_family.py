@@ -227,6 +227,7 @@ def test_it_learns_a_moving_dot_better_than_copying_the_last_frame() -> None:
     assert off.uncertainty.median() > 1.5 * on.uncertainty.median()
 
 
+@pytest.mark.slow
 def test_onnx_graphs_carry_the_cache_as_state_and_match_torch() -> None:
     """The key/value cache is explicit state in the exported step graph: one step and ten
     steps from the same noise give the same tokens on ONNX Runtime as on torch, frames within
