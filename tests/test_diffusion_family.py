@@ -74,6 +74,7 @@ def test_state_layout_and_predictions() -> None:
     out = model.decode(nxt)
     assert out.obs.shape == (3, *OBS) and out.reward.shape == (3,)
     assert ((out.obs >= 0) & (out.obs <= 255)).all()
+    torch.testing.assert_close(out.obs, out.obs.round(), atol=1e-3, rtol=0)  # on the uint8 grid
     assert out.uncertainty is not None and (out.uncertainty > 0).all()
     assert ((out.continue_prob > 0) & (out.continue_prob < 1)).all()
     assert model.noise_spec()["frame"].shape == OBS
@@ -166,6 +167,17 @@ def test_context_noise_corrupts_past_frames_by_at_most_its_scale_per_row() -> No
     spread = noisy.flatten(1).std(-1)  # one scale per row, shared by its frames
     assert spread.max() < 0.2 * 1.05 and spread.min() < 0.02
     assert abs(float(spread.mean()) - 0.1) < 0.01  # U(0, 0.2) has mean 0.1
+
+
+def test_the_loss_trains_the_denoiser_on_noisy_past_frames_only_with_context_noise() -> None:
+    batch = dot_windows(moving_dot_episodes(4, 12, size=16, seed=3), 4, 5, np.random.default_rng(0))
+    losses = {}
+    for scale in (0.0, 0.2):
+        model = tiny(context_noise=scale).train()
+        torch.manual_seed(5)
+        losses[scale] = model.loss(batch).components
+    assert not torch.equal(losses[0.0]["denoising"], losses[0.2]["denoising"])
+    torch.testing.assert_close(losses[0.0]["reward"], losses[0.2]["reward"])  # real frames
 
 
 def test_loss_ignores_padding_after_an_episode_ends() -> None:
