@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,24 @@ def test_split_by_episode_and_train_only_statistics(datasets: Path) -> None:
     assert np.allclose(p.stats.action_mean, p.store.actions[steps].mean(0), atol=1e-6)
     assert p.stats.obs_std is not None and bool((p.stats.obs_std > 0).all())
     assert isinstance(p, wf.BatchProvider) and isinstance(p, wf.BatchProviderV2)
+
+
+def test_end_fraction_draws_windows_that_hold_a_termination(datasets: Path) -> None:
+    """A share of the sequences holds an episode's end at a position drawn inside the window;
+    the rest start anywhere; a split without terminations is refused by name."""
+    p = MinariBatchProvider(CARTPOLE, seed=3)  # random CartPole: every episode ends, ~22 steps
+    batch = p.get_batch(wf.BatchRequest(batch_size=40, seq_len=6, end_fraction=0.25))
+    ends = batch.terminations.bool()
+    assert bool(ends[:10].any(1).all())
+    assert len(set(ends[:10].float().argmax(1).tolist())) >= 3  # not always the last step
+    uniform = p.get_batch(wf.BatchRequest(batch_size=400, seq_len=6))
+    assert 0.1 < float(uniform.terminations.bool().any(1).float().mean()) < 0.5
+    store = dataclasses.replace(p.store, terminations=np.zeros_like(p.store.terminations))
+    endless = MinariBatchProvider.from_store(store)
+    with pytest.raises(ConfigError, match=r"end_fraction=0.5: expected terminations .*got none"):
+        endless.get_batch(wf.BatchRequest(batch_size=4, seq_len=3, end_fraction=0.5))
+    with pytest.raises(ConfigError, match=r"end_fraction: expected a share in \[0, 1\], got 2"):
+        wf.BatchRequest(batch_size=4, end_fraction=2)
 
 
 def test_discrete_actions_are_one_hot(datasets: Path) -> None:

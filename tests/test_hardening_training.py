@@ -90,6 +90,8 @@ def listing(folder: Path) -> list[str]:
         ("seed", "1", "an integer"),
         ("lr", "0.1", "a finite number > 0"),
         ("bf16", "yes", "true or false"),
+        ("end_fraction", 1.5, "a share in [0, 1]"),
+        ("end_fraction", -0.5, ">= 0"),
         ("threads", 0, "'auto' or an integer >= 1"),
         ("threads", -2, "'auto' or an integer >= 1"),
         ("threads", 1.5, "'auto' or an integer >= 1"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -398,3 +399,20 @@ def test_after_update_hook_runs_after_every_optimiser_step() -> None:
     model.after_update = lambda: seen.append(trainer.step)  # type: ignore[method-assign]
     trainer.fit()
     assert seen == [0, 1, 2, 3]  # called after the step, before the step counter advances
+
+
+def test_end_fraction_shapes_training_batches_only() -> None:
+    """``end_fraction`` reaches the provider for training batches; validation stays uniform."""
+    requests: list[wf.BatchRequest] = []
+
+    class Spy:
+        def __init__(self) -> None:
+            self.inner = provider()
+
+        def get_batch(self, request: wf.BatchRequest) -> wf.Batch:
+            requests.append(request)
+            return self.inner.get_batch(dataclasses.replace(request, end_fraction=0.0))
+
+    Trainer(toy(), Spy(), config(steps=3, eval_every=3, end_fraction=0.25), progress=False).fit()
+    shares = {(r.split, r.end_fraction) for r in requests}
+    assert shares == {("train", 0.25), ("validation", 0.0)}

@@ -324,6 +324,7 @@ _TRAINER_FLAGS = (
     "steps",
     "batch_size",
     "seq_len",
+    "end_fraction",
     "lr",
     "weight_decay",
     "grad_clip",
@@ -794,6 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         kind = {
             "lr": float,
+            "end_fraction": float,
             "weight_decay": float,
             "grad_clip": float,
             "lr_schedule": str,

@@ -35,6 +35,11 @@ class BatchRequest:
         device: where the batch tensors should live (None: the provider's default).
         seed: draw this batch from a fresh generator seeded with ``seed`` instead of the
             provider's running stream (fixed validation batches; the stream is not advanced).
+        end_fraction: share of the sequences (rounded to a count) drawn to hold an episode's
+            termination, at a uniformly drawn position inside the window; the rest start
+            anywhere. Terminations are rare in most logs (one in a few hundred steps), and a
+            model learns to predict them from far more examples this way. 0: every start is
+            uniform.
     """
 
     batch_size: int
@@ -42,6 +47,7 @@ class BatchRequest:
     split: Split = "train"
     device: str | None = None
     seed: int | None = None
+    end_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -50,6 +56,10 @@ class BatchRequest:
             )
         if not isinstance(self.seq_len, int) or self.seq_len < 1:
             raise ConfigError(f"BatchRequest.seq_len: expected an int >= 1, got {self.seq_len!r}.")
+        if not isinstance(self.end_fraction, (int, float)) or not 0 <= self.end_fraction <= 1:
+            raise ConfigError(
+                f"BatchRequest.end_fraction: expected a share in [0, 1], got {self.end_fraction!r}."
+            )
         if self.split not in ("train", "validation"):
             raise ConfigError(
                 f"BatchRequest.split: expected 'train' or 'validation', got {self.split!r}."

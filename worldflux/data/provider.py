@@ -239,7 +239,26 @@ class MinariBatchProvider:
             )
         rng = self._rng if request.seed is None else np.random.default_rng(request.seed)
         starts = steps[rng.integers(0, len(steps), size=request.batch_size)]
+        n_ends = round(request.end_fraction * request.batch_size)
+        if n_ends:
+            starts[:n_ends] = self._starts_before_ends(request, n_ends, rng)
         return self._gather(starts, request.seq_len, request.device)
+
+    def _starts_before_ends(
+        self, request: BatchRequest, n: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """``n`` window starts ``[n]`` (global step rows), each window holding a termination of
+        ``request.split`` at a uniform position (earlier when the episode starts later)."""
+        s, steps = self.store, self._steps[request.split]
+        ends = steps[s.terminations[steps]]
+        if len(ends) == 0:
+            raise ConfigError(
+                f"BatchRequest.end_fraction={request.end_fraction}: expected terminations in "
+                f"split {request.split!r}, got none in its {len(steps)} steps."
+            )
+        ends = ends[rng.integers(0, len(ends), size=n)]
+        first = s.step_starts[s.step_episode[ends]]
+        return np.maximum(ends - rng.integers(0, request.seq_len, size=n), first)
 
     def _gather(self, starts: np.ndarray, seq_len: int, device: str | None) -> Batch:
         s = self.store

@@ -20,6 +20,9 @@ class TrainerConfig:
         batch_size: sequences per step (per process under torchrun; the global batch is
             ``batch_size x world size``).
         seq_len: transitions per sequence (1 for one-step models).
+        end_fraction: share of each training batch's sequences drawn to hold an episode's
+            termination (:class:`~worldflux.core.batch_provider.BatchRequest`); validation
+            batches stay uniform. 0: uniform.
         lr: peak learning rate (scaled per group by a model's ``lr_scale``).
         weight_decay: AdamW weight decay (a group's own ``weight_decay`` wins).
         adam_eps: AdamW epsilon.
@@ -47,6 +50,7 @@ class TrainerConfig:
     steps: int = 10_000
     batch_size: int = 16
     seq_len: int = 64
+    end_fraction: float = 0.0
     lr: float = 3e-4
     weight_decay: float = 0.0
     adam_eps: float = 1e-8
@@ -69,6 +73,10 @@ class TrainerConfig:
             setattr(self, name, _check_int(name, getattr(self, name), minimum))
         for name, (bound, inclusive) in _FLOAT_FIELDS.items():
             setattr(self, name, _check_float(name, getattr(self, name), bound, inclusive))
+        if not 0 <= self.end_fraction <= 1:
+            raise ConfigError(
+                f"TrainerConfig.end_fraction: expected a share in [0, 1], got {self.end_fraction}."
+            )
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(
                 f"TrainerConfig.lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}."
@@ -120,6 +128,7 @@ _INT_FIELDS: dict[str, int | None] = {
 #: Floating-point settings: (bound, whether the bound itself is allowed).
 _FLOAT_FIELDS: dict[str, tuple[float, bool]] = {
     "lr": (0.0, False),
+    "end_fraction": (0.0, True),
     "weight_decay": (0.0, True),
     "adam_eps": (0.0, False),
     "grad_clip": (0.0, True),

@@ -210,6 +210,7 @@ class Trainer:
             split=split,  # type: ignore[arg-type]
             device=str(self.device),
             seed=seed,
+            end_fraction=self.config.end_fraction if split == "train" else 0.0,
         )
         return self.data.get_batch(request)
 
