@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from image_dreams import check_image_dream_env, continuing_sim, one_hot, random_frames
 from synthetic import dot_position, dot_windows, moving_dot_episodes
 
@@ -35,7 +36,7 @@ def frames(batch: int, seed: int = 0) -> torch.Tensor:
     return random_frames(batch, OBS, seed)
 
 
-@pytest.mark.parametrize(("preset", "count"), [("tiny", 90_134), ("small", 1_690_350)])
+@pytest.mark.parametrize(("preset", "count"), [("tiny", 101_942), ("small", 1_882_478)])
 def test_presets_and_alias(preset: str, count: int) -> None:
     model = wf.create_world_model(f"diamond:{preset}", obs_shape=(3, 64, 64), action_dim=4)
     assert isinstance(model, DiffusionModel) and model.num_parameters() == count
@@ -130,8 +131,9 @@ def test_explicit_noise_reproduces_rollouts_and_deterministic_ignores_it() -> No
 
 def test_training_windows_start_as_encode_does_and_the_filter_path_gives_their_rewards() -> None:
     """Step t of a window conditions on frames t-L+1..t (the first frame before the window) and
-    actions t-L+1..t (zeros before it); ``encode`` then ``update`` builds the same histories
-    and reads the rewards and termination probabilities the reward model is trained on."""
+    actions t-L+1..t (zeros before it); ``encode`` then ``update`` builds the same histories,
+    carries the termination model's step features as the loss reads them in the window, and reads
+    the rewards and termination probabilities the loss trains."""
     model = tiny(history=3)
     batch = dot_windows(moving_dot_episodes(4, 12, size=16, seed=3), 4, 5, np.random.default_rng(0))
     batch.rewards.uniform_()
@@ -143,9 +145,8 @@ def test_training_windows_start_as_encode_does_and_the_filter_path_gives_their_r
     assert torch.equal(actions[:, 4], batch.actions[:, 2:5])
     assert torch.equal(targets, unit[:, 1:])
     with torch.no_grad():
-        reward, end_logit = model.reward(
-            history.flatten(0, 1), actions.flatten(0, 1), targets.flatten(0, 1)
-        )
+        reward = model.reward(history.flatten(0, 1), actions.flatten(0, 1), targets.flatten(0, 1))
+        end_logit = model.end_logits(history, actions, targets).flatten()
         state = model.encode(batch.obs[:, 0])
         rewards, conts = [], []
         for t in range(5):
@@ -227,7 +228,14 @@ def test_onnx_graph_runs_the_sampler_inside_and_matches_torch() -> None:
 
     sim = diffusion_sim()
     graphs = export_graphs(sim.torch_model(), sim.reset_states.start)
-    assert set(graphs.layout.state) == {"frames", "actions", "reward", "continue", "uncertainty"}
+    assert set(graphs.layout.state) == {
+        "frames",
+        "actions",
+        "reward",
+        "continue",
+        "uncertainty",
+        "end_features",
+    }
     assert graphs.layout.uncertainty
     sim.onnx = graphs.layout
     sim.onnx_graphs = lambda: graphs  # type: ignore[method-assign]
@@ -296,3 +304,49 @@ def test_it_learns_a_moving_dot_better_than_copying_the_last_frame() -> None:
     print("uncertainty on", float(on.uncertainty.median()), "off", float(off.uncertainty.median()))
     # measured: median 0.032 on held-out frames, 0.076 from two-dot frames
     assert off.uncertainty.median() > 1.5 * on.uncertainty.median()
+
+
+def vanishing_dot_batch(n: int, rng: np.random.Generator, delay: int = 5) -> wf.Batch:
+    """``n`` whole episodes on 16 x 16 frames: a dot shows for 1-4 steps, then the screen is
+    black and the episode ends ``delay`` steps after the dot left (as Breakout's game ends a few
+    steps after the last ball leaves). Episodes are padded to the longest (``mask``)."""
+    longest = 4 + delay
+    obs = torch.zeros(n, longest + 1, *OBS, dtype=torch.uint8)
+    mask, ends = torch.zeros(n, longest), torch.zeros(n, longest)
+    for i in range(n):
+        shown = int(rng.integers(1, 5))
+        for t in range(shown):
+            row, col = rng.integers(0, 14, size=2)
+            obs[i, t, :, row : row + 2, col : col + 2] = 255
+        mask[i, : shown + delay] = 1
+        ends[i, shown + delay - 1] = 1
+    actions = torch.from_numpy(np.eye(4, dtype=np.float32)[rng.integers(0, 4, (n, longest))])
+    return wf.Batch(obs, actions * mask[..., None], torch.zeros(n, longest), ends, 0 * ends, mask)
+
+
+def test_the_termination_model_counts_the_steps_since_the_dot_left() -> None:
+    """The last black steps of an episode look alike to any window of a few frames; the
+    termination model's last steps, carried by ``update`` as read by the loss, tell the end from them:
+    after training on whole episodes, the continue probability is below 0.5 at every held-out
+    end and above it on every other step. (Trained on the loss's termination term alone: the
+    denoiser's term does not reach the termination model.)"""
+    model = tiny(history=2).train()
+    optimizer = torch.optim.Adam(model.end_net.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        batch = vanishing_dot_batch(32, rng)
+        logits = model.end_logits(*model.windows(batch))[batch.valid.bool()]
+        loss = F.binary_cross_entropy_with_logits(logits, batch.terminations[batch.valid.bool()])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    test = vanishing_dot_batch(64, np.random.default_rng(1))
+    model.eval()
+    with torch.no_grad():
+        state, conts = model.encode(test.obs[:, 0]), []
+        for t in range(test.seq_len):
+            state = model.update(state, test.actions[:, t], test.obs[:, t + 1])
+            conts.append(state["continue"])
+    cont = torch.stack(conts, dim=1)
+    ends, others = test.terminations.bool(), test.valid.bool() & ~test.terminations.bool()
+    assert cont[ends].max() < 0.5 < cont[others].min()

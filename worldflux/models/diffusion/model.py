@@ -3,8 +3,8 @@ over image observations.
 
 The next frame is sampled by a few Euler steps of an EDM denoiser (:mod:`.denoiser`), a U-Net
 (:mod:`.unet`) conditioned on the last ``L`` frames and the last ``L`` actions; a small model of
-its own (:mod:`.reward`) predicts the reward and the termination from the frames, the change
-the step made and the actions.
+its own (:mod:`.reward`) predicts the reward from the frames, the change the step made and the
+actions, and the termination from the last ``end_window`` steps.
 
 Unlike DIAMOND, the denoiser models the *change* from the last frame, ``x_{t+1} - x_t``, not
 the frame itself: most pixels of a game frame do not move in a step, and a denoiser of changes
@@ -19,15 +19,17 @@ Discrete actions; any vector works), L = ``history``.
 State (per row, float32): ``frames [L, C, H, W]`` (the last L frames in ``[-1, 1]``, oldest
 first), ``actions [L, A]`` (the actions that led to them; zeros before the first), ``reward []``,
 ``continue []`` and ``uncertainty []`` (of the step that led here; 0, 1 and 0 after
-``encode``).
+``encode``), ``end_features [K, M]`` (the termination model's features of the last K =
+``end_window`` steps, M = ``reward_hidden``; zeros after ``encode``).
 
-* ``encode``: the frame, repeated L times, with zero actions (training windows start the same
-  way: frames before a window's first are its first, actions before it are zeros).
+* ``encode``: the frame, repeated L times, with zero actions and zero step features (training
+  windows start the same way: frames before a window's first are its first, actions and step
+  features before it are zeros).
 * ``transition``: sample the change from explicit standard-normal noise ``frame [C, H, W]``
   (``deterministic``: from zero noise, one fixed frame), add it to the last frame, round to the
   uint8 pixel grid the observations live on (so changes below half a level, most of them on
   pixels that do not move, vanish instead of adding up over a rollout), then read the reward
-  and termination.
+  and the termination (the new step's features join the last K).
 * ``update``: the observed frame instead of a sample.
 * ``decode``: the newest frame in pixels ``[0, 255]``, the reward, the continue probability and
   the uncertainty.
@@ -37,7 +39,10 @@ first), ``actions [L, A]`` (the actions that led to them; zeros before the first
   guesses, for lack of data or because the game is random there. ``update`` reports the same
   quantity for the sample it would have drawn deterministically.
 * ``loss``: trained jointly, one loss: the EDM denoising loss of every real step's change,
-  plus the reward MSE and termination BCE of the reward model on the real frames. With
+  plus the reward MSE and the termination BCE on the real frames, each step's termination read
+  from the features of up to K steps of its window (windows of ``seq_len`` > K let it learn
+  from full ones; terminations are rare, and the Trainer's ``end_fraction`` draws windows that
+  hold one). With
   ``context_noise`` the denoiser sees noisy past frames and learns the change from the noisy
   last frame to the clean next one.
 """
@@ -66,7 +71,7 @@ from ...core.payloads import (
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
 from .denoiser import Denoiser, SamplerSettings
-from .reward import StepCNN
+from .reward import StepCNN, WindowEnd
 from .unet import ConditionalUNet
 
 
@@ -83,8 +88,11 @@ class DiffusionConfig(WorldModelConfig):
         sigma_data: EDM's data scale (frames are in ``[-1, 1]``).
         sampler_steps: Euler steps per imagined frame.
         sigma_min, sigma_max: the sampler's noise range (also the training range).
-        reward_depth, reward_hidden: first conv width and MLP width of the reward network and
-            of the termination network (one each).
+        reward_depth, reward_hidden: first conv width and MLP width of the reward network, and
+            of the termination model (M, also the width of its per-step features).
+        end_window: steps whose features the termination model reads (K): long enough to see
+            what ends an episode (Breakout's game ends six to nine steps after the last ball
+            leaves the screen).
         context_noise: training only: the denoiser's past frames are corrupted by Gaussian
             noise whose standard deviation (in ``[-1, 1]`` units) is drawn per example uniformly
             from ``[0, context_noise]``, and it learns the change that lands on the clean next
@@ -102,6 +110,7 @@ class DiffusionConfig(WorldModelConfig):
     sigma_max: float = 5.0
     reward_depth: int = 16
     reward_hidden: int = 128
+    end_window: int = 12
     context_noise: float = 0.2
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -132,6 +141,7 @@ class DiffusionConfig(WorldModelConfig):
             "sampler_steps",
             "reward_depth",
             "reward_hidden",
+            "end_window",
         ):
             if getattr(self, field) < 1:
                 raise ConfigError(f"{name}.{field}: expected >= 1, got {getattr(self, field)}.")
@@ -190,7 +200,9 @@ class DiffusionModel(WorldModel):
         self.denoiser = Denoiser(net, c.sigma_data, c.sampler())
         inputs = (channels * (c.history + 2), size, c.history * c.action_dim)
         self.reward_net = StepCNN(*inputs, c.reward_depth, c.reward_hidden)
-        self.end_net = StepCNN(*inputs, c.reward_depth, c.reward_hidden)
+        self.end_net = WindowEnd(
+            channels, size, c.action_dim, c.reward_depth, c.reward_hidden, c.end_window
+        )
 
     # -- layout -----------------------------------------------------------------------------------
     def state_spec(self) -> dict[str, tuple[int | str, ...]]:
@@ -201,25 +213,31 @@ class DiffusionModel(WorldModel):
             "reward": (),
             "continue": (),
             "uncertainty": (),
+            "end_features": (c.end_window, c.reward_hidden),
         }
 
     def noise_spec(self) -> dict[str, NoiseSpec]:
         return {"frame": NoiseSpec(tuple(self.config.obs_shape), "normal")}
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """Grey frames (0 in ``[-1, 1]``), zero actions, reward 0, continue 1."""
+        """Grey frames (0 in ``[-1, 1]``), zero actions, reward 0, continue 1, zero features."""
         c = self.config
         where = self.device if device is None else torch.device(device)
         frames = torch.zeros(batch_size, c.history, *c.obs_shape, device=where)
         return self._state(frames, frames.new_zeros(batch_size, c.history, c.action_dim))
 
-    @staticmethod
+    def no_features(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
+        """The termination model's step features at an episode's start: zeros ``[B, K, M]``."""
+        return like.new_zeros(batch_size, self.config.end_window, self.config.reward_hidden)
+
     def _state(
+        self,
         frames: torch.Tensor,
         actions: torch.Tensor,
         reward: torch.Tensor | None = None,
         end_logit: torch.Tensor | None = None,
         uncertainty: torch.Tensor | None = None,
+        end_features: torch.Tensor | None = None,
     ) -> State:
         zeros = frames.new_zeros(frames.shape[0])
         return State(
@@ -231,6 +249,9 @@ class DiffusionModel(WorldModel):
                 if end_logit is None
                 else torch.sigmoid(-end_logit),
                 "uncertainty": zeros if uncertainty is None else uncertainty,
+                "end_features": self.no_features(frames.shape[0], frames)
+                if end_features is None
+                else end_features,
             }
         )
 
@@ -259,24 +280,33 @@ class DiffusionModel(WorldModel):
 
     def reward(
         self, history: torch.Tensor, actions: torch.Tensor, frame: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reward ``[B]`` and termination logit ``[B]`` of the step from ``history
-        [B, L, C, H, W]`` by ``actions [B, L, A]`` (the last one taken now) to ``frame
-        [B, C, H, W]``; the reward model also sees the change ``frame - history[:, -1]``."""
+    ) -> torch.Tensor:
+        """Reward ``[B]`` of the step from ``history [B, L, C, H, W]`` by ``actions [B, L, A]``
+        (the last one taken now) to ``frame [B, C, H, W]``; the reward model also sees the
+        change ``frame - history[:, -1]``."""
         inputs = torch.cat([history.flatten(1, 2), frame, frame - history[:, -1]], dim=1)
-        flat = actions.flatten(1)
-        return self.reward_net(inputs, flat), self.end_net(inputs, flat)
+        return self.reward_net(inputs, actions.flatten(1))
+
+    def step_features(
+        self, last: torch.Tensor, action: torch.Tensor, frame: torch.Tensor
+    ) -> torch.Tensor:
+        """The termination model's features ``[B, M]`` of the step from ``last [B, C, H, W]``
+        by ``action [B, A]`` to ``frame [B, C, H, W]``."""
+        return self.end_net.features(frame, frame - last, action)
 
     def _next(
         self,
+        state: State,
         history: torch.Tensor,
         actions: torch.Tensor,
         frame: torch.Tensor,
         uncertainty: torch.Tensor,
     ) -> State:
-        reward, end_logit = self.reward(history, actions, frame)
+        reward = self.reward(history, actions, frame)
+        new = self.step_features(history[:, -1], actions[:, -1], frame)
+        window = torch.cat([state["end_features"][:, 1:], new[:, None]], dim=1)
         frames = torch.cat([history[:, 1:], frame[:, None]], dim=1)
-        return self._state(frames, actions, reward, end_logit, uncertainty)
+        return self._state(frames, actions, reward, self.end_net(window), uncertainty, window)
 
     def transition(
         self,
@@ -302,7 +332,7 @@ class DiffusionModel(WorldModel):
         else:
             start = torch.randn(shape, device=state.device)
         history, actions, sample, spread = self._step(state, action, start)
-        return self._next(history, actions, sample, spread)
+        return self._next(state, history, actions, sample, spread)
 
     def update(
         self,
@@ -313,7 +343,7 @@ class DiffusionModel(WorldModel):
         frame = to_unit(self.check_obs(obs).obs)
         start = torch.zeros_like(frame)
         history, actions, _, spread = self._step(state, action, start)
-        return self._next(history, actions, frame, spread)
+        return self._next(state, history, actions, frame, spread)
 
     def decode(self, state: State) -> ModelOutput:
         self.check_state(state)
@@ -347,12 +377,27 @@ class DiffusionModel(WorldModel):
         scale = torch.rand(history.shape[0], device=history.device) * self.config.context_noise
         return history + scale[:, None, None, None, None] * torch.randn_like(history)
 
+    def end_logits(
+        self, history: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Termination logits ``[B, T]`` of windows (as :meth:`windows` gives them): step t
+        reads the features of steps t-K+1..t (zeros before the window's first, as after
+        ``encode``)."""
+        b, t_len, k = targets.shape[0], targets.shape[1], self.config.end_window
+        features = self.step_features(
+            history[:, :, -1].flatten(0, 1), actions[:, :, -1].flatten(0, 1), targets.flatten(0, 1)
+        ).view(b, t_len, -1)  # [B, T, M]
+        padded = F.pad(features, (0, 0, k - 1, 0))  # [B, T+K-1, M]
+        windows = padded.unfold(1, k, 1).transpose(2, 3)  # [B, T, K, M]
+        return self.end_net(windows.flatten(0, 1)).view(b, t_len)
+
     def loss(self, batch: Batch) -> LossOutput:
         self.check_batch(batch)
         real = batch.valid.bool()  # [B, T]
         history, actions, targets = self.windows(batch)
+        end_logit = self.end_logits(history, actions, targets)[real]
         history, actions, targets = history[real], actions[real], targets[real]  # M rows
-        reward, end_logit = self.reward(history, actions, targets)
+        reward = self.reward(history, actions, targets)
         context = self.corrupt(history)
         change = targets - context[:, -1]
         parts = {

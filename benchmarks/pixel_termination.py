@@ -1,0 +1,179 @@
+"""Does an image dream end its episodes where the real game does?
+
+Two measurements of a `worldflux train` run of an image model over a game (Breakout):
+
+1. **On held-out episodes** (real frames, logged actions): the model's termination probability
+   at every step, read as the filter path reads it (``encode`` then ``update``; the diffusion
+   family's :meth:`end_logits` gives the same numbers for a whole episode at once). Reported:
+   ROC AUC of real game ends against all other steps, recall and false-positive rate at 0.5,
+   and the share of episodes whose most likely end is their real last step.
+2. **Closed loop under uniform random actions**: episode lengths in the dream (default dream
+   settings: termination sampled, episodes cut at the 1,000-step horizon) next to those of the
+   real game under the same policy.
+
+    python benchmarks/pixel_termination.py --run runs/diffusion-breakout [--which model|best]
+        [--dream-envs 32] [--dream-steps 400] [--real-episodes 32] [--name breakout-diffusion]
+
+Results go to ``benchmarks/results/pixel_termination-<name>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import worldflux  # noqa: F401  (registers the envs)
+from worldflux.data.provider import MinariBatchProvider
+from worldflux.dream import LearnedSimulator, make_dream_env
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a positive scores above a negative (ties count half)."""
+    pos, neg = scores[labels], scores[~labels]
+    order = np.argsort(np.concatenate([pos, neg]), kind="stable")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    values = np.concatenate([pos, neg])
+    for v in np.unique(values):  # average ranks of ties
+        tie = values == v
+        if tie.sum() > 1:
+            ranks[tie] = ranks[tie].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def held_out_end_probabilities(
+    model: torch.nn.Module, data: MinariBatchProvider
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per held-out episode: termination probabilities ``[T]`` and real terminations ``[T]``."""
+    store, probs, labels = data.store, [], []
+    for episode in data.episodes["validation"]:
+        start, length = int(store.step_starts[episode]), int(store.lengths[episode])
+        batch = data._gather(np.array([start]), length, "cpu")
+        with torch.no_grad():
+            logits = model.end_logits(*model.windows(batch))  # type: ignore[operator]
+        probs.append(torch.sigmoid(logits[0]).numpy())
+        labels.append(batch.terminations[0].bool().numpy())
+    return probs, labels
+
+
+def dream_episode_lengths(
+    sim: LearnedSimulator, envs: int, steps: int, seed: int
+) -> tuple[list[int], int]:
+    """Lengths of the dream episodes that ended (termination or the horizon) within ``steps``
+    vector steps of ``envs`` envs under uniform random actions, and how many were still running."""
+    env = make_dream_env(sim, num_envs=envs, backend="torch")
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    n_actions = int(sim.action_space.n)  # type: ignore[attr-defined]
+    elapsed, lengths = np.zeros(envs, int), []
+    done = np.zeros(envs, bool)
+    for _ in range(steps):
+        # NextStep autoreset: the step after an ending resets that env (its action is ignored)
+        _, _, terminated, truncated, _ = env.step(rng.integers(0, n_actions, envs))
+        elapsed += ~done
+        ended = (terminated | truncated) & ~done
+        lengths += elapsed[ended].tolist()
+        elapsed[ended] = 0
+        done = ended
+    return lengths, int((elapsed > 0).sum())
+
+
+def real_episode_lengths(env_id: str, episodes: int, seed: int) -> list[int]:
+    """Episode lengths of the real game under uniform random actions."""
+    env = gym.make(env_id)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(episodes):
+        env.reset(seed=seed + i)
+        length, over = 0, False
+        while not over:
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))  # type: ignore[attr-defined]
+            length += 1
+            over = terminated or truncated
+        out.append(length)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a `worldflux train` run of an image model")
+    parser.add_argument("--which", default="model", choices=["model", "best"])
+    parser.add_argument("--dream-envs", type=int, default=32)
+    parser.add_argument("--dream-steps", type=int, default=400)
+    parser.add_argument("--real-episodes", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=None, help="results file suffix (default: run name)")
+    args = parser.parse_args()
+
+    sim = LearnedSimulator.from_run(args.run, which=args.which)
+    model = sim.torch_model().eval()
+    if not hasattr(model, "end_logits"):
+        raise SystemExit(f"{args.run}: model `{model.model_type}` has no end_logits to read.")
+    if sim.source_env is None:
+        raise SystemExit(f"{args.run}: its dataset names no real environment to compare with.")
+    spec = json.loads((Path(args.run) / "run.json").read_text())
+    data = MinariBatchProvider(spec["dataset"], validation_fraction=spec["validation_fraction"])
+    probs, labels = held_out_end_probabilities(model, data)
+    p, y = np.concatenate(probs), np.concatenate(labels)
+    ended = [bool(lab[-1]) for lab in labels]
+    at_end = [int(np.argmax(pr)) == len(pr) - 1 for pr, e in zip(probs, ended, strict=True) if e]
+    auc = roc_auc(p, y)
+    print(f"held-out: AUC {auc:.4f}, {int(y.sum())} ends in {len(y)} steps", flush=True)
+
+    started = time.perf_counter()
+    dream, running = dream_episode_lengths(sim, args.dream_envs, args.dream_steps, args.seed)
+    dream_s = time.perf_counter() - started
+    real = real_episode_lengths(sim.source_env, args.real_episodes, args.seed)
+    print(f"dream lengths {sorted(dream)} ({running} running); real {sorted(real)}", flush=True)
+
+    def describe(lengths: list[int]) -> str:
+        if not lengths:
+            return "none ended"
+        q = np.percentile(lengths, [10, 90])
+        return f"{statistics.median(lengths):.0f} ({q[0]:.0f}-{q[1]:.0f}), {len(lengths)} episodes"
+
+    lines = [
+        f"# Image dream termination ({Path(args.run).name}, `{model.model_type}`)",
+        "",
+        f"{platform.machine()}, {torch.get_num_threads()} torch threads; dataset "
+        f"`{sim.info['dataset']}`, real env `{sim.source_env}`.",
+        "",
+        f"## Held-out episodes ({len(probs)} episodes, {len(y):,} steps, {int(y.sum())} game ends)",
+        "",
+        "Termination probability at every real step (real frames, logged actions).",
+        "",
+        "| ROC AUC | recall at 0.5 | false-positive rate at 0.5 | most likely end at the real end |",
+        "|---:|---:|---:|---:|",
+        f"| {auc:.4f} | {np.mean(p[y] > 0.5):.3f} | {np.mean(p[~y] > 0.5):.5f} | "
+        f"{np.mean(at_end):.3f} |",
+        "",
+        "## Closed loop, uniform random actions",
+        "",
+        f"Dream: {args.dream_envs} envs x {args.dream_steps} steps (default dream settings: "
+        f"termination sampled, horizon 1,000; {dream_s:.0f} s), {running} episodes still running "
+        f"at the end (not counted). Real: {args.real_episodes} games.",
+        "",
+        "| | median episode length (p10-p90) |",
+        "|---|---|",
+        f"| dream | {describe(dream)} |",
+        f"| real | {describe(real)} |",
+    ]
+    name = args.name or Path(args.run).name
+    out = RESULTS / f"pixel_termination-{name}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
