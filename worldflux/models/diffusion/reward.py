@@ -10,7 +10,8 @@ DIAMOND gives them a model of its own).
   Breakout's game ends six to nine steps after the last ball leaves the screen, and those steps
   look like the wait for a serve after any lost ball: four frames cannot tell them apart (a
   network on four frames ranked held-out game ends below other steps, AUC 0.28), twelve steps
-  of features can (AUC 0.999; ``benchmarks/results/diffusion-breakout-termination.md``).
+  of features can (AUC 0.999 for such a network trained alone on real frames with windows drawn
+  to hold game ends; ``benchmarks/results/diffusion-breakout-termination.md``).
 
 Reward and termination do not share a network: with one trunk and two outputs, the termination
 loss (an end every few hundred steps) kept the reward from being learned on Breakout (reward
