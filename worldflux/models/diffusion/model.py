@@ -42,7 +42,7 @@ first), ``actions [L, A]`` (the actions that led to them; zeros before the first
   plus the reward MSE and the termination BCE on the real frames, each step's termination read
   from the features of up to K steps of its window (windows of ``seq_len`` > K let it learn
   from full ones; terminations are rare, and the Trainer's ``end_fraction`` draws windows that
-  hold one). With
+  hold one, which also raises the learned end rate, uncorrected so far). With
   ``context_noise`` the denoiser sees noisy past frames and learns the change from the noisy
   last frame to the clean next one.
 """
