@@ -350,3 +350,27 @@ def test_the_termination_model_counts_the_steps_since_the_dot_left() -> None:
     cont = torch.stack(conts, dim=1)
     ends, others = test.terminations.bool(), test.valid.bool() & ~test.terminations.bool()
     assert cont[ends].max() < 0.5 < cont[others].min()
+
+
+def test_a_corrected_end_rate_shifts_the_imagined_termination_only(tmp_path: Path) -> None:
+    """Trained on batches holding ends at 4 % where the data has 1 %, the termination logit of
+    ``update`` (and ``transition``) moves by logit(0.01) - logit(0.04); the loss's logits do
+    not; the shift is saved with the model; rates outside (0, 1) are refused by name."""
+    model = tiny()
+    batch = vanishing_dot_batch(3, np.random.default_rng(0))
+    with torch.no_grad():
+        before = model.update(model.encode(batch.obs[:, 0]), batch.actions[:, 0], batch.obs[:, 1])
+        loss_before = model.end_logits(*model.windows(batch))
+        model.correct_end_rate(0.01, 0.04)
+        after = model.update(model.encode(batch.obs[:, 0]), batch.actions[:, 0], batch.obs[:, 1])
+        torch.testing.assert_close(model.end_logits(*model.windows(batch)), loss_before)
+    shift = np.log(0.01 / 0.99) - np.log(0.04 / 0.96)
+    logit = lambda s: torch.log(1 - s["continue"]) - torch.log(s["continue"])  # noqa: E731
+    torch.testing.assert_close(
+        logit(after) - logit(before), torch.full((3,), shift), atol=1e-4, rtol=0
+    )
+    model.save_pretrained(tmp_path / "m")
+    loaded = wf.WorldModel.from_pretrained(tmp_path / "m")
+    assert float(loaded.end_logit_shift) == pytest.approx(shift)
+    with pytest.raises(ConfigError, match=r"expected drawn in \(0, 1\), got 0.0"):
+        model.correct_end_rate(0.01, 0.0)

@@ -402,8 +402,11 @@ def test_after_update_hook_runs_after_every_optimiser_step() -> None:
 
 
 def test_end_fraction_shapes_training_batches_only() -> None:
-    """``end_fraction`` reaches the provider for training batches; validation stays uniform."""
+    """``end_fraction`` reaches the provider for training batches; validation stays uniform;
+    the model is handed the data's and the drawn batches' end rates, and a model that cannot
+    correct its end rate is refused by name."""
     requests: list[wf.BatchRequest] = []
+    rates: list[tuple[float, float]] = []
 
     class Spy:
         def __init__(self) -> None:
@@ -413,6 +416,15 @@ def test_end_fraction_shapes_training_batches_only() -> None:
             requests.append(request)
             return self.inner.get_batch(dataclasses.replace(request, end_fraction=0.0))
 
-    Trainer(toy(), Spy(), config(steps=3, eval_every=3, end_fraction=0.25), progress=False).fit()
-    shares = {(r.split, r.end_fraction) for r in requests}
-    assert shares == {("train", 0.25), ("validation", 0.0)}
+    with pytest.raises(
+        wf.core.ConfigError, match=r"end_fraction=0.25: expected a model .*ToyModel"
+    ):
+        Trainer(toy(), Spy(), config(end_fraction=0.25), progress=False)
+    model = toy()
+    model.correct_end_rate = lambda real, drawn: rates.append((real, drawn))  # type: ignore[attr-defined]
+    requests.clear()
+    Trainer(model, Spy(), config(steps=3, eval_every=3, end_fraction=0.25), progress=False).fit()
+    stream = {(r.split, r.end_fraction) for r in requests if r.seed is None}
+    assert stream == {("train", 0.25)}  # every training step
+    assert {r.end_fraction for r in requests if r.split == "validation"} == {0.0}
+    assert rates == [(0.0, 0.0)]  # the spy's batches hold no ends

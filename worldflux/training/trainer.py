@@ -119,6 +119,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
         self._forward: nn.Module = self.dist.wrap(_LossForward(self.model), self.device)
         self._batch("train", seed=0)  # bad seq_len / empty split: fail now, not after training
+        if config.end_fraction:
+            self._correct_end_rate()
         self.has_validation = self._probe_validation()
         self.callbacks: list[Callback] = self._default_callbacks(progress) + list(callbacks)
         self._evaluated_at = -1
@@ -130,6 +132,36 @@ class Trainer:
             remove_stale_temporaries(self.run_dir)  # left by writes that were killed
 
     # -- set-up -------------------------------------------------------------------------------
+    def _correct_end_rate(self, batches: int = 32) -> None:
+        """With ``end_fraction``, training batches hold ends more often than the data does, and
+        a termination model learns that higher rate. Measure both rates on ``batches`` seeded
+        training batches each (the sampling stream is not advanced) and hand them to the
+        model's ``correct_end_rate(real, drawn)``, which undoes the difference in imagination."""
+        correct = getattr(self.model, "correct_end_rate", None)
+        if correct is None:
+            raise ConfigError(
+                f"TrainerConfig.end_fraction={self.config.end_fraction}: expected a model that "
+                f"can correct its learned end rate (correct_end_rate(real, drawn), as the "
+                f"diffusion family has), got {type(self.model).__name__}."
+            )
+        rates = []
+        for fraction in (0.0, self.config.end_fraction):
+            ends = real = 0.0
+            for seed in range(1, batches + 1):
+                batch = self.data.get_batch(
+                    BatchRequest(
+                        self.config.batch_size,
+                        self.config.seq_len,
+                        seed=seed,
+                        end_fraction=fraction,
+                    )
+                )
+                valid = batch.valid.float()
+                ends += float((batch.terminations.float() * valid).sum())
+                real += float(valid.sum())
+            rates.append(ends / max(real, 1.0))
+        correct(*rates)
+
     def apply_threads(self) -> int:
         """Set torch's intra-op thread count from ``config.threads`` (see
         :func:`~worldflux.training.config.resolve_threads`); return the count in use.

@@ -42,13 +42,15 @@ first), ``actions [L, A]`` (the actions that led to them; zeros before the first
   plus the reward MSE and the termination BCE on the real frames, each step's termination read
   from the features of up to K steps of its window (windows of ``seq_len`` > K let it learn
   from full ones; terminations are rare, and the Trainer's ``end_fraction`` draws windows that
-  hold one, which also raises the learned end rate, uncorrected so far). With
+  hold one, and hands the model the data's and the batches' end rates for
+  :meth:`~DiffusionModel.correct_end_rate`). With
   ``context_noise`` the denoiser sees noisy past frames and learns the change from the noisy
   last frame to the clean next one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -203,6 +205,10 @@ class DiffusionModel(WorldModel):
         self.end_net = WindowEnd(
             channels, size, c.action_dim, c.reward_depth, c.reward_hidden, c.end_window
         )
+        #: added to the termination logit in imagination (not in the loss): the log odds of the
+        #: data's end rate minus those of the training batches' (:meth:`correct_end_rate`)
+        self.end_logit_shift: torch.Tensor
+        self.register_buffer("end_logit_shift", torch.zeros(()))
 
     # -- layout -----------------------------------------------------------------------------------
     def state_spec(self) -> dict[str, tuple[int | str, ...]]:
@@ -287,6 +293,20 @@ class DiffusionModel(WorldModel):
         inputs = torch.cat([history.flatten(1, 2), frame, frame - history[:, -1]], dim=1)
         return self.reward_net(inputs, actions.flatten(1))
 
+    def correct_end_rate(self, real: float, drawn: float) -> None:
+        """Training batches held ends at rate ``drawn`` where the data has ``real`` (the
+        Trainer's ``end_fraction``); shift the termination logit of ``transition`` and
+        ``update`` by ``logit(real) - logit(drawn)``, so that a model that learned the drawn
+        rate predicts the real one (exact when drawing changes the odds of an end by one
+        factor everywhere)."""
+        for name, rate in (("real", real), ("drawn", drawn)):
+            if not 0 < rate < 1:
+                raise ConfigError(
+                    f"DiffusionModel.correct_end_rate: expected {name} in (0, 1), got {rate}."
+                )
+        shift = math.log(real / (1 - real)) - math.log(drawn / (1 - drawn))
+        self.end_logit_shift.fill_(shift)
+
     def step_features(
         self, last: torch.Tensor, action: torch.Tensor, frame: torch.Tensor
     ) -> torch.Tensor:
@@ -306,7 +326,8 @@ class DiffusionModel(WorldModel):
         new = self.step_features(history[:, -1], actions[:, -1], frame)
         window = torch.cat([state["end_features"][:, 1:], new[:, None]], dim=1)
         frames = torch.cat([history[:, 1:], frame[:, None]], dim=1)
-        return self._state(frames, actions, reward, self.end_net(window), uncertainty, window)
+        end_logit = self.end_net(window) + self.end_logit_shift
+        return self._state(frames, actions, reward, end_logit, uncertainty, window)
 
     def transition(
         self,
