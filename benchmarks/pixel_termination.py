@@ -39,16 +39,10 @@ RESULTS = Path(__file__).with_name("results")
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Probability that a positive scores above a negative (ties count half)."""
-    pos, neg = scores[labels], scores[~labels]
-    order = np.argsort(np.concatenate([pos, neg]), kind="stable")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    values = np.concatenate([pos, neg])
-    for v in np.unique(values):  # average ranks of ties
-        tie = values == v
-        if tie.sum() > 1:
-            ranks[tie] = ranks[tie].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based, ties share their mean
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def held_out_end_probabilities(

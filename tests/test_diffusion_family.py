@@ -16,6 +16,7 @@ from synthetic import dot_position, dot_windows, moving_dot_episodes
 
 import worldflux as wf
 from worldflux.core.errors import ConfigError, ContractError
+from worldflux.core.state import State
 from worldflux.dream import LearnedSimulator
 from worldflux.eval.images import psnr
 from worldflux.models import DiffusionModel
@@ -365,7 +366,10 @@ def test_a_corrected_end_rate_shifts_the_imagined_termination_only(tmp_path: Pat
         after = model.update(model.encode(batch.obs[:, 0]), batch.actions[:, 0], batch.obs[:, 1])
         torch.testing.assert_close(model.end_logits(*model.windows(batch)), loss_before)
     shift = np.log(0.01 / 0.99) - np.log(0.04 / 0.96)
-    logit = lambda s: torch.log(1 - s["continue"]) - torch.log(s["continue"])  # noqa: E731
+
+    def logit(state: State) -> torch.Tensor:
+        return torch.log(1 - state["continue"]) - torch.log(state["continue"])
+
     torch.testing.assert_close(
         logit(after) - logit(before), torch.full((3,), shift), atol=1e-4, rtol=0
     )
