@@ -457,14 +457,18 @@ class RSSMWorldModel(WorldModel):
         obs_valid = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)  # obs[t+1] real iff step t
         # the action features and the priors do not feed the recurrence: batched over B·T
         features = self._conditioner(batch.actions.flatten(0, 1), None).reshape(b, t_len, -1)
+        # unbound once: indexing ``x[:, t]`` in the loop would make each step's backward write a
+        # zero-filled gradient of the whole sequence and add it up, T times
+        feature_steps, embed_steps = features.unbind(1), embed.unbind(1)
         with deferred_weight_grads(_loop_linears(dyn_model)):
-            deter = dyn_model.first_deter(embed[:, 0])
-            post = dyn_model.posterior_params(deter, embed[:, 0])
+            deter = dyn_model.first_deter(embed_steps[0])
+            post = dyn_model.posterior_params(deter, embed_steps[0])
             stoch = dyn_model.sample(post, False, None)
             deters, stochs, posts = [deter], [stoch], [post]
             for t in range(t_len):
-                deter = dyn_model.recurrent(State({"deter": deter, "stoch": stoch}), features[:, t])
-                post = dyn_model.posterior_params(deter, embed[:, t + 1])
+                state = State({"deter": deter, "stoch": stoch})
+                deter = dyn_model.recurrent(state, feature_steps[t])
+                post = dyn_model.posterior_params(deter, embed_steps[t + 1])
                 stoch = dyn_model.sample(post, False, None)
                 deters.append(deter)
                 stochs.append(stoch)
