@@ -6,6 +6,7 @@ frame."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,6 +53,8 @@ def test_bad_configs_and_inputs_are_named() -> None:
         wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, sigma_min=9.0)
     with pytest.raises(ConfigError, match=r"context_noise: expected .* \[0, 1\], got 2.0"):
         wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, context_noise=2.0)
+    with pytest.raises(ConfigError, match=r"denoiser_rows: expected >= 0 .*got -1"):
+        wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, denoiser_rows=-1)
     model = tiny()
     state = model.encode(frames(2))
     with pytest.raises(ContractError, match=r"expected noise keys \['frame'\], got \['z'\]"):
@@ -180,6 +183,35 @@ def test_the_loss_trains_the_denoiser_on_noisy_past_frames_only_with_context_noi
         losses[scale] = model.loss(batch).components
     assert not torch.equal(losses[0.0]["denoising"], losses[0.2]["denoising"])
     torch.testing.assert_close(losses[0.0]["reward"], losses[0.2]["reward"])  # real frames
+
+
+def test_denoiser_rows_bound_the_denoisers_windows_but_not_the_end_and_reward_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batch = dot_windows(moving_dot_episodes(4, 12, size=16, seed=3), 4, 5, np.random.default_rng(0))
+    seen: dict[str, list[int]] = {"denoiser": [], "reward": []}
+    for rows in (0, 7, 50):
+        model = tiny(denoiser_rows=rows).train()
+
+        def denoiser_loss(
+            change: torch.Tensor, *args: torch.Tensor, inner: Any = model.denoiser.loss
+        ) -> torch.Tensor:
+            seen["denoiser"].append(len(change))
+            return inner(change, *args)
+
+        def reward_rows(
+            history: torch.Tensor, *args: torch.Tensor, inner: Any = model.reward
+        ) -> torch.Tensor:
+            seen["reward"].append(len(history))
+            return inner(history, *args)
+
+        monkeypatch.setattr(model.denoiser, "loss", denoiser_loss)
+        monkeypatch.setattr(model, "reward", reward_rows)
+        torch.manual_seed(0)
+        out = model.loss(batch)
+        assert torch.isfinite(out.loss)
+    # 4 x 5 = 20 real windows: all of them, a random 7, all (fewer than 50)
+    assert seen == {"denoiser": [20, 7, 20], "reward": [20, 20, 20]}
 
 
 def test_loss_ignores_padding_after_an_episode_ends() -> None:

@@ -100,6 +100,12 @@ class DiffusionConfig(WorldModelConfig):
             from ``[0, context_noise]``, and it learns the change that lands on the clean next
             frame from them, so that its own errors in long rollouts do not compound (as GameNGen
             does, Valevski et al., 2024). 0 turns it off.
+        denoiser_rows: training only: the denoiser learns from at most this many windows of
+            each batch (a random subset of the real steps; 0: all of them), while the reward
+            and termination models learn from every window. Episode ends are rare: batches
+            large enough to hold many of them (with ``end_fraction``) would make every
+            denoiser update as large; this bounds its cost, as DIAMOND gives its reward and
+            termination model batches of their own.
     """
 
     history: int = 4
@@ -114,6 +120,7 @@ class DiffusionConfig(WorldModelConfig):
     reward_hidden: int = 128
     end_window: int = 12
     context_noise: float = 0.2
+    denoiser_rows: int = 0
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # sizes for 64x64x3 frames and 4 actions (tests/test_diffusion_family.py checks them)
@@ -150,6 +157,10 @@ class DiffusionConfig(WorldModelConfig):
         if not self.channels or min(self.channels) < 1:
             raise ConfigError(
                 f"{name}.channels: expected one or more widths >= 1, got {self.channels}."
+            )
+        if self.denoiser_rows < 0:
+            raise ConfigError(
+                f"{name}.denoiser_rows: expected >= 0 (0: every window), got {self.denoiser_rows}."
             )
         if self.cond_dim % 4:
             raise ConfigError(f"{name}.cond_dim: expected a multiple of 4, got {self.cond_dim}.")
@@ -419,6 +430,10 @@ class DiffusionModel(WorldModel):
         end_logit = self.end_logits(history, actions, targets)[real]
         history, actions, targets = history[real], actions[real], targets[real]  # M rows
         reward = self.reward(history, actions, targets)
+        rows = self.config.denoiser_rows
+        if 0 < rows < len(targets):
+            pick = torch.randperm(len(targets), device=targets.device)[:rows]
+            history, actions, targets = history[pick], actions[pick], targets[pick]
         context = self.corrupt(history)
         change = targets - context[:, -1]
         parts = {
