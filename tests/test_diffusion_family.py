@@ -53,6 +53,8 @@ def test_bad_configs_and_inputs_are_named() -> None:
         wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, sigma_min=9.0)
     with pytest.raises(ConfigError, match=r"context_noise: expected .* \[0, 1\], got 2.0"):
         wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, context_noise=2.0)
+    with pytest.raises(ConfigError, match=r"end_lr_scale: expected a finite number > 0, got 0.0"):
+        wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, end_lr_scale=0.0)
     with pytest.raises(ConfigError, match=r"denoiser_rows: expected >= 0 .*got -1"):
         wf.create_world_model("diffusion:tiny", obs_shape=OBS, action_dim=4, denoiser_rows=-1)
     model = tiny()
@@ -212,6 +214,16 @@ def test_denoiser_rows_bound_the_denoisers_windows_but_not_the_end_and_reward_mo
         assert torch.isfinite(out.loss)
     # 4 x 5 = 20 real windows: all of them, a random 7, all (fewer than 50)
     assert seen == {"denoiser": [20, 7, 20], "reward": [20, 20, 20]}
+
+
+def test_the_termination_model_learns_at_its_own_rate() -> None:
+    model = tiny(end_lr_scale=3.0)
+    groups = {g["name"]: g for g in model.param_groups()}
+    assert groups["termination"]["lr_scale"] == 3.0 and "lr_scale" not in groups["model"]
+    end = {id(p) for p in model.end_net.parameters()}
+    assert {id(p) for p in groups["termination"]["params"]} == end
+    every = [p for g in groups.values() for p in g["params"]]
+    assert len(every) == len(list(model.parameters())) and len({id(p) for p in every}) == len(every)
 
 
 def test_loss_ignores_padding_after_an_episode_ends() -> None:
