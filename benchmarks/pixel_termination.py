@@ -4,7 +4,8 @@ Two measurements of a `worldflux train` run of an image model over a game (Break
 
 1. **On held-out episodes** (real frames, logged actions): the model's termination probability
    at every step, read as the filter path reads it (``encode`` then ``update``; the diffusion
-   family's :meth:`end_logits` gives the same numbers for a whole episode at once). Reported:
+   family's :meth:`end_logits` plus its ``end_logit_shift`` gives the same numbers for a whole
+   episode at once, and is used where a model has it). Reported:
    ROC AUC of real game ends against all other steps, recall and false-positive rate at 0.5,
    and the share of episodes whose most likely end is their real last step.
 2. **Closed loop under uniform random actions**: episode lengths in the dream (default dream
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 import worldflux  # noqa: F401  (registers the envs)
+from worldflux.core.payloads import Batch
 from worldflux.data.provider import MinariBatchProvider
 from worldflux.dream import LearnedSimulator, make_dream_env
 
@@ -45,18 +47,48 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def filtered_end_probabilities(model: torch.nn.Module, batch: Batch) -> np.ndarray:
+    """Termination probabilities ``[B, T]`` of whole episodes through the filter path:
+    ``encode`` the first frame, then ``update`` with each logged action and the next frame.
+    Padding steps (past an episode's end) take action 0; their outputs are meaningless."""
+    actions = batch.actions.clone()
+    actions[~batch.valid.bool()] = 0.0
+    actions[~batch.valid.bool(), 0] = 1.0  # a valid one-hot where the batch pads with zeros
+    ends = []
+    with torch.no_grad():
+        state = model.encode(batch.obs[:, 0])  # type: ignore[operator]
+        for t in range(batch.seq_len):
+            state = model.update(state, actions[:, t], batch.obs[:, t + 1])  # type: ignore[operator]
+            ends.append(1.0 - state["continue"])
+    return torch.stack(ends, 1).numpy()
+
+
 def held_out_end_probabilities(
-    model: torch.nn.Module, data: MinariBatchProvider
+    model: torch.nn.Module, data: MinariBatchProvider, chunk: int = 16
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per held-out episode: termination probabilities ``[T]`` and real terminations ``[T]``."""
-    store, probs, labels = data.store, [], []
-    for episode in data.episodes["validation"]:
-        start, length = int(store.step_starts[episode]), int(store.lengths[episode])
-        batch = data._gather(np.array([start]), length, "cpu")
-        with torch.no_grad():
-            logits = model.end_logits(*model.windows(batch))  # type: ignore[operator]
-        probs.append(torch.sigmoid(logits[0]).numpy())
-        labels.append(batch.terminations[0].bool().numpy())
+    """Per held-out episode: termination probabilities ``[T]`` and real terminations ``[T]``.
+    A model with ``end_logits`` (the diffusion family; plus the imagination's end-rate shift, as
+    ``update`` adds it) scores an episode at once; others go
+    through the filter path, ``chunk`` episodes of similar length at a time."""
+    store = data.store
+    episodes = sorted(data.episodes["validation"], key=lambda e: int(store.lengths[e]))
+    probs, labels = [], []
+    for first in range(0, len(episodes), chunk):
+        group = episodes[first : first + chunk]
+        lengths = [int(store.lengths[e]) for e in group]
+        batch = data._gather(
+            np.array([int(store.step_starts[e]) for e in group]), max(lengths), "cpu"
+        )
+        if hasattr(model, "end_logits"):
+            with torch.no_grad():
+                logits = model.end_logits(*model.windows(batch))  # type: ignore[operator]
+                p = torch.sigmoid(logits + model.end_logit_shift).numpy()
+        else:
+            p = filtered_end_probabilities(model, batch)
+        ends = batch.terminations.bool().numpy()
+        for row, length in enumerate(lengths):
+            probs.append(p[row, :length])
+            labels.append(ends[row, :length])
     return probs, labels
 
 
@@ -111,8 +143,6 @@ def main() -> None:
 
     sim = LearnedSimulator.from_run(args.run, which=args.which)
     model = sim.torch_model().eval()
-    if not hasattr(model, "end_logits"):
-        raise SystemExit(f"{args.run}: model `{model.model_type}` has no end_logits to read.")
     if sim.source_env is None:
         raise SystemExit(f"{args.run}: its dataset names no real environment to compare with.")
     spec = json.loads((Path(args.run) / "run.json").read_text())

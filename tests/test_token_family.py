@@ -15,6 +15,7 @@ from synthetic import dot_position, dot_windows, moving_dot_episodes
 
 import worldflux as wf
 from worldflux.core.errors import ConfigError, ContractError
+from worldflux.core.state import State
 from worldflux.dream import LearnedSimulator, ResetStates
 from worldflux.eval.images import psnr
 from worldflux.models import TokenModel
@@ -130,6 +131,44 @@ def test_the_filter_path_gives_the_training_path_predictions() -> None:
         torch.stack(conts, 1), torch.sigmoid(-full["end_logit"]), atol=1e-4, rtol=1e-4
     )
     assert torch.equal(state["tokens"].long(), tokens[:, -1])
+
+
+def test_a_corrected_end_rate_shifts_the_imagined_termination_only(tmp_path: Path) -> None:
+    """After ``correct_end_rate(0.01, 0.04)`` the termination logit of ``update`` and
+    ``transition`` moves by logit(0.01) - logit(0.04) while the training pass's does not; the
+    shift is saved with the model; rates outside (0, 1) are refused by name."""
+    model = tiny()
+    window = dot_windows(moving_dot_episodes(3, 8, size=16, seed=1), 3, 2, np.random.default_rng(0))
+    noise = {"tokens": torch.rand(3, 16, generator=torch.Generator().manual_seed(0))}
+
+    def logits(m: TokenModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        start = m.encode(window.obs[:, 0])
+        filtered = m.update(start, window.actions[:, 0], window.obs[:, 1])
+        imagined = m.transition(start, window.actions[:, 0], noise=noise)
+        tokens = m.tokenizer.encode(window.obs.flatten(0, 1)).reshape(3, 3, -1)
+        trained = m.transformer(tokens, window.actions.argmax(-1))["end_logit"]
+
+        def logit(s: State) -> torch.Tensor:
+            return torch.log(1 - s["continue"]) - torch.log(s["continue"])
+
+        return logit(filtered), logit(imagined), trained
+
+    with torch.no_grad():
+        before = logits(model)
+        model.correct_end_rate(0.01, 0.04)
+        after = logits(model)
+    shift = float(np.log(0.01 / 0.99) - np.log(0.04 / 0.96))
+    for b, a in zip(before[:2], after[:2], strict=True):
+        torch.testing.assert_close(a - b, torch.full((3,), shift), atol=1e-4, rtol=0)
+    torch.testing.assert_close(after[2], before[2])
+    model.save_pretrained(tmp_path / "m")
+    loaded = wf.WorldModel.from_pretrained(tmp_path / "m")
+    assert isinstance(loaded, TokenModel)
+    assert float(loaded.end_logit_shift) == pytest.approx(shift)
+    with pytest.raises(
+        ConfigError, match=r"TokenModel.correct_end_rate: expected real in \(0, 1\)"
+    ):
+        model.correct_end_rate(1.0, 0.04)
 
 
 def test_changed_pixels_mark_motion_between_real_frames() -> None:

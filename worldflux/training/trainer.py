@@ -142,7 +142,7 @@ class Trainer:
             raise ConfigError(
                 f"TrainerConfig.end_fraction={self.config.end_fraction}: expected a model that "
                 f"can correct its learned end rate (correct_end_rate(real, drawn), as the "
-                f"diffusion family has), got {type(self.model).__name__}."
+                f"diffusion and token families have), got {type(self.model).__name__}."
             )
         rates = []
         for fraction in (0.0, self.config.end_fraction):

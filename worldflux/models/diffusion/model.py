@@ -72,6 +72,7 @@ from ...core.payloads import (
 )
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
+from ..end_rate import end_logit_shift
 from .denoiser import Denoiser, SamplerSettings
 from .reward import StepCNN, WindowEnd
 from .unet import ConditionalUNet
@@ -320,13 +321,7 @@ class DiffusionModel(WorldModel):
         ``update`` by ``logit(real) - logit(drawn)``, so that a model that learned the drawn
         rate predicts the real one (exact when drawing changes the odds of an end by one
         factor everywhere)."""
-        for name, rate in (("real", real), ("drawn", drawn)):
-            if not 0 < rate < 1:
-                raise ConfigError(
-                    f"DiffusionModel.correct_end_rate: expected {name} in (0, 1), got {rate}."
-                )
-        shift = math.log(real / (1 - real)) - math.log(drawn / (1 - drawn))
-        self.end_logit_shift.fill_(shift)
+        self.end_logit_shift.fill_(end_logit_shift(real, drawn, "DiffusionModel"))
 
     def step_features(
         self, last: torch.Tensor, action: torch.Tensor, frame: torch.Tensor

@@ -33,6 +33,8 @@ started, a whole number, exact up to 2^24), ``reward []``, ``continue []`` and `
   reconstruction + commitment loss on every real frame of the batch, plus the transformer's
   next-token cross-entropy, reward MSE and termination BCE on the tokens the current tokeniser
   gives (computed without gradients, so the transformer never moves the tokeniser).
+  Terminations are rare: the Trainer's ``end_fraction`` draws windows that hold one and hands
+  the model the data's and the batches' end rates for :meth:`~TokenModel.correct_end_rate`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from ...core.payloads import (
 )
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
+from ..end_rate import end_logit_shift
 from .tokenizer import FrameTokenizer, TokenizerConfig
 from .transformer import TokenTransformer, TransformerConfig
 
@@ -193,6 +196,11 @@ class TokenModel(WorldModel):
         super().__init__(config, component_overrides, trust_imports=trust_imports)
         self.tokenizer = FrameTokenizer(self.config.tokenizer_config())
         self.transformer = TokenTransformer(self.config.transformer_config())
+        #: added to the termination logit in imagination and filtering (not in the loss): the
+        #: log odds of the data's end rate minus those of the training batches'
+        #: (:meth:`correct_end_rate`)
+        self.end_logit_shift: torch.Tensor
+        self.register_buffer("end_logit_shift", torch.zeros(()))
 
     # -- layout -----------------------------------------------------------------------------------
     def state_spec(self) -> dict[str, tuple[int | str, ...]]:
@@ -239,7 +247,7 @@ class TokenModel(WorldModel):
         }
         if h is not None:
             tensors["reward"] = self.transformer.reward_head(h).squeeze(-1).float()
-            end_logit = self.transformer.end_head(h).squeeze(-1)
+            end_logit = self.transformer.end_head(h).squeeze(-1) + self.end_logit_shift
             tensors["continue"] = torch.sigmoid(-end_logit).float()
         return State(tensors)
 
@@ -251,6 +259,12 @@ class TokenModel(WorldModel):
             "values": state["values"],
             "position": state["position"].round().long(),
         }
+
+    def correct_end_rate(self, real: float, drawn: float) -> None:
+        """Training batches held ends at rate ``drawn`` where the data has ``real`` (the
+        Trainer's ``end_fraction``): shift the termination logit of ``transition`` and
+        ``update`` by ``logit(real) - logit(drawn)`` (:mod:`worldflux.models.end_rate`)."""
+        self.end_logit_shift.fill_(end_logit_shift(real, drawn, "TokenModel"))
 
     # -- the contract -----------------------------------------------------------------------------
     def encode(self, obs: WorldModelInput | torch.Tensor) -> State:
