@@ -142,24 +142,23 @@ def test_written_frames_are_compressed_and_read_back_unchanged(
     assert batch.obs.shape == (4, 9, 3, 64, 64) and batch.obs.dtype == torch.uint8
 
 
-def test_breakout_recipes_and_the_committed_behaviour_policy() -> None:
+@pytest.mark.parametrize("game", ["breakout", "pong"])
+def test_atari_recipes_and_the_committed_behaviour_policies(game: str) -> None:
     from worldflux.data.collect import SB3Policy
     from worldflux.data.pipeline import CollectSpec, MixSpec
     from worldflux.data.recipes import recipe_spec
 
-    mixed = recipe_spec("breakout-mixed")
+    mixed = recipe_spec(f"{game}-mixed")
     assert isinstance(mixed, MixSpec)
     assert [p.recipe for p in mixed.parts] == [
-        "breakout-replay",
-        "breakout-played",
-        "breakout-random",
+        f"{game}-{p}" for p in ("replay", "played", "random")
     ]
-    replay, played = recipe_spec("breakout-replay"), recipe_spec("breakout-played")
+    replay, played = recipe_spec(f"{game}-replay"), recipe_spec(f"{game}-played")
     assert isinstance(replay, CollectSpec) and isinstance(played, CollectSpec)
     assert replay.mode == "replay" and replay.actions == "sampled"  # a mean action can stall
     assert replay.train is not None and not replay.train.normalize  # the CNN scales pixels
     assert played.actions == "sampled" and Path(played.policy).is_file()
-    env = gym.make("WorldFlux/Breakout64-v0")
+    env = gym.make(mixed.env_id)
     policy = SB3Policy.from_file(played.policy, env, sample=True, seed=0)
     frames = np.stack([env.reset(seed=s)[0] for s in range(4)])
     actions, info = policy.act(frames)

@@ -287,6 +287,11 @@ def test_mixed_recipe_takes_whole_episodes_of_its_parts(
     np.testing.assert_array_equal(first_a.observations, first_mix.observations)
     parts = mix.storage.metadata["worldflux"]["parts"]
     assert [(p["recipe"], p["episodes"]) for p in parts] == [("a", taken), ("b", b.total_episodes)]
+    # the return of whole games only: b's last episode was cut by its step budget
+    ended = [ep.rewards.sum() for ep in mix.iterate_episodes() if ep.terminations[-1]]
+    assert len(ended) < len(got)
+    returns = mix.storage.metadata["worldflux"]["dataset_return"]
+    assert returns["mean"] == pytest.approx(np.mean(ended))
     with pytest.raises(ConfigError, match="itself a mixed recipe"):
         recipe_spec("loop", recipes)
     with pytest.raises(ConfigError, match="Did you mean 'a'"):

@@ -209,8 +209,12 @@ def _complete(episodes: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarra
     return done or episodes
 
 
-def _first_steps(dataset: Any, steps: int | None) -> list[dict[str, np.ndarray]]:
-    """Whole episodes of a Minari ``dataset``, in order, until ``steps`` transitions (all: None)."""
+def _first_steps(
+    dataset: Any, steps: int | None, time_limit: int | None
+) -> list[dict[str, np.ndarray]]:
+    """Whole episodes of a Minari ``dataset``, in order, until ``steps`` transitions (all: None).
+    An episode counts as ``cut`` (by its collection's step budget, not by the game) unless it
+    terminated or ran the environment's ``time_limit`` steps."""
     episodes, total = [], 0
     for ep in dataset.iterate_episodes():
         if steps is not None and total >= steps:
@@ -222,6 +226,7 @@ def _first_steps(dataset: Any, steps: int | None) -> list[dict[str, np.ndarray]]
                 "rewards": np.asarray(ep.rewards, dtype=np.float64),
                 "terminations": np.asarray(ep.terminations, dtype=bool),
                 "truncations": np.asarray(ep.truncations, dtype=bool),
+                "cut": np.asarray(not bool(ep.terminations[-1]) and len(ep.actions) != time_limit),
             }
         )
         total += len(ep.actions)
@@ -253,7 +258,7 @@ def mix_datasets(spec: MixSpec, *, overwrite: bool = False, progress: bool = Tru
             print(f"building part {part.recipe} ({sub.dataset_id})")
             collect_dataset(sub, progress=progress)
         dataset = load_minari_dataset(sub.dataset_id)
-        got = _first_steps(dataset, part.steps)
+        got = _first_steps(dataset, part.steps, gym.spec(spec.env_id).max_episode_steps)
         episodes += got
         metas.append(dict(dataset.storage.metadata.get("worldflux", {})))
         taken.append(
@@ -265,7 +270,7 @@ def mix_datasets(spec: MixSpec, *, overwrite: bool = False, progress: bool = Tru
             }
         )
     random_return = next((m["random_return"] for m in metas if "random_return" in m), None)
-    data_returns = episode_returns(episodes)
+    data_returns = episode_returns(_complete(episodes))
     steps = int(sum(len(ep["actions"]) for ep in episodes))
     meta = {
         "worldflux_version": __version__,
