@@ -101,6 +101,7 @@ BAD_RECIPES = [
         r"\[replay\] dataset is set but real_fraction is not",
     ),
     (BASE + "[replay]\nreal_fractions = 0.1\n", r"'real_fractions'.*Did you mean 'real_fraction'"),
+    (BASE + '[evaluation]\nactions = "greedy"\n', r"evaluation.actions.*'greedy'"),
     ("env = \n", "not valid TOML"),
 ]
 
@@ -599,5 +600,14 @@ def test_ppo_in_an_image_dream_takes_a_cnn_policy_and_is_scored_on_the_real_game
     assert saved["final"]["real"]["returns"] == summary["final"]["real"]["returns"]
     again = agent_eval(tmp_path / "agent" / "model.zip", SHORT_BREAKOUT, episodes=1)
     assert 0 < again["real"]["lengths"][0] <= 200
+    sampled = [  # drawn from the policy's distribution, reproducibly by seed
+        agent_eval(
+            tmp_path / "agent" / "model.zip", SHORT_BREAKOUT, episodes=1, seed=3, actions="sampled"
+        )["real"]
+        for _ in range(2)
+    ]
+    assert sampled[0] == sampled[1]
+    with pytest.raises(ConfigError, match="actions.*'best'"):
+        agent_eval(tmp_path / "agent" / "model.zip", SHORT_BREAKOUT, actions="best")
     with pytest.raises(ConfigError, match="image observations.*expected normalize=false"):
         train_agent(dataclasses.replace(recipe, normalize=True), tmp_path / "n", progress=False)

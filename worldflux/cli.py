@@ -546,7 +546,12 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     if args.model is None or args.env is None:
         raise ConfigError("agent eval: expected --model MODEL.zip and --env ENV_ID.")
     result = agent_eval(
-        args.model, args.env, episodes=args.episodes, seed=args.seed or 0, dream=args.dream
+        args.model,
+        args.env,
+        episodes=args.episodes,
+        seed=args.seed or 0,
+        dream=args.dream,
+        actions=args.actions,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -915,6 +920,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--env", help="eval: real environment id")
     agent.add_argument("--episodes", type=int, default=10, help="eval: episodes (default 10)")
     agent.add_argument("--dream", help="eval: also score in this dream env (card, artifact, run)")
+    agent.add_argument(
+        "--actions",
+        choices=("deterministic", "sampled"),
+        default="deterministic",
+        help="eval: the policy's most likely actions, or actions sampled from its distribution "
+        "(seeded by --seed)",
+    )
     agent.set_defaults(func=_cmd_agent)
 
     off = sub.add_parser(

@@ -193,7 +193,7 @@ class SB3Policy:
                 raw = mean + std * torch.randn(mean.shape, generator=self.torch_rng)
                 log_prob = dist.log_prob(raw).sum(-1)
             else:  # a categorical policy (Discrete actions)
-                raw = dist.sample()
+                raw = torch.multinomial(dist.probs, 1, generator=self.torch_rng).squeeze(-1)
                 log_prob = dist.log_prob(raw)
             if isinstance(self.policy, ActorCriticPolicy):
                 actions = raw.numpy()

@@ -27,6 +27,9 @@ Schema (every key but ``env`` and ``budget`` has a default)::
     every = 50_000       # dream steps between evaluations (0: only at the end)
     episodes = 5         # episodes per evaluation, in the real env and in the dream
     final_episodes = 10  # episodes of the final reality-gap evaluation
+    actions = "deterministic"  # how the scored policy acts: its most likely action, or
+                               # "sampled" from its own distribution (seeded; e.g. Atari, where
+                               # the most likely action can leave the ball unserved)
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ _TOP = {
     "replay",
     "evaluation",
 }
-_EVALUATION = {"env", "every", "episodes", "final_episodes"}
+_EVALUATION = {"env", "every", "episodes", "final_episodes", "actions"}
+EVALUATION_ACTIONS = ("deterministic", "sampled")
 _BEHAVIOUR = {"clone_steps", "regularise_steps", "learning_rate", "dataset"}
 _REPLAY = {"real_fraction", "dataset"}
 _BACKENDS = ("onnx", "torch", "auto")
@@ -74,6 +78,7 @@ class Evaluation:
     every: int = 50_000
     episodes: int = 5
     final_episodes: int = 10
+    actions: str = "deterministic"
 
 
 @dataclass
@@ -98,6 +103,12 @@ class AgentRecipe:
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(unknown_name_message("algorithm", self.algorithm, ALGORITHMS))
+        if self.evaluation.actions not in EVALUATION_ACTIONS:
+            raise ConfigError(
+                unknown_name_message(
+                    "evaluation.actions", self.evaluation.actions, EVALUATION_ACTIONS
+                )
+            )
         if self.backend is not None and self.backend not in _BACKENDS:
             raise ConfigError(unknown_name_message("backend", self.backend, _BACKENDS))
         for key, value, low in (

@@ -33,9 +33,10 @@ def reality_gap_markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {who} | {where} | {ep['mean']:.1f} | {ep['std']:.1f} | {len(ep['returns'])} |"
         )
+    actions = summary["recipe"].get("evaluation", {}).get("actions", "deterministic")
     lines += [
         "",
-        "Final episodes (same policy, deterministic actions):",
+        f"Final episodes (same policy, {actions} actions):",
         "",
         "| episode | dream return | dream length | real return | real length |",
         "|---:|---:|---:|---:|---:|",

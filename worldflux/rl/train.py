@@ -29,7 +29,7 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from .._version import __version__
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, unknown_name_message
 from ..core.serialization import replace_dir_atomically
 from ..data.collect import RandomPolicy, SB3Policy
 from ..data.sb3_policy import policy_name, save_obs_norm, vecnormalize_obs_norm
@@ -42,7 +42,7 @@ from ..training.config import resolve_threads
 from .activations import resolve_policy_kwargs
 from .behaviour import CLONE_LR, BehaviourCloner, BehaviourData, seed_normaliser
 from .evaluate import Episodes, first_episodes, real_env_episodes
-from .recipes import AgentRecipe
+from .recipes import EVALUATION_ACTIONS, AgentRecipe
 from .report import write_reality_gap
 
 #: offsets that keep evaluation seeds apart from training seeds
@@ -239,10 +239,13 @@ def train_agent(
         selection = _DreamSelection()
 
         def current_policy() -> SB3Policy:
+            """The policy as scored: most likely actions, or sampled ones (seeded per call)."""
             return SB3Policy(
                 model.policy,
                 sim.action_space,
                 obs_norm=vecnormalize_obs_norm(venv),
+                sample=recipe.evaluation.actions == "sampled",
+                seed=recipe.seed,
                 name=recipe.algorithm,
             )
 
@@ -641,9 +644,12 @@ def agent_eval(
     episodes: int = 10,
     seed: int = 0,
     dream: str | None = None,
+    actions: str = "deterministic",
 ) -> dict[str, Any]:
     """Score a saved SB3 model (loaded without unpickling) on ``env_id``, and with ``dream``
-    (card, artifact or run) in that dream env too.
+    (card, artifact or run) in that dream env too; ``actions``: the policy's most likely
+    actions ("deterministic") or actions drawn from its distribution ("sampled", seeded by
+    ``seed``).
 
     A model trained on latent observations (its run's ``agent.json`` says ``observation =
     "latent"``) sees the real env through :class:`LatentObservation` over the dream it trained
@@ -651,6 +657,8 @@ def agent_eval(
     """
     import gymnasium as gym
 
+    if actions not in EVALUATION_ACTIONS:
+        raise ConfigError(unknown_name_message("actions", actions, EVALUATION_ACTIONS))
     model_path = Path(model_path)
     latent = _latent_training(model_path)
     wrappers: list[Any] = []
@@ -667,7 +675,7 @@ def agent_eval(
     probe = gym.make(env_id)
     for wrap in wrappers:
         probe = wrap(probe)
-    policy = SB3Policy.from_file(model_path, probe)
+    policy = SB3Policy.from_file(model_path, probe, sample=actions == "sampled", seed=seed)
     probe.close()
     result: dict[str, Any] = {
         "model": str(model_path),
