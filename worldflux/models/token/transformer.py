@@ -7,8 +7,10 @@ C = cache capacity in tokens (``context_steps * (N + 1)``).
 
 A step is ``N + 1`` tokens: the frame's ``N`` tokens, then the action taken after it. Over a
 window ``z_0, a_0, z_1, a_1, ..., z_T`` the output at ``a_t`` predicts the first token of
-``z_{t+1}`` and, through two heads, the reward ``r_t`` and whether the episode terminated; the
-output at ``z_{t+1}^i`` predicts ``z_{t+1}^{i+1}``.
+``z_{t+1}`` and the output at ``z_{t+1}^i`` predicts ``z_{t+1}^{i+1}``. Two heads predict the
+reward ``r_t`` and whether the episode terminated, read (``outcome_at``) at ``a_t``, before the
+next frame is drawn (as IRIS), or at the last token of ``z_{t+1}``, once it is drawn (so
+that in imagination they agree with the frame the model drew).
 
 Positions enter through rotary embeddings (RoPE, Su et al., 2021) applied to queries and keys, so
 attention depends only on the distance between tokens. Imagination keeps a key/value cache per
@@ -29,6 +31,9 @@ from torch import nn
 
 from ...core.errors import ConfigError
 
+#: where the reward and termination heads read (TransformerConfig.outcome_at)
+OUTCOME_AT = ("action", "frame")
+
 
 @dataclass
 class TransformerConfig:
@@ -42,6 +47,8 @@ class TransformerConfig:
             ``C = context_steps * (N + 1)`` tokens, itself included (the cache's size).
         embed: E, the residual width (divisible by ``heads``, head width even for RoPE).
         layers, heads: transformer blocks and attention heads.
+        outcome_at: where the reward and termination heads read: ``"action"`` (the action
+            token) or ``"frame"`` (the next frame's last token; module docstring).
     """
 
     codes: int = 512
@@ -51,6 +58,7 @@ class TransformerConfig:
     embed: int = 128
     layers: int = 2
     heads: int = 4
+    outcome_at: str = "action"
 
     def validate(self) -> None:
         for name in ("codes", "actions", "tokens_per_frame", "context_steps", "embed", "layers", "heads"):  # fmt: skip
@@ -61,6 +69,11 @@ class TransformerConfig:
             raise ConfigError(
                 f"TransformerConfig: embed / heads must be an even integer (RoPE rotates pairs), "
                 f"got embed {self.embed} and heads {self.heads}."
+            )
+        if self.outcome_at not in OUTCOME_AT:
+            raise ConfigError(
+                f"TransformerConfig.outcome_at: expected one of {list(OUTCOME_AT)}, got "
+                f"{self.outcome_at!r}."
             )
 
     @property
@@ -176,11 +189,12 @@ class TokenTransformer(nn.Module):
         starts = torch.arange(t, device=x.device) * (n + 1) + n
         idx = starts[:, None] + torch.arange(n, device=x.device)  # [T, N]
         pred = h[:, idx]  # [B, T, N, E]
-        at_action = h[:, starts]  # [B, T, E]
+        # the action token a_t, or z_{t+1}'s last token N positions later
+        outcome = h[:, starts if c.outcome_at == "action" else starts + n]  # [B, T, E]
         return {
             "logits": self.token_head(pred),
-            "reward": self.reward_head(at_action).squeeze(-1),
-            "end_logit": self.end_head(at_action).squeeze(-1),
+            "reward": self.reward_head(outcome).squeeze(-1),
+            "end_logit": self.end_head(outcome).squeeze(-1),
         }
 
     # -- imagination with a key/value cache ------------------------------------------------------
@@ -230,8 +244,9 @@ class TokenTransformer(nn.Module):
         self, cache: dict[str, torch.Tensor], actions: torch.Tensor
     ) -> tuple[torch.Tensor, StepWriter]:
         """Feed ``actions [B]`` after the frame in ``cache``: returns the hidden state at the
-        action token ``[B, E]`` (what the reward, termination and first-token heads read) and
-        the step in progress (the frame follows, then :meth:`StepWriter.flush`)."""
+        action token ``[B, E]`` (what the first-token head reads, and with ``outcome_at``
+        ``"action"`` the reward and termination heads) and the step in progress (the frame
+        follows, then :meth:`StepWriter.flush`)."""
         step = StepWriter(self, cache)
         return step.feed(self.action_input(actions)), step
 
@@ -241,39 +256,47 @@ class TokenTransformer(nn.Module):
         h: torch.Tensor,
         uniform: torch.Tensor,
         temperature: float = 1.0,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample the next frame's ``N`` tokens one by one after the action token whose hidden
         state is ``h [B, E]``, from explicit noise ``uniform [B, N]`` in ``[0, 1)``
         (inverse-CDF sampling, so the same noise gives the same frame) at ``temperature`` (0:
         the most likely token), feeding them to ``step`` (e.g. from :meth:`act`). Returns
-        ``tokens [B, N]`` and the mean entropy of the model's own next-token distributions along
-        the way ``[B]`` (nats per token, at temperature 1)."""
+        ``tokens [B, N]``, the mean entropy of the model's own next-token distributions along
+        the way ``[B]`` (nats per token, at temperature 1) and the hidden state the reward and
+        termination heads read ``[B, E]`` (:meth:`outcome_state`)."""
         c = self.config
         if uniform.shape != (h.shape[0], c.tokens_per_frame):
             raise ConfigError(
                 f"TokenTransformer: expected uniform noise [{h.shape[0]}, "
                 f"{c.tokens_per_frame}], got {list(uniform.shape)}."
             )
-        out, entropy = [], h.new_zeros(h.shape[0])
+        out, entropy, at_action = [], h.new_zeros(h.shape[0]), h
         for i in range(c.tokens_per_frame):
             logits = self.token_head(h)
             entropy = entropy + token_entropy(logits)
             token = sample_token(logits, uniform[:, i], temperature)
             out.append(token)
             h = step.feed(self.frame_embed(token) + self.slot_embed.weight[i])
-        return torch.stack(out, 1), entropy / c.tokens_per_frame
+        tokens = torch.stack(out, 1)
+        return tokens, entropy / c.tokens_per_frame, self.outcome_state(at_action, h)
+
+    def outcome_state(self, at_action: torch.Tensor, at_last_token: torch.Tensor) -> torch.Tensor:
+        """The hidden state ``[B, E]`` the reward and termination heads read: the one at the
+        action token or at the next frame's last token (``outcome_at``)."""
+        return at_action if self.config.outcome_at == "action" else at_last_token
 
     def observe_frame(
         self, step: StepWriter, h: torch.Tensor, tokens: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed an observed frame's ``tokens [B, N]`` to ``step`` after the action token whose
         hidden state is ``h [B, E]``; returns the mean entropy of the model's predictions of
-        those tokens ``[B]`` (teacher forced, as in :meth:`sample_frame`)."""
-        entropy = h.new_zeros(h.shape[0])
+        those tokens ``[B]`` (teacher forced, as in :meth:`sample_frame`) and the hidden state
+        the reward and termination heads read ``[B, E]`` (:meth:`outcome_state`)."""
+        entropy, at_action = h.new_zeros(h.shape[0]), h
         for x in self.frame_inputs(tokens).unbind(1):
             entropy = entropy + token_entropy(self.token_head(h))
             h = step.feed(x)
-        return entropy / self.config.tokens_per_frame
+        return entropy / self.config.tokens_per_frame, self.outcome_state(at_action, h)
 
     def imagine(
         self,
@@ -286,9 +309,9 @@ class TokenTransformer(nn.Module):
         :meth:`sample_frame`. Returns ``(tokens [B, N], reward [B], end_logit [B], cache)``;
         the sampled frame is in the new cache (the cache given is not modified)."""
         h, step = self.act(cache, actions)
-        reward = self.reward_head(h).squeeze(-1)
-        end_logit = self.end_head(h).squeeze(-1)
-        tokens, _ = self.sample_frame(step, h, uniform, temperature)
+        tokens, _, outcome = self.sample_frame(step, h, uniform, temperature)
+        reward = self.reward_head(outcome).squeeze(-1)
+        end_logit = self.end_head(outcome).squeeze(-1)
         return tokens, reward, end_logit, step.flush()
 
 
