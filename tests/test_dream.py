@@ -347,6 +347,9 @@ def test_artifact_round_trip_reproduces_trajectories(sim: LearnedSimulator, tmp_
     low, high = np.array([-np.inf, 0.0], np.float32), np.array([1.0, np.inf], np.float32)
     box = spaces.Box(low, high, (2,), np.float32)
     assert space_from_json(space_to_json(box)) == box
+    image = spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    assert space_to_json(image)["low"] == 0.0 and space_to_json(image)["high"] == 255.0
+    assert space_from_json(space_to_json(image)) == image
     with pytest.raises(ConfigError, match="manifest.json"):
         LearnedSimulator.from_artifact(tmp_path)
 
@@ -368,6 +371,14 @@ def test_cards_are_checked(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="reset"):
         read_card(bad)
+    bad.write_text(
+        'id = "X-v0"\nsource_env = "a"\ndataset_recipe = "b"\nmodel = "c"\nartifact = "d"\n'
+        'horizon = 10\nonnx = "no"\n'
+    )
+    with pytest.raises(ConfigError, match="onnx must be true or false, got 'no'"):
+        read_card(bad)
+    bad.write_text(bad.read_text().replace('onnx = "no"', "onnx = false"))
+    assert read_card(bad).onnx is False
     for card in load_cards().values():  # the project's own cards are valid
         assert card.id.startswith("WorldFlux/")
 

@@ -1,5 +1,6 @@
 """The project's registered dream environments, from their shipped artifacts: the gymnasium and
-SB3 checkers, ``gym.make_vec``, and a 100k-step random-action rollout without NaN or inf.
+SB3 checkers, ``gym.make_vec``, and a random-action rollout without NaN or inf (100k steps;
+image dreams 1,280).
 A card whose artifact is not built is skipped (``worldflux build CARD`` builds it)."""
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def _built(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(CARDS))
 def test_shipped_env_passes_the_checkers(name: str, backend: str) -> None:
     _built(name)
+    if backend == "onnx" and not CARDS[name].onnx:
+        pytest.skip(f"{CARDS[name].id}: the artifact carries the torch model only")
     env = gym.make(CARDS[name].id, backend=backend)
     gym_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=True)
@@ -36,11 +39,13 @@ def test_shipped_env_passes_the_checkers(name: str, backend: str) -> None:
 @pytest.mark.parametrize("name", sorted(CARDS))
 def test_shipped_env_random_rollout_stays_finite(name: str) -> None:
     _built(name)
-    venv = gym.make_vec(CARDS[name].id, num_envs=1000)
+    image = len(gym.make(CARDS[name].id).observation_space.shape) == 3
+    envs, steps = (32, 40) if image else (1000, 100)  # image dreams: a transformer per step
+    venv = gym.make_vec(CARDS[name].id, num_envs=envs)
     assert isinstance(venv, DreamVectorEnv)
     venv.reset(seed=0)
-    rng = np.random.default_rng(0)
-    low, high = venv.single_action_space.low, venv.single_action_space.high
-    for _ in range(100):  # 100k environment steps, with autoresets
-        obs, reward, *_ = venv.step(rng.uniform(low, high, (1000, len(low))).astype(np.float32))
+    venv.single_action_space.seed(0)
+    for _ in range(steps):  # with autoresets
+        actions = np.stack([venv.single_action_space.sample() for _ in range(envs)])
+        obs, reward, *_ = venv.step(actions)
         assert np.isfinite(obs).all() and np.isfinite(reward).all()

@@ -18,7 +18,7 @@ from worldflux.dream.cards import load_cards
 out = {"module": worldflux.__file__, "cards": {}}
 for name, card in load_cards().items():
     entry = {"registered": card.id in gym.registry, "built": card.built,
-             "artifact": str(card.artifact_dir)}
+             "artifact": str(card.artifact_dir), "onnx": card.onnx}
     if card.built:
         env = gym.make(card.id)
         obs, _ = env.reset(seed=0)
@@ -93,7 +93,8 @@ def test_wheel_ships_cards_and_artifacts(tmp_path: Path) -> None:
         assert entry["built"] == built_here, (name, entry)
         if built_here:
             assert entry.get("made"), name
-            assert entry["backend"] == "onnx", entry  # shipped graphs travel in the wheel
+            # shipped graphs travel in the wheel; torch-only cards (onnx = false) have none
+            assert entry["backend"] == ("onnx" if entry["onnx"] else "torch"), entry
     # dataset recipes find their committed behaviour policies inside the wheel too
     assert out["behaviour"], out
     for name, file in out["behaviour"].items():

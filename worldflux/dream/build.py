@@ -97,7 +97,7 @@ def build_artifact(
     files = FIDELITY_FILES + SHIFTED_FILES
     extra = tuple(run / name for name in files if (run / name).is_file())
     try:
-        sim.save_artifact(card.artifact_dir, extra_files=extra)
+        sim.save_artifact(card.artifact_dir, extra_files=extra, onnx=card.onnx)
     except ExportError as exc:  # the torch backend still serves the artifact
         warnings.warn(
             f"{card.id}: {exc} The artifact is written without ONNX graphs (torch backend only).",

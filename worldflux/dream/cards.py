@@ -11,6 +11,7 @@ Card schema (every key is checked; unknown keys are errors)::
     model_overrides = {}                 # optional config fields
     artifact = "dreamer-walker-v0"       # folder under exports/
     horizon = 1000                       # max_episode_steps (truncation)
+    onnx = true                          # optional: false ships the torch model only
     [train]                              # TrainerConfig fields for `worldflux build`
     steps = 4000
     [defaults]                           # DreamSettings fields (reset, termination, penalty, ...)
@@ -53,6 +54,8 @@ class EnvCard:
     artifact: str
     horizon: int
     description: str = ""
+    #: whether the artifact carries ONNX graphs beside the torch model
+    onnx: bool = True
     model_overrides: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +96,8 @@ def read_card(path: Path) -> EnvCard:
         raise ConfigError(
             f"env card {path}: horizon must be an integer >= 1, got {data['horizon']!r}."
         )
+    if not isinstance(data.get("onnx", True), bool):
+        raise ConfigError(f"env card {path}: onnx must be true or false, got {data['onnx']!r}.")
     card = EnvCard(**data, name=path.stem)
     DreamSettings.from_dict(card.dream_defaults)  # the defaults must be valid settings
     return card

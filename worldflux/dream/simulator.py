@@ -57,8 +57,10 @@ if TYPE_CHECKING:
 
 Backend = Literal["torch", "onnx", "auto"]
 
-#: at most this many "any"-state observations are kept in an artifact
+#: at most this many "any"-state observations are kept in an artifact ...
 MAX_ANY_STATES = 5_000
+#: ... and at most this many bytes of them (uncompressed; 1,365 frames of 64x64 RGB)
+MAX_ANY_STATE_BYTES = 16 * 2**20
 #: held-out transitions used to calibrate the uncertainty percentiles
 CALIBRATION_TRANSITIONS = 4096
 PERCENTILES = (50, 90, 95, 99)
@@ -89,13 +91,17 @@ def uncertainty_percentiles(model: WorldModel, data: Any) -> dict[str, float]:
 
 
 def space_to_json(space: spaces.Space[Any]) -> dict[str, Any]:
-    """A Box (bounds as lists, infinities as strings) or Discrete space as JSON data."""
+    """A Box (bounds as lists, or one number where every entry is the same, as for images;
+    infinities as strings) or Discrete space as JSON data."""
     if isinstance(space, spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n)}
     if isinstance(space, spaces.Box):
 
-        def bounds(x: np.ndarray) -> list[Any]:
-            return [v if np.isfinite(v) else str(v) for v in x.astype(np.float64).ravel().tolist()]
+        def bounds(x: np.ndarray) -> list[Any] | float | str:
+            values = [
+                v if np.isfinite(v) else str(v) for v in x.astype(np.float64).ravel().tolist()
+            ]
+            return values[0] if values and all(v == values[0] for v in values) else values
 
         return {
             "type": "Box",
@@ -114,8 +120,13 @@ def space_from_json(data: dict[str, Any]) -> spaces.Space[Any]:
     if kind == "Box":
         shape = tuple(int(s) for s in data["shape"])
         dtype = np.dtype(data["dtype"])
-        low = np.array([float(v) for v in data["low"]]).reshape(shape).astype(dtype)
-        high = np.array([float(v) for v in data["high"]]).reshape(shape).astype(dtype)
+
+        def bounds(value: Any) -> np.ndarray:  # a list, or one number for every entry
+            if isinstance(value, list):
+                return np.array([float(v) for v in value]).reshape(shape).astype(dtype)
+            return np.full(shape, float(value)).astype(dtype)
+
+        low, high = bounds(data["low"]), bounds(data["high"])
         return spaces.Box(low, high, shape, dtype)
     raise SerializationError(f"unknown space type {kind!r}: expected 'Box' or 'Discrete'.")
 
@@ -221,7 +232,8 @@ class LearnedSimulator:
         store = data.store
         starts = store.obs[store.obs_starts]
         rng = np.random.default_rng(0)
-        rows = rng.choice(len(store.obs), min(MAX_ANY_STATES, len(store.obs)), replace=False)
+        keep = min(MAX_ANY_STATES, MAX_ANY_STATE_BYTES // max(store.obs[0].nbytes, 1))
+        rows = rng.choice(len(store.obs), min(max(keep, 1), len(store.obs)), replace=False)
         env_spec = getattr(dataset, "env_spec", None)
         model = load_pretrained(run / which, trust_imports=trust_imports)
         return cls(
@@ -320,7 +332,7 @@ class LearnedSimulator:
         staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
         try:
             model.save_pretrained(staged / "model")
-            np.savez(
+            np.savez_compressed(
                 staged / RESET_STATES,
                 start=self.reset_states.start,
                 any=self.reset_states.any,

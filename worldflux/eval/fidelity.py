@@ -102,7 +102,29 @@ class FidelityReport:
         if self.examples:
             paths.append(directory / f"{stem}.png")
             self.plot(paths[-1])
+        elif "psnr" in next(iter(self.metrics.values()))[self.horizons[0]]:
+            paths.append(directory / f"{stem}.png")
+            self.plot_image_metrics(paths[-1])
         return paths
+
+    def plot_image_metrics(self, path: Path) -> None:
+        """PSNR and SSIM against the horizon k, one line per predictor (image reports)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
+            for name, per_k in self.metrics.items():
+                ax.plot(self.horizons, [per_k[k][metric] for k in self.horizons], "o-", label=name)
+            ax.set_xscale("log")
+            ax.set_xlabel("k (steps ahead)", fontsize=8)
+            ax.set_title(f"{metric.upper()} ({self.windows} held-out windows)", fontsize=9)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        save_figure_atomic(fig, path, dpi=90)
+        plt.close(fig)
 
     def plot(self, path: Path, dims: int = 3, windows: int = 3) -> None:
         import matplotlib
