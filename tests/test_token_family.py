@@ -182,6 +182,11 @@ def test_the_filter_path_gives_the_training_path_predictions(outcome_at: str) ->
     torch.testing.assert_close(
         imagined["continue"], torch.sigmoid(-longer["end_logit"][:, -1]), atol=1e-4, rtol=1e-4
     )
+    if outcome_at == "frame":  # the same weights read at the action token predict otherwise
+        other = tiny(outcome_at="action")
+        with torch.no_grad():
+            at_action = other.transformer(tokens, window.actions.argmax(-1))
+        assert not torch.allclose(at_action["reward"], full["reward"])
     with pytest.raises(ConfigError, match=r"outcome_at: expected one of \['action', 'frame'\]"):
         tiny(outcome_at="x")
 

@@ -29,8 +29,8 @@ started, a whole number, exact up to 2^24), ``reward []``, ``continue []`` and `
   ``redraw_threshold`` levels (of 255, in any channel) take the decode, every other pixel stays
   (the neighbours, because the tokeniser's receptive field is wider than a cell: an object
   that moves can change the token of the cell next to it and leave its own cell's token as it
-  was; without them a moving dot left ghosts, 25.7 dB one step ahead against 37.6 with them); ``encode`` / ``update``
-  keep the observed frame itself. A static background then stays exact (the observed start
+  was; without them a moving dot left ghosts, 25.7 dB one step ahead against 37.6 with them);
+  ``encode`` / ``update`` keep the observed frame itself. A static background then stays exact (the observed start
   frame's pixels) where a full decode blurs it at the tokeniser's error every step, and a
   redrawn cell changes only where something moved, not by the decoder's own error. On Breakout
   this lifts the k-step PSNR and SSIM above copying the last frame, which full decodes stay
@@ -299,8 +299,7 @@ class TokenModel(WorldModel):
         """The state after a frame ``tokens [B, N]`` (shown as ``frame [B, C, H, W]``) fed
         into ``cache``; ``h [B, E]``: the hidden state the reward and termination heads read
         for the step that led to it (``outcome_at``) and ``entropy [B]`` the frame's mean token
-        entropy (None after ``encode``: reward 0,
-        continue 1, uncertainty 0)."""
+        entropy (None after ``encode``: reward 0, continue 1, uncertainty 0)."""
         zeros = cache["keys"].new_zeros(tokens.shape[0])
         tensors = {
             "tokens": tokens.float(),
