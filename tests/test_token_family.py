@@ -48,8 +48,6 @@ def test_bad_configs_and_actions_are_named() -> None:
         wf.create_world_model("token:tiny", obs_shape=(3, 12, 12), action_dim=4)
     with pytest.raises(ConfigError, match="temperature: expected >= 0, got -1.0"):
         wf.create_world_model("token:tiny", obs_shape=OBS, action_dim=4, temperature=-1.0)
-    with pytest.raises(ConfigError, match=r"head_lr_scale: expected a finite number > 0, got 0.0"):
-        wf.create_world_model("token:tiny", obs_shape=OBS, action_dim=4, head_lr_scale=0.0)
     model = tiny()
     state = model.encode(frames(2))
     with pytest.raises(ContractError, match=r"expected one-hot action vectors, got e.g. \[0.5"):
@@ -115,18 +113,6 @@ def test_imagined_frames_redraw_only_what_changed() -> None:
     nxt = whole.transition(state, action, deterministic=True)
     decoded = (whole.tokenizer.decode(nxt["tokens"].long()) + 0.5) * 255.0
     assert torch.equal(whole.decode(nxt).obs, decoded)
-
-
-def test_the_reward_and_termination_heads_learn_at_their_own_rate() -> None:
-    model = tiny(head_lr_scale=6.0)
-    groups = {g["name"]: g for g in model.param_groups()}
-    assert groups["heads"]["lr_scale"] == 6.0 and "lr_scale" not in groups["model"]
-    t = model.transformer
-    heads = {id(p) for p in [*t.reward_head.parameters(), *t.end_head.parameters()]}
-    assert {id(p) for p in groups["heads"]["params"]} == heads
-    every = [p for g in groups.values() for p in g["params"]]
-    assert len({id(p) for p in every}) == len(every) == len(list(model.parameters()))
-    assert [g["name"] for g in tiny().param_groups()] == ["model"]  # scale 1: one group
 
 
 def test_explicit_noise_reproduces_rollouts_and_deterministic_ignores_it() -> None:

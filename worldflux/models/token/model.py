@@ -55,7 +55,6 @@ started, a whole number, exact up to 2^24), ``reward []``, ``continue []`` and `
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -106,11 +105,6 @@ class TokenConfig(WorldModelConfig):
             (and of their neighbours) where the decode differs from the previous frame by more
             than this many levels (of 255; 0: those cells whole); ``None``: every frame is
             decoded whole (module docstring).
-        head_lr_scale: the learning rate of the reward and termination heads as a multiple of
-            the trainer's (:meth:`TokenModel.param_groups`). Their targets are sparse (a
-            brick hit or a game end in a few hundred steps), and at the trunk's rate they stay
-            near the mean for thousands of updates although the transformer's features already
-            predict them.
     """
 
     grid: int = 4
@@ -128,7 +122,6 @@ class TokenConfig(WorldModelConfig):
     temperature: float = 1.0
     outcome_at: str = "action"
     redraw_threshold: float | None = 24.0
-    head_lr_scale: float = 1.0
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # sizes for 64x64x3 frames and 4 actions (tests/test_token_family.py checks them)
@@ -150,11 +143,6 @@ class TokenConfig(WorldModelConfig):
             raise ConfigError(
                 f"{type(self).__name__}.redraw_threshold: expected None or a level in [0, 255), "
                 f"got {self.redraw_threshold}."
-            )
-        if not (math.isfinite(self.head_lr_scale) and self.head_lr_scale > 0):
-            raise ConfigError(
-                f"{type(self).__name__}.head_lr_scale: expected a finite number > 0, got "
-                f"{self.head_lr_scale}."
             )
         if self.temperature < 0:
             raise ConfigError(
@@ -337,21 +325,6 @@ class TokenModel(WorldModel):
             "values": state["values"],
             "position": state["position"].round().long(),
         }
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        """The reward and termination heads at ``head_lr_scale`` times the learning rate, the
-        rest (tokeniser, transformer trunk, token head) at 1x; one group when the scale is 1
-        (so runs checkpointed before the option existed resume)."""
-        if self.config.head_lr_scale == 1.0:
-            return super().param_groups()
-        t = self.transformer
-        heads = [*t.reward_head.parameters(), *t.end_head.parameters()]
-        ids = {id(p) for p in heads}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [
-            {"name": "model", "params": rest},
-            {"name": "heads", "params": heads, "lr_scale": self.config.head_lr_scale},
-        ]
 
     def correct_end_rate(self, real: float, drawn: float) -> None:
         """Training batches held ends at rate ``drawn`` where the data has ``real`` (the
