@@ -28,14 +28,15 @@ started, a whole number, exact up to 2^24), ``reward []``, ``continue []`` and `
   pixels whose decode (the tokeniser's decoder) differs from the previous frame by more than
   ``redraw_threshold`` levels (of 255, in any channel) take the decode, every other pixel stays
   (the neighbours, because the tokeniser's receptive field is wider than a cell: an object
-  that moves can change the token of the cell next to it and leave its own cell's token as it
-  was; without them a moving dot left ghosts, 25.7 dB one step ahead against 37.6 with them);
-  ``encode`` / ``update`` keep the observed frame itself. A static background then stays exact (the observed start
-  frame's pixels) where a full decode blurs it at the tokeniser's error every step, and a
-  redrawn cell changes only where something moved, not by the decoder's own error. On Breakout
-  this lifts the k-step PSNR and SSIM above copying the last frame, which full decodes stay
-  below (benchmarks/results/token-redraw-breakout.md). ``None`` decodes every frame whole, as
-  IRIS does.
+  that moves can change the token of the cell next to it and leave its own cell's token as
+  it was; without them a moving dot left ghosts, 25.7 dB one step ahead against 37.6 with
+  them); ``encode`` / ``update`` keep the observed frame itself. A static background then
+  stays exact (the observed start frame's pixels) where a full decode blurs it at the
+  tokeniser's error every step, and a redrawn cell changes only where something moved, not
+  by the decoder's own error. On Breakout this lifts the k-step PSNR and SSIM above copying
+  the last frame, which full decodes stay below
+  (benchmarks/results/token-redraw-breakout.md). ``None`` decodes every frame whole, as IRIS
+  does.
 * ``decode``: the state's frame (pixels in ``[0, 255]``; decoded cells unclipped), the reward,
   the continue probability and the uncertainty.
 * Uncertainty: the mean entropy (nats per token) of the transformer's own next-token
