@@ -29,7 +29,7 @@ from worldflux.files import write_text_atomic
 from worldflux.rl.activations import ACTIVATIONS
 from worldflux.rl.offline import BEHAVIOUR, MOPO_HORIZON, MOPO_PENALTY, dream_recipe
 from worldflux.rl.replay import ReplaySettings
-from worldflux.rl.train import train_agent
+from worldflux.rl.train import recorded_estimates, train_agent
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -49,7 +49,7 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
     rows = summary["evaluations"]
     dream = np.array([r["dream"]["mean"] for r in rows])
     real = np.array([r["real"]["mean"] for r in rows])
-    estimates = sorted(rows[0].get("dream_pessimistic", {})) if rows else []
+    estimates = sorted(recorded_estimates(rows[0])) if rows else []
     lines = [
         f"# MOPO-style {recipe['algorithm'].upper()} learning curve: {name}",
         "",
@@ -68,7 +68,7 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
         f"Spearman (dream-predicted vs real return over the checkpoints): raw "
         f"{spearman(dream, real):.2f}"
         + "".join(
-            f"; {key} {spearman(np.array([r['dream_pessimistic'][key] for r in rows]), real):.2f}"
+            f"; {key} {spearman(np.array([recorded_estimates(r)[key] for r in rows]), real):.2f}"
             for key in estimates
         ),
     ]
@@ -98,7 +98,7 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
     ]
     for r in rows:
         updates = updates_at(r["step"])
-        extra = "".join(f"{r['dream_pessimistic'][key]:.1f} | " for key in estimates)
+        extra = "".join(f"{recorded_estimates(r)[key]:.1f} | " for key in estimates)
         lines.append(f"| {updates:,} | {r['dream']['mean']:.1f} | {extra}{r['real']['mean']:.1f} |")
     return "\n".join(lines) + "\n"
 

@@ -1,18 +1,19 @@
 """Offline policy selection over finished agent runs: how well each dream estimate ranks the
-final policies of several runs (seeds, settings) as the real environment does.
+policies of several runs (seeds, settings, checkpoints) as the real environment does.
 
     python benchmarks/policy_selection.py --name NAME RUN [RUN ...] [--episodes 10]
     python benchmarks/policy_selection.py --name NAME --checkpoints RUN [RUN ...]
 
 Every RUN is an agent run folder (``agent.json`` + ``model.zip``, e.g. the runs of
-``mopo_curve.py``) of one dataset. Each final policy is scored in its run's dream from the
-dataset's episode starts up to the real time limit: the raw return, and the pessimistic
-estimates of :func:`worldflux.rl.train.pessimistic_settings` (``penalised``, ``halted``); the
-real return is the one the run measured at the end. With ``--checkpoints`` nothing is scored
-anew: every evaluation the runs recorded during training (their checkpoints and the final one,
-with the pessimistic estimates where the runs recorded them) is ranked together. Prints and saves
-benchmarks/results/policy_selection-NAME.md with the Spearman correlation of each estimate with
-the real return.
+``mopo_curve.py``) of one dataset. By default every policy a run saved (its final
+``model.zip`` and the ``checkpoints/`` of its periodic evaluations) is scored anew, all from the
+same seeds: in its run's dream from the dataset's episode starts up to the real time limit, and
+on the real environment, ``--episodes`` episodes each. Dream estimates: ``raw`` (the model's
+sampled transitions) and those of :func:`worldflux.rl.train.dream_estimates`: ``mean`` (its
+mean transitions: no Gaussian noise, ``noise_scale=0``), ``penalised`` and ``halted``. With ``--checkpoints`` nothing is scored anew: every evaluation the runs recorded
+during training (with the other estimates where the runs recorded them) is ranked
+together. Prints and saves benchmarks/results/policy_selection-NAME.md with the Spearman
+correlation of each estimate with the real return.
 """
 
 from __future__ import annotations
@@ -29,38 +30,61 @@ from worldflux.data.collect import SB3Policy
 from worldflux.dream.make import load_simulator, make_dream_env
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
-from worldflux.rl.evaluate import first_episodes
-from worldflux.rl.train import FINAL_SEED, pessimistic_settings, prediction_settings
+from worldflux.rl.evaluate import first_episodes, real_env_episodes
+from worldflux.rl.train import (
+    FINAL_SEED,
+    dream_estimates,
+    prediction_settings,
+    recorded_estimates,
+)
 
 RESULTS = Path(__file__).with_name("results")
 
 
-def score_run(run: Path, episodes: int) -> dict[str, Any]:
+def saved_policies(run: Path) -> list[tuple[str, Path]]:
+    """``(label, zip)`` of every policy ``run`` saved: its periodic checkpoints, then the final."""
+    summary = json.loads((run / "agent.json").read_text())
+    saved = [(f"{run.name} @ {e['step']:,}", run / e["policy"])
+             for e in summary["evaluations"][:-1] if "policy" in e]  # fmt: skip
+    final = summary["evaluations"][-1]["step"] if summary["evaluations"] else "final"
+    return [*saved, (f"{run.name} @ {final:,} (final)", run / "model.zip")]
+
+
+def score_run(run: Path, episodes: int) -> list[dict[str, Any]]:
+    """Every saved policy of ``run``: its dream estimates and its real return, ``episodes``
+    episodes each from the same seeds."""
     summary = json.loads((run / "agent.json").read_text())
     model_run, real_env = summary["recipe"]["env"], summary["real_env"]
+    sample = summary["recipe"]["evaluation"]["actions"] == "sampled"
     sim = load_simulator(model_run)
-    probe = gym.make(real_env)
-    policy = SB3Policy.from_file(run / "model.zip", probe)
-    probe.close()
     raw = prediction_settings(real_env)
-    estimates = {"raw": raw, **pessimistic_settings(sim, raw)}
-    row: dict[str, Any] = {"run": run.name, "model": model_run,
-                           "real": summary["final"]["real"]["mean"]}  # fmt: skip
-    for name, settings in estimates.items():
-        venv = make_dream_env(sim, num_envs=episodes, **settings)
-        try:
-            row[name] = first_episodes(venv, policy, FINAL_SEED).mean
-        finally:
+    estimates = {"raw": raw, **dream_estimates(sim, raw)}
+    venvs = {k: make_dream_env(sim, num_envs=episodes, **v) for k, v in estimates.items()}
+    probe = gym.make(real_env)
+    rows = []
+    try:
+        for label, path in saved_policies(run):
+            policy = SB3Policy.from_file(path, probe, sample=sample, seed=FINAL_SEED)
+            real = real_env_episodes(real_env, policy, episodes, FINAL_SEED).mean
+            row: dict[str, Any] = {"run": label, "model": model_run, "real": real}
+            for name, venv in venvs.items():
+                row[name] = first_episodes(venv, policy, FINAL_SEED).mean
+            rows.append(row)
+            print(row, flush=True)
+    finally:
+        probe.close()
+        for venv in venvs.values():
             venv.close()
-    return row
+    return rows
 
 
 def recorded_rows(run: Path) -> list[dict[str, Any]]:
-    """Every evaluation ``run`` recorded: dream (raw and pessimistic) and real mean returns."""
+    """Every evaluation ``run`` recorded: dream (raw and the other estimates) and real mean
+    returns."""
     summary = json.loads((run / "agent.json").read_text())
     return [
         {"run": f"{run.name} @ {e['step']:,}", "model": summary["recipe"]["env"],
-         "real": e["real"]["mean"], "raw": e["dream"]["mean"], **e.get("dream_pessimistic", {})}
+         "real": e["real"]["mean"], "raw": e["dream"]["mean"], **recorded_estimates(e)}
         for e in summary["evaluations"]
     ]  # fmt: skip
 
@@ -78,9 +102,8 @@ def main() -> None:
         if args.checkpoints:
             rows.extend(recorded_rows(run))
         else:
-            rows.append(score_run(run, args.episodes))
-            print(rows[-1], flush=True)
-    # the estimates every row has (runs without pessimistic estimates leave only the raw one)
+            rows.extend(score_run(run, args.episodes))
+    # the estimates every row has (runs without other estimates leave only the raw one)
     names = [k for k in rows[0] if k not in ("run", "model", "real") and all(k in r for r in rows)]
     real = np.array([r["real"] for r in rows])
     rho = {k: spearman(np.array([r[k] for r in rows]), real) for k in names}
@@ -88,11 +111,14 @@ def main() -> None:
         f"# Offline policy selection: {args.name}",
         "",
         (
-            f"{len(rows)} evaluations recorded during training (checkpoints and final policies)"
+            f"{len(rows)} evaluations recorded during training (checkpoints and final "
+            "policies) from the dataset's episode starts, real returns as each run measured them"
             if args.checkpoints
-            else f"{len(rows)} final policies; dream returns over {args.episodes} episodes"
+            else f"{len(rows)} saved policies (checkpoints and final); dream returns over "
+            f"{args.episodes} episodes from the dataset's episode starts, real returns over "
+            f"{args.episodes} episodes, the same seeds for every policy"
         )
-        + " from the dataset's episode starts, real returns as each run measured them.",
+        + ".",
         "",
         "Spearman with the real return: " + ", ".join(f"{k} {v:.2f}" for k, v in rho.items()),
         "",

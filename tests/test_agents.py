@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from worldflux.rl.behaviour import BehaviourSettings
 from worldflux.rl.evaluate import real_env_episodes
 from worldflux.rl.recipes import agents_dir
 from worldflux.rl.replay import ReplaySettings
-from worldflux.rl.train import FINAL_SEED
+from worldflux.rl.train import EVAL_SEED, FINAL_SEED
 from worldflux.training.run import train_run
 
 #: the dream-trained agent must beat a random policy on the real Pendulum by this much return
@@ -345,17 +346,28 @@ def test_mopo_style_sac_on_a_mixed_buffer_beats_random_on_the_real_pendulum(
     assert steps == [10_000, 20_000, 30_000, 32_000]
     best = max(selection["candidates"], key=lambda c: c["dream"])
     assert (selection["step"], selection["dream"]) == (best["step"], best["dream"])
-    periodic = {e["step"]: e["dream"]["mean"] for e in summary["evaluations"][:-1]}
+    # by the model's mean transitions (the ensemble samples Gaussian noise)
+    assert selection["by"] == "mean dream return on the evaluation episodes"
+    periodic = {e["step"]: e["dream_estimates"]["mean"] for e in summary["evaluations"][:-1]}
     assert all(periodic[c["step"]] == c["dream"] for c in selection["candidates"][:-1])
     probe = gym.make("Pendulum-v1")
     chosen = SB3Policy.from_file(tmp_path / "agent" / "selected.zip", probe)
     again = real_env_episodes("Pendulum-v1", chosen, 10, FINAL_SEED)
     assert again.mean == pytest.approx(selection["real"]["mean"], rel=1e-6)
-    # offline policy selection: pessimistic estimates beside the raw dream return; the penalty
-    # changes rewards only, so the same seeds give the raw return less the uncertainty
+    # every periodically evaluated policy is kept, for acting only, and acts as it was scored
+    for evaluation in summary["evaluations"][:-1]:
+        saved = tmp_path / "agent" / evaluation["policy"]
+        assert saved.name == f"step-{evaluation['step']}.zip"
+        with zipfile.ZipFile(saved) as archive:
+            assert not [n for n in archive.namelist() if n.endswith("optimizer.pth")]
+        kept = real_env_episodes("Pendulum-v1", SB3Policy.from_file(saved, probe), 4, EVAL_SEED)
+        assert kept.mean == pytest.approx(evaluation["real"]["mean"], rel=1e-6)
+    # offline policy selection: the mean-transition and pessimistic estimates beside the raw
+    # dream return; the penalty changes rewards only, so the same seeds give the raw return less
+    # the uncertainty
     scored = summary["evaluations"][-1]
-    assert set(scored["dream_pessimistic"]) == {"penalised", "halted"}
-    assert scored["dream_pessimistic"]["penalised"] < scored["dream"]["mean"]
+    assert set(scored["dream_estimates"]) == {"mean", "penalised", "halted"}
+    assert scored["dream_estimates"]["penalised"] < scored["dream"]["mean"]
     assert summary["replay"] == {
         "dataset": "test/pendulum/random-v0",
         "transitions": 30_000,

@@ -28,7 +28,6 @@ import shutil
 import sys
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from .sb3_policy import (
     load_obs_norm,
     load_sb3_policy,
     policy_name,
-    save_obs_norm,
+    save_sb3_policy,
     vecnormalize_obs_norm,
 )
 from .spaces import action_layout, observation_layout
@@ -508,18 +507,6 @@ class _RecordEpisodes(gym.Wrapper):
 ALGORITHMS = ("ppo", "sac", "td3", "a2c", "dqn")
 
 
-def _drop_optimiser_states(path: Path) -> None:
-    """Rewrite the SB3 zip ``path`` without its optimisers' states (``*optimizer.pth``): a
-    behaviour policy is for acting (its CNN's Adam moments would double an Atari policy's 2.4
-    MB). SB3's own ``load`` then refuses the file; :func:`load_sb3_policy` reads it."""
-    kept = path.with_name(path.name + ".kept")
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(kept, "w", zipfile.ZIP_DEFLATED) as dst:
-        for item in src.infolist():
-            if not item.filename.endswith("optimizer.pth"):
-                dst.writestr(item, src.read(item.filename))
-    kept.replace(path)
-
-
 def train_behaviour_policy(
     env_id: str,
     *,
@@ -632,15 +619,9 @@ def train_behaviour_policy(
             tqdm.write(f"behaviour policy: the one evaluated at return {mean:.1f}")
     policy.history = history
     if save_to is not None:
-        path = Path(save_to)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if policy.obs_norm is not None:  # first: a zip never exists without its normalisation
-            n = policy.obs_norm
-            save_obs_norm(path, n["mean"], n["var"], n["clip_obs"], n["epsilon"])
-        staged = path.with_name(f".{path.stem}.tmp.zip")
-        model.save(staged)
-        _drop_optimiser_states(staged)
-        staged.replace(path)
+        # for acting: without the optimiser states (a CNN's Adam moments would double an Atari
+        # policy's 2.4 MB)
+        save_sb3_policy(model, save_to, policy.obs_norm)
     venv.close()
     eval_env.close()
     return policy, recorded

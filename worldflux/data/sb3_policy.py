@@ -224,6 +224,28 @@ def save_obs_norm(
     tmp.replace(target)
 
 
+def save_sb3_policy(model: Any, path: str | Path, obs_norm: dict[str, Any] | None = None) -> None:
+    """Write the SB3 ``model`` to the zip ``path`` for acting, without its optimisers' states
+    (``*optimizer.pth``: Adam's moments would double or triple the file), with ``obs_norm`` (see
+    :func:`vecnormalize_obs_norm`) beside it. Both files are written atomically, the
+    normalisation first: a zip never exists without it. SB3's own ``load`` refuses the file (no
+    optimiser); :func:`load_sb3_policy` reads it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if obs_norm is not None:
+        n = obs_norm
+        save_obs_norm(target, n["mean"], n["var"], n["clip_obs"], n["epsilon"])
+    staged = target.with_name(f".{target.stem}.tmp.zip")
+    model.save(staged)
+    kept = target.with_name(f".{target.stem}.kept.zip")
+    with zipfile.ZipFile(staged) as src, zipfile.ZipFile(kept, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if not item.filename.endswith("optimizer.pth"):
+                dst.writestr(item, src.read(item.filename))
+    staged.unlink()
+    kept.replace(target)
+
+
 def vecnormalize_obs_norm(venv: Any) -> dict[str, Any] | None:
     """The observation normalisation of an SB3 ``VecNormalize`` (copies), or None when ``venv``
     is not one or does not normalise observations."""

@@ -34,8 +34,8 @@ Offline policy selection (``checkpoints``): every method's policy is scored ``ch
 during training and at the end, on the real environment and in the world model's dream (the
 baselines too, whenever a world model is there); ``results["selection"]`` holds every pair and
 the Spearman correlation of dream-predicted with real returns over all of them (the raw dream
-return, and for models with uncertainty the pessimistic estimates of
-:func:`~worldflux.rl.train.pessimistic_settings`).
+return, and the estimates of :func:`~worldflux.rl.train.dream_estimates`: the model's mean
+transitions, and for models with uncertainty the pessimistic estimates).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ from .behaviour import BehaviourSettings
 from .evaluate import first_episodes, real_env_episodes
 from .recipes import AgentRecipe, Evaluation
 from .replay import ReplaySettings
-from .train import EVAL_SEED, FINAL_SEED, pessimistic_settings, prediction_settings, train_agent
+from .train import EVAL_SEED, FINAL_SEED, dream_estimates, prediction_settings, train_agent
 
 METHODS = (
     "dream",
@@ -171,7 +171,7 @@ def _random_reference(env_id: str, space: Any, meta: dict[str, Any]) -> tuple[fl
 class _DreamJudge:
     """Scores baseline policies in the world model's dream the way the dream agents' evaluations
     do (from the dataset's episode starts, up to the real time limit, raw rewards, no halt, and
-    the pessimistic estimates beside), so offline policy selection ranks every method's
+    the other estimates of :func:`~worldflux.rl.train.dream_estimates` beside), so offline policy selection ranks every method's
     checkpoints together. ``step`` of a baseline's entry counts gradient updates (a dream
     agent's counts environment steps)."""
 
@@ -180,9 +180,9 @@ class _DreamJudge:
         sim = load_simulator(str(model_run))
         raw = prediction_settings(env_id)
         self.venv = make_dream_env(sim, num_envs=episodes, **raw)
-        self.pessimistic = {
+        self.estimates = {
             name: make_dream_env(sim, num_envs=episodes, **settings)
-            for name, settings in pessimistic_settings(sim, raw).items()
+            for name, settings in dream_estimates(sim, raw).items()
         }
 
     def score(
@@ -194,10 +194,10 @@ class _DreamJudge:
         if real is None:
             real = real_env_episodes(self.env_id, policy, self.episodes, offset + seed).mean
         entry = {"method": method, "seed": seed, "step": step, "dream": dream, "real": real}
-        if self.pessimistic:
-            entry["dream_pessimistic"] = {
+        if self.estimates:
+            entry["dream_estimates"] = {
                 name: first_episodes(venv, policy, offset + seed).mean
-                for name, venv in self.pessimistic.items()
+                for name, venv in self.estimates.items()
             }
         return entry
 
@@ -210,7 +210,7 @@ class _DreamJudge:
         )
 
     def close(self) -> None:
-        for venv in (self.venv, *self.pessimistic.values()):
+        for venv in (self.venv, *self.estimates.values()):
             venv.close()
 
 
@@ -445,12 +445,11 @@ def _write_results(
             "policies": selection,
             "spearman": rank_correlation([p["dream"] for p in selection]),
         }
-        estimates = [k for k in selection[0].get("dream_pessimistic", {})
-                     if all(k in p.get("dream_pessimistic", {}) for p in selection)]  # fmt: skip
+        estimates = [k for k in selection[0].get("dream_estimates", {})
+                     if all(k in p.get("dream_estimates", {}) for p in selection)]  # fmt: skip
         if estimates:
-            results["selection"]["spearman_pessimistic"] = {
-                k: rank_correlation([p["dream_pessimistic"][k] for p in selection])
-                for k in estimates
+            results["selection"]["spearman_estimates"] = {
+                k: rank_correlation([p["dream_estimates"][k] for p in selection]) for k in estimates
             }
     if failures:
         results["failed"] = [{"job": f.key, "error": f.error} for f in failures]
@@ -505,8 +504,8 @@ def offline_job(
                 selection.extend(
                     {"method": method, "seed": seed, "step": e["step"],
                      "dream": e["dream"]["mean"], "real": e["real"]["mean"],
-                     **({"dream_pessimistic": e["dream_pessimistic"]}
-                        if "dream_pessimistic" in e else {})}
+                     **({"dream_estimates": e["dream_estimates"]}
+                        if "dream_estimates" in e else {})}
                     for e in [*(e for e in earlier if e["step"] < last["step"]), last]
                 )  # fmt: skip
         elif method == "mppi":
@@ -758,7 +757,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     ]
     selection = results.get("selection")
     if selection:
-        pessimistic = list(selection.get("spearman_pessimistic", {}))
+        estimates = list(selection.get("spearman_estimates", {}))
         lines += [
             "",
             "Offline policy selection: the dream's predicted return against the real return of "
@@ -766,17 +765,17 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"seeds): Spearman {_number(selection['spearman'])}"
             + "".join(
                 f"; {name} dream return {_number(rho)}"
-                for name, rho in selection.get("spearman_pessimistic", {}).items()
+                for name, rho in selection.get("spearman_estimates", {}).items()
             )
             + ".",
             "",
             "| method | seed | step | dream return | "
-            + "".join(f"{name} | " for name in pessimistic)
+            + "".join(f"{name} | " for name in estimates)
             + "real return |",
-            "|---|---:|---:|---:|" + "---:|" * len(pessimistic) + "---:|",
+            "|---|---:|---:|---:|" + "---:|" * len(estimates) + "---:|",
             *(
                 f"| {p['method']} | {p['seed']} | {p['step']:,} | {p['dream']:.1f} | "
-                + "".join(f"{p['dream_pessimistic'][name]:.1f} | " for name in pessimistic)
+                + "".join(f"{p['dream_estimates'][name]:.1f} | " for name in estimates)
                 + f"{p['real']:.1f} |"
                 for p in selection["policies"]
             ),

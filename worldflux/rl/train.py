@@ -7,6 +7,9 @@ Output folder (written into a staging folder and moved into place at the end)::
     model.zip             the SB3 model (+ model.obs_norm.json with VecNormalize's statistics)
     selected.zip          with periodic evaluations: the policy the dream rates best (offline
                           policy selection; + selected.obs_norm.json), see ``selection`` below
+    checkpoints/          with periodic evaluations: every policy evaluated during training,
+                          ``step-N.zip`` after N dream steps (+ its obs_norm.json; no optimiser
+                          states), named by its evaluation's ``policy``: to score them anew later
     logs/                 SB3 logger output: progress.csv and TensorBoard events (eval/* scalars)
     reality_gap.{md,png}  dream vs real returns: learning curves and the final episodes
     fidelity.{md,png}     the dream env's fidelity report, when its artifact has one
@@ -32,7 +35,12 @@ from .._version import __version__
 from ..core.errors import ConfigError, unknown_name_message
 from ..core.serialization import replace_dir_atomically
 from ..data.collect import RandomPolicy, SB3Policy
-from ..data.sb3_policy import policy_name, save_obs_norm, vecnormalize_obs_norm
+from ..data.sb3_policy import (
+    policy_name,
+    save_obs_norm,
+    save_sb3_policy,
+    vecnormalize_obs_norm,
+)
 from ..dream.core import DreamCore, ResetStates
 from ..dream.latent import LatentObservation
 from ..dream.make import load_simulator, make_dream_env
@@ -63,6 +71,9 @@ def latent_wrapper(sim: LearnedSimulator, backend: str | None) -> Any:
 SELECTION_HALT = "p99"
 #: the uncertainty weight of the ``penalised`` estimate (that of the ``mopo-*`` offline methods)
 SELECTION_PENALTY = 5.0
+#: the estimate of :func:`dream_estimates` that picks the dream-selected policy where the model
+#: has it (the raw dream return otherwise)
+SELECTION_ESTIMATE = "mean"
 
 
 def prediction_settings(env_id: str, fallback_horizon: int = 1000) -> dict[str, Any]:
@@ -75,22 +86,43 @@ def prediction_settings(env_id: str, fallback_horizon: int = 1000) -> dict[str, 
     return {"reset": "start", "penalty": 0.0, "halt": None, "horizon": horizon}
 
 
-def pessimistic_settings(sim: LearnedSimulator, base: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``base`` dream settings changed for the pessimistic return estimates recorded beside the
-    raw one, for offline policy selection; none for models without uncertainty. The same for
-    every policy (whatever it trained with), so that they rank policies on one scale.
+def samples_gaussian_noise(sim: LearnedSimulator) -> bool:
+    """Whether ``sim``'s model draws Gaussian noise in its transitions (an ensemble's aleatoric
+    noise, an RSSM's latent noise): then its mean transitions differ from its samples."""
+    spec = sim.onnx.noise if sim.onnx is not None else sim.torch_model().noise_spec()
+    return any(s.distribution == "normal" for s in spec.values())
 
-    ``penalised``: every reward less :data:`SELECTION_PENALTY` x the uncertainty (MOPO's
+
+def dream_estimates(sim: LearnedSimulator, base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``base`` dream settings changed for the return estimates recorded beside the raw one, for
+    offline policy selection. The same for every policy (whatever it trained with), so that they
+    rank policies on one scale.
+
+    ``mean`` (models that sample Gaussian noise): the model's mean transitions
+    (``noise_scale=0``); an ensemble still draws an elite per step. A learned variance that
+    overstates the step noise makes sampled episodes fall early, so the sampled return
+    under-predicts good gaits; the mean transitions rank Walker2d's MOPO checkpoints better
+    (``docs/offline-rl.md``). The dream-selected policy is chosen by this estimate where the
+    model has one (:data:`SELECTION_ESTIMATE`).
+
+    Pessimistic estimates, for models with uncertainty: ``penalised``: every reward less :data:`SELECTION_PENALTY` x the uncertainty (MOPO's
     penalised return); ``halted``: the episode ends where the uncertainty passes its calibrated
     :data:`SELECTION_HALT` (MOReL's halt), so a policy that leaves the data collects no reward
     beyond (pessimistic where rewards are positive, as in locomotion; not where they are
     negative)."""
-    if SELECTION_HALT not in sim.calibration:
-        return {}
-    return {
-        "penalised": {**base, "penalty": SELECTION_PENALTY},
-        "halted": {**base, "halt": SELECTION_HALT},
-    }
+    estimates = {}
+    if samples_gaussian_noise(sim):
+        estimates[SELECTION_ESTIMATE] = {**base, "noise_scale": 0.0}
+    if SELECTION_HALT in sim.calibration:
+        estimates["penalised"] = {**base, "penalty": SELECTION_PENALTY}
+        estimates["halted"] = {**base, "halt": SELECTION_HALT}
+    return estimates
+
+
+def recorded_estimates(evaluation: dict[str, Any]) -> dict[str, float]:
+    """The :func:`dream_estimates` returns an ``agent.json`` evaluation recorded (runs written
+    before the mean estimate recorded the pessimistic ones as ``dream_pessimistic``)."""
+    return dict(evaluation.get("dream_estimates", evaluation.get("dream_pessimistic", {})))
 
 
 class _Scorer:
@@ -98,8 +130,8 @@ class _Scorer:
 
     The dream is scored as a prediction of the real return: from the dataset's episode starts,
     up to the real environment's time limit, with raw rewards (no penalty) and no halt, whatever
-    short branches and pessimism the agent trained with; beside it, for models with uncertainty,
-    the pessimistic estimates of :func:`pessimistic_settings` (``dream_pessimistic``). Latent
+    short branches and pessimism the agent trained with; beside it the estimates of
+    :func:`dream_estimates` (``dream_estimates``: mean transitions, pessimistic ones). Latent
     policies (``observation = "latent"``) meet the real environment through
     :class:`LatentObservation`.
     """
@@ -109,22 +141,27 @@ class _Scorer:
         self.history: list[dict[str, Any]] = []
         raw = {**recipe.dream, **prediction_settings(real_env, recipe.dream.get("horizon", 1000))}
         self.latent = recipe.dream.get("observation") == "latent"
-        self.pessimistic = pessimistic_settings(sim, raw)
-        self.estimates = {"": raw, **self.pessimistic}  # dream settings per estimate
+        self.extra = dream_estimates(sim, raw)
+        self.estimates = {"": raw, **self.extra}  # dream settings per estimate
         self._dream_envs: dict[tuple[str, int], Any] = {}
 
     def dream(self, policy: SB3Policy, episodes: int, seed: int, estimate: str = "") -> Episodes:
-        """Episodes in the dream: raw rewards (``estimate=""``) or one of the pessimistic
-        estimates of :func:`pessimistic_settings`."""
+        """Episodes in the dream: the raw return (``estimate=""``) or one of the estimates of
+        :func:`dream_estimates`."""
         if (estimate, episodes) not in self._dream_envs:
             self._dream_envs[estimate, episodes] = make_dream_env(
                 self.sim, num_envs=episodes, backend=self.recipe.backend, **self.estimates[estimate]
             )
         return first_episodes(self._dream_envs[estimate, episodes], policy, seed)
 
-    def pessimistic_returns(self, policy: SB3Policy, episodes: int, seed: int) -> dict[str, float]:
-        """Mean dream return under each pessimistic estimate (same episodes and seeds)."""
-        return {k: self.dream(policy, episodes, seed, k).mean for k in self.pessimistic}
+    def estimate_returns(self, policy: SB3Policy, episodes: int, seed: int) -> dict[str, float]:
+        """Mean dream return under each estimate of :func:`dream_estimates` (same episodes and
+        seeds)."""
+        return {k: self.dream(policy, episodes, seed, k).mean for k in self.extra}
+
+    def selection_estimate(self) -> str:
+        """The estimate that picks the dream-selected policy (``""``: the raw return)."""
+        return SELECTION_ESTIMATE if SELECTION_ESTIMATE in self.extra else ""
 
     def real(self, policy: Any, episodes: int, seed: int) -> Episodes:
         wrappers = [latent_wrapper(self.sim, self.recipe.backend)] if self.latent else []
@@ -137,7 +174,8 @@ class _Scorer:
 
 
 class _DreamSelection:
-    """Offline policy selection: keeps the policy whose raw dream return (the evaluation
+    """Offline policy selection: keeps the policy whose dream return (the estimate
+    :data:`SELECTION_ESTIMATE` where the model has it, else the raw one; the evaluation
     episodes, :data:`EVAL_SEED`) is the highest so far, as a copy of its weights and its
     observation normalisation. Only the dream decides; the real return is recorded for reports."""
 
@@ -237,6 +275,7 @@ def train_agent(
         scorer = _Scorer(recipe, sim, real_env)
         closers.append(scorer)
         selection = _DreamSelection()
+        chosen_by = scorer.selection_estimate()
 
         def current_policy() -> SB3Policy:
             """The policy as scored: most likely actions, or sampled ones (seeded per call)."""
@@ -254,12 +293,10 @@ def train_agent(
             with _rng_untouched():  # training does not depend on the evaluation schedule
                 dream = scorer.dream(policy, episodes, recipe.seed + seed_offset)
                 real = scorer.real(policy, episodes, recipe.seed + seed_offset)
-                pessimistic = scorer.pessimistic_returns(
-                    policy, episodes, recipe.seed + seed_offset
-                )
+                estimates = scorer.estimate_returns(policy, episodes, recipe.seed + seed_offset)
             row = {"step": step, "dream": dream.to_dict(), "real": real.to_dict()}
-            if pessimistic:
-                row["dream_pessimistic"] = pessimistic
+            if estimates:
+                row["dream_estimates"] = estimates
             for where, ep in (("dream", dream), ("real", real)):
                 model.logger.record(f"eval/{where}_return_mean", ep.mean)
                 model.logger.record(f"eval/{where}_return_std", ep.std)
@@ -293,10 +330,12 @@ def train_agent(
                     self.next_eval += every
                     ep = recipe.evaluation.episodes
                     row = evaluate(self.num_timesteps, ep, EVAL_SEED)
+                    row["policy"] = f"checkpoints/step-{self.num_timesteps}.zip"
+                    save_sb3_policy(model, staged / row["policy"], vecnormalize_obs_norm(venv))
                     scorer.history.append(row)
                     selection.offer(
                         self.num_timesteps,
-                        row["dream"]["mean"],
+                        row["dream_estimates"][chosen_by] if chosen_by else row["dream"]["mean"],
                         model.policy,
                         vecnormalize_obs_norm(venv),
                     )
@@ -340,7 +379,7 @@ def train_agent(
         if scorer.history[:-1]:  # periodic evaluations: the final policy competes on their scale
             episodes, seed_eval = recipe.evaluation.episodes, recipe.seed + EVAL_SEED
             with _rng_untouched():
-                last = scorer.dream(current_policy(), episodes, seed_eval)
+                last = scorer.dream(current_policy(), episodes, seed_eval, chosen_by)
             selection.offer(int(model.num_timesteps), last.mean, model.policy, norm)
             if _save_selected(selection, model, staged):
                 real_selected = final["real"]
@@ -350,7 +389,7 @@ def train_agent(
                 with _rng_untouched():
                     real_selected = scorer.real(policy, final_n, recipe.seed + FINAL_SEED).to_dict()
             selected = {
-                "by": "dream return on the evaluation episodes",
+                "by": f"{chosen_by or 'raw'} dream return on the evaluation episodes",
                 "step": selection.step,
                 "dream": selection.dream,
                 "real": real_selected,
