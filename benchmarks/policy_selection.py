@@ -66,7 +66,8 @@ def score_run(run: Path, episodes: int) -> list[dict[str, Any]]:
         for label, path in saved_policies(run):
             policy = SB3Policy.from_file(path, probe, sample=sample, seed=FINAL_SEED)
             real = real_env_episodes(real_env, policy, episodes, FINAL_SEED).mean
-            row: dict[str, Any] = {"run": label, "model": model_run, "real": real}
+            row: dict[str, Any] = {"run": label, "agent": run.name, "model": model_run,
+                                   "final": path.name == "model.zip", "real": real}  # fmt: skip
             for name, venv in venvs.items():
                 row[name] = first_episodes(venv, policy, FINAL_SEED).mean
             rows.append(row)
@@ -83,10 +84,25 @@ def recorded_rows(run: Path) -> list[dict[str, Any]]:
     returns."""
     summary = json.loads((run / "agent.json").read_text())
     return [
-        {"run": f"{run.name} @ {e['step']:,}", "model": summary["recipe"]["env"],
+        {"run": f"{run.name} @ {e['step']:,}", "agent": run.name,
+         "model": summary["recipe"]["env"], "final": i == len(summary["evaluations"]) - 1,
          "real": e["real"]["mean"], "raw": e["dream"]["mean"], **recorded_estimates(e)}
-        for e in summary["evaluations"]
+        for i, e in enumerate(summary["evaluations"])
     ]  # fmt: skip
+
+
+def chosen_returns(rows: list[dict[str, Any]], key: str) -> list[float]:
+    """Per agent run (in order): the real return of its policy with the highest ``key``
+    (``final``: its final policy)."""
+    agents = list(dict.fromkeys(r["agent"] for r in rows))
+    out = []
+    for agent in agents:
+        own = [r for r in rows if r["agent"] == agent]
+        pick = (
+            next(r for r in own if r["final"]) if key == "final" else max(own, key=lambda r: r[key])
+        )
+        out.append(pick["real"])
+    return out
 
 
 def main() -> None:
@@ -104,7 +120,10 @@ def main() -> None:
         else:
             rows.extend(score_run(run, args.episodes))
     # the estimates every row has (runs without other estimates leave only the raw one)
-    names = [k for k in rows[0] if k not in ("run", "model", "real") and all(k in r for r in rows)]
+    names = [k for k in rows[0]
+             if k not in ("run", "agent", "model", "final", "real") and all(k in r for r in rows)]  # fmt: skip
+    choices = {"final policy": "final", **{f"highest dream {k}": k for k in names},
+               "highest real (for reference)": "real"}  # fmt: skip
     real = np.array([r["real"] for r in rows])
     rho = {k: spearman(np.array([r[k] for r in rows]), real) for k in names}
     lines = [
@@ -121,6 +140,16 @@ def main() -> None:
         + ".",
         "",
         "Spearman with the real return: " + ", ".join(f"{k} {v:.2f}" for k, v in rho.items()),
+        "",
+        "The policy each estimate picks in every run (no real return in the choice but the last "
+        "row's), its real return:",
+        "",
+        "| choice | real return per run | mean |",
+        "|---|---|---:|",
+        *(
+            f"| {label} | {', '.join(f'{x:.0f}' for x in picked)} | {np.mean(picked):.1f} |"
+            for label, picked in ((lb, chosen_returns(rows, k)) for lb, k in choices.items())
+        ),
         "",
         "| run | real return | " + " | ".join(f"dream {k}" for k in names) + " |",
         "|---|---:|" + "---:|" * len(names),
