@@ -10,9 +10,9 @@ Every RUN is an agent run folder (``agent.json`` + ``model.zip``, e.g. the runs 
 same seeds: in its run's dream from the dataset's episode starts up to the real time limit, and
 on the real environment, ``--episodes`` episodes each. Dream estimates: ``raw`` (the model's
 sampled transitions) and those of :func:`worldflux.rl.train.dream_estimates`: ``mean`` (its
-mean transitions: no Gaussian noise, ``noise_scale=0``), ``penalised`` and ``halted``. With ``--checkpoints`` nothing is scored anew: every evaluation the runs recorded
-during training (with the other estimates where the runs recorded them) is ranked
-together. Prints and saves benchmarks/results/policy_selection-NAME.md with the Spearman
+mean transitions: no Gaussian noise, ``noise_scale=0``), ``penalised`` and ``halted``. With
+``--checkpoints`` nothing is scored anew: every evaluation the runs recorded during training
+(with the other estimates where the runs recorded them) is ranked together. Prints and saves benchmarks/results/policy_selection-NAME.md with the Spearman
 correlation of each estimate with the real return.
 """
 

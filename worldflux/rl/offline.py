@@ -171,8 +171,8 @@ def _random_reference(env_id: str, space: Any, meta: dict[str, Any]) -> tuple[fl
 class _DreamJudge:
     """Scores baseline policies in the world model's dream the way the dream agents' evaluations
     do (from the dataset's episode starts, up to the real time limit, raw rewards, no halt, and
-    the other estimates of :func:`~worldflux.rl.train.dream_estimates` beside), so offline policy selection ranks every method's
-    checkpoints together. ``step`` of a baseline's entry counts gradient updates (a dream
+    the other estimates of :func:`~worldflux.rl.train.dream_estimates` beside), so offline
+    policy selection ranks every method's checkpoints together. ``step`` of a baseline's entry counts gradient updates (a dream
     agent's counts environment steps)."""
 
     def __init__(self, model_run: str | Path, env_id: str, episodes: int) -> None:

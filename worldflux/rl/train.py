@@ -105,11 +105,11 @@ def dream_estimates(sim: LearnedSimulator, base: dict[str, Any]) -> dict[str, di
     (``docs/offline-rl.md``). The dream-selected policy is chosen by this estimate where the
     model has one (:data:`SELECTION_ESTIMATE`).
 
-    Pessimistic estimates, for models with uncertainty: ``penalised``: every reward less :data:`SELECTION_PENALTY` x the uncertainty (MOPO's
-    penalised return); ``halted``: the episode ends where the uncertainty passes its calibrated
-    :data:`SELECTION_HALT` (MOReL's halt), so a policy that leaves the data collects no reward
-    beyond (pessimistic where rewards are positive, as in locomotion; not where they are
-    negative)."""
+    Pessimistic estimates, for models with uncertainty: ``penalised``: every reward less
+    :data:`SELECTION_PENALTY` x the uncertainty (MOPO's penalised return); ``halted``: the
+    episode ends where the uncertainty passes its calibrated :data:`SELECTION_HALT` (MOReL's
+    halt), so a policy that leaves the data collects no reward beyond (pessimistic where rewards
+    are positive, as in locomotion; not where they are negative)."""
     estimates = {}
     if samples_gaussian_noise(sim):
         estimates[SELECTION_ESTIMATE] = {**base, "noise_scale": 0.0}
