@@ -12,8 +12,9 @@ on the real environment, ``--episodes`` episodes each. Dream estimates: ``raw`` 
 sampled transitions) and those of :func:`worldflux.rl.train.dream_estimates`: ``mean`` (its
 mean transitions: no Gaussian noise, ``noise_scale=0``), ``penalised`` and ``halted``. With
 ``--checkpoints`` nothing is scored anew: every evaluation the runs recorded during training
-(with the other estimates where the runs recorded them) is ranked together. Prints and saves benchmarks/results/policy_selection-NAME.md with the Spearman
-correlation of each estimate with the real return.
+(with the other estimates where the runs recorded them) is ranked together. Prints and saves
+benchmarks/results/policy_selection-NAME.md with the Spearman correlation of each estimate with
+the real return.
 """
 
 from __future__ import annotations
@@ -27,16 +28,10 @@ import gymnasium as gym
 import numpy as np
 
 from worldflux.data.collect import SB3Policy
-from worldflux.dream.make import load_simulator, make_dream_env
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
-from worldflux.rl.evaluate import first_episodes, real_env_episodes
-from worldflux.rl.train import (
-    FINAL_SEED,
-    dream_estimates,
-    prediction_settings,
-    recorded_estimates,
-)
+from worldflux.rl.offline import DreamJudge
+from worldflux.rl.train import FINAL_SEED, recorded_estimates
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -46,36 +41,31 @@ def saved_policies(run: Path) -> list[tuple[str, Path]]:
     summary = json.loads((run / "agent.json").read_text())
     saved = [(f"{run.name} @ {e['step']:,}", run / e["policy"])
              for e in summary["evaluations"][:-1] if "policy" in e]  # fmt: skip
-    final = summary["evaluations"][-1]["step"] if summary["evaluations"] else "final"
+    final = summary["evaluations"][-1]["step"]  # the final evaluation always runs
     return [*saved, (f"{run.name} @ {final:,} (final)", run / "model.zip")]
 
 
 def score_run(run: Path, episodes: int) -> list[dict[str, Any]]:
     """Every saved policy of ``run``: its dream estimates and its real return, ``episodes``
-    episodes each from the same seeds."""
+    episodes each from the same seeds (those of the offline pipeline's dream judge)."""
     summary = json.loads((run / "agent.json").read_text())
     model_run, real_env = summary["recipe"]["env"], summary["real_env"]
     sample = summary["recipe"]["evaluation"]["actions"] == "sampled"
-    sim = load_simulator(model_run)
-    raw = prediction_settings(real_env)
-    estimates = {"raw": raw, **dream_estimates(sim, raw)}
-    venvs = {k: make_dream_env(sim, num_envs=episodes, **v) for k, v in estimates.items()}
+    judge = DreamJudge(model_run, real_env, episodes)
     probe = gym.make(real_env)
     rows = []
     try:
         for label, path in saved_policies(run):
             policy = SB3Policy.from_file(path, probe, sample=sample, seed=FINAL_SEED)
-            real = real_env_episodes(real_env, policy, episodes, FINAL_SEED).mean
-            row: dict[str, Any] = {"run": label, "agent": run.name, "model": model_run,
-                                   "final": path.name == "model.zip", "real": real}  # fmt: skip
-            for name, venv in venvs.items():
-                row[name] = first_episodes(venv, policy, FINAL_SEED).mean
+            scored = judge.score("", 0, 0, policy, FINAL_SEED)
+            row = {"run": label, "agent": run.name, "model": model_run,
+                   "final": path.name == "model.zip", "real": scored["real"],
+                   "raw": scored["dream"], **scored.get("dream_estimates", {})}  # fmt: skip
             rows.append(row)
             print(row, flush=True)
     finally:
         probe.close()
-        for venv in venvs.values():
-            venv.close()
+        judge.close()
     return rows
 
 

@@ -168,7 +168,7 @@ def _random_reference(env_id: str, space: Any, meta: dict[str, Any]) -> tuple[fl
     return measured.mean, f"measured ({RANDOM_REFERENCE_EPISODES} episodes)"
 
 
-class _DreamJudge:
+class DreamJudge:
     """Scores baseline policies in the world model's dream the way the dream agents' evaluations
     do (from the dataset's episode starts, up to the real time limit, raw rewards, no halt, and
     the other estimates of :func:`~worldflux.rl.train.dream_estimates` beside), so offline
@@ -556,7 +556,7 @@ def _baseline_score(
     if method == "iql":
         common["reward_scale"] = return_range_scale(store)
     train = {"bc": behaviour_cloning, "td3bc": td3_bc, "iql": iql}[method]
-    judge = _DreamJudge(judge_model, env_id, episodes) if judge_model is not None else None
+    judge = DreamJudge(judge_model, env_id, episodes) if judge_model is not None else None
     try:
         if judge is not None:
             every = gradient_steps // (checkpoints + 1) + 1

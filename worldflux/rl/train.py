@@ -331,13 +331,14 @@ def train_agent(
                     ep = recipe.evaluation.episodes
                     row = evaluate(self.num_timesteps, ep, EVAL_SEED)
                     row["policy"] = f"checkpoints/step-{self.num_timesteps}.zip"
-                    save_sb3_policy(model, staged / row["policy"], vecnormalize_obs_norm(venv))
+                    norm = vecnormalize_obs_norm(venv)
+                    save_sb3_policy(model, staged / row["policy"], norm)
                     scorer.history.append(row)
                     selection.offer(
                         self.num_timesteps,
                         row["dream_estimates"][chosen_by] if chosen_by else row["dream"]["mean"],
                         model.policy,
-                        vecnormalize_obs_norm(venv),
+                        norm,
                     )
                 return True
 
