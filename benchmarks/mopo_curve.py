@@ -4,8 +4,8 @@ correlation of the two over the checkpoints (offline policy selection).
 
     python benchmarks/mopo_curve.py --model-run RUN [--dataset-env Walker2d-v5] [--algo sac]
         [--seed 0] [--gradient-steps 100000] [--every 10000] [--episodes 5]
-        [--penalty 5.0] [--horizon 5] [--halt p99] [--real-fraction 0.05] [--activation relu]
-        [--threads 1] [--name NAME]
+        [--penalty 5.0] [--horizon 5] [--halt p99] [--noise-scale 1.0] [--real-fraction 0.05]
+        [--activation relu] [--n-critics 2] [--threads 1] [--name NAME]
     python benchmarks/mopo_curve.py --from-run runs/.../mopo-sac-s0 --name NAME
 
 The agent goes to ``runs/mopo-curve-NAME/``; the table to
@@ -118,11 +118,20 @@ def main() -> None:
     parser.add_argument(
         "--horizon", type=int, default=MOPO_HORIZON, help="dream branch length in steps"
     )
+    parser.add_argument(
+        "--noise-scale",
+        type=float,
+        default=1.0,
+        help="the dream's sampling noise in training (0: the model's mean transitions)",
+    )
     parser.add_argument("--real-fraction", type=float, default=0.05)
     parser.add_argument(
         "--activation",
         choices=sorted(ACTIVATIONS),
         help="the actor's and critic's hidden activation (default: the method's)",
+    )
+    parser.add_argument(
+        "--n-critics", type=int, default=2, help="Q-networks whose minimum is the target"
     )
     parser.add_argument("--name", required=True)
     parser.add_argument(
@@ -145,9 +154,13 @@ def main() -> None:
         with contextlib.suppress(ValueError):
             halt = float(args.halt)
         recipe.dream["halt"] = halt
+        if args.noise_scale != 1.0:
+            recipe.dream["noise_scale"] = args.noise_scale
         recipe.replay = ReplaySettings(real_fraction=args.real_fraction)
         if args.activation:
             recipe.hyperparameters["policy_kwargs"]["activation_fn"] = args.activation
+        if args.n_critics != 2:
+            recipe.hyperparameters["policy_kwargs"]["n_critics"] = args.n_critics
         recipe.evaluation.every = args.every * recipe.n_envs
         use_threads(args.threads)
         threads = args.threads

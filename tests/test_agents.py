@@ -375,6 +375,28 @@ def test_mopo_style_sac_on_a_mixed_buffer_beats_random_on_the_real_pendulum(
     }
 
 
+def test_return_estimates_ignore_the_agents_training_noise_scale(pendulum_run: Path) -> None:
+    """An agent trained in the model's mean transitions is still scored on one scale with the
+    others: the raw estimate samples the model's noise, the mean estimate does not."""
+    from worldflux.dream.make import load_simulator
+    from worldflux.rl.train import _Scorer
+
+    recipe = AgentRecipe(
+        name="mean-trained",
+        env=str(pendulum_run),
+        algorithm="sac",
+        budget=1000,
+        dream={"reset": "any", "horizon": 5, "penalty": 2.0, "noise_scale": 0.0},
+    )
+    scorer = _Scorer(recipe, load_simulator(str(pendulum_run)), "Pendulum-v1")
+    raw = scorer.estimates[""]
+    assert (raw["noise_scale"], raw["penalty"], raw["reset"], raw["horizon"]) == (
+        1.0, 0.0, "start", 200
+    )  # fmt: skip
+    assert scorer.estimates["mean"]["noise_scale"] == 0.0
+    scorer.close()
+
+
 def test_replay_uses_the_named_dataset_and_refuses_custom_buffers(
     pendulum_run: Path, tmp_path: Path
 ) -> None:

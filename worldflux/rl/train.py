@@ -78,12 +78,13 @@ SELECTION_ESTIMATE = "mean"
 
 def prediction_settings(env_id: str, fallback_horizon: int = 1000) -> dict[str, Any]:
     """Dream settings that predict ``env_id``'s return: from the dataset's episode starts, up to
-    its time limit (``fallback_horizon`` without one), raw rewards, no halt."""
+    its time limit (``fallback_horizon`` without one), raw rewards, no halt, the model's sampled
+    transitions (``noise_scale`` 1, whatever an agent trained with)."""
     import gymnasium as gym
 
     limit = gym.spec(env_id).max_episode_steps
     horizon = limit if limit is not None else fallback_horizon
-    return {"reset": "start", "penalty": 0.0, "halt": None, "horizon": horizon}
+    return {"reset": "start", "penalty": 0.0, "halt": None, "horizon": horizon, "noise_scale": 1.0}
 
 
 def samples_gaussian_noise(sim: LearnedSimulator) -> bool:
@@ -129,8 +130,9 @@ class _Scorer:
     """Scores the current policy in the dream and on the real environment.
 
     The dream is scored as a prediction of the real return: from the dataset's episode starts,
-    up to the real environment's time limit, with raw rewards (no penalty) and no halt, whatever
-    short branches and pessimism the agent trained with; beside it the estimates of
+    up to the real environment's time limit, with raw rewards (no penalty), no halt and the
+    model's sampled transitions, whatever short branches, pessimism and noise scale the agent
+    trained with; beside it the estimates of
     :func:`dream_estimates` (``dream_estimates``: mean transitions, pessimistic ones). Latent
     policies (``observation = "latent"``) meet the real environment through
     :class:`LatentObservation`.
