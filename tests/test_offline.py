@@ -176,6 +176,9 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     }
     assert mopo["recipe"]["algorithm"] == "sac" and mopo["recipe"]["dream"]["reset"] == "any"
     assert mopo["recipe"]["budget"] == 250 + 100 * 50  # learning starts + one update per step
+    assert saved["settings"]["real_fraction"] == 0.05
+    with pytest.raises(ConfigError, match=r"real_fraction: expected a number in \[0, 1\), got 1.0"):
+        offline_run("test/pendulum/offline-v0", tmp_path / "z", real_fraction=1.0)
     with pytest.raises(ConfigError, match="expected a world model of test/pendulum/other-v0"):
         offline_run("test/pendulum/other-v0", tmp_path / "y", model_run=tmp_path / "out" / "model")
     # planning with the ensemble run: within Pendulum's bounds, its uncertainty penalised
@@ -236,11 +239,24 @@ def test_offline_cli_defaults_to_the_default_methods(monkeypatch: pytest.MonkeyP
     assert seen["methods"] == offline.DEFAULT_METHODS == ("dream", "bc", "td3bc")
     assert seen["tdmpc2_model"] == "tdmpc2:1m"
     assert seen["resume"] is False and seen["sweep"] == Sweep()
+    assert "real_fraction" not in seen  # offline_run's default, MOPO_REAL_FRACTION
     with pytest.raises(Stop):
         main(["offline", "some/dataset-v0", "--tdmpc2-model", "tdmpc2:5m", "--resume", "--ray",
               "--workers", "3", "--retries", "2", "--job-threads", "2"])  # fmt: skip
     assert seen["tdmpc2_model"] == "tdmpc2:5m" and seen["resume"] is True
     assert seen["sweep"] == Sweep(ray=True, workers=3, retries=2, threads=2)
+    with pytest.raises(Stop):
+        main(["offline", "some/dataset-v0", "--methods", "mopo-sac", "--real-fraction", "0.5"])
+    assert seen["real_fraction"] == 0.5
+    # ... which the mopo-* recipes mix into every batch
+    recipe = offline.dream_recipe(
+        "mopo-sac", 0, "some/run", "Walker2d-v5", 0, 1000, 5, offline.BEHAVIOUR, real_fraction=0.5
+    )
+    assert recipe.replay.real_fraction == 0.5
+    default = offline.dream_recipe(
+        "mopo-td3", 0, "some/run", "Walker2d-v5", 0, 1000, 5, offline.BEHAVIOUR
+    )
+    assert default.replay.real_fraction == offline.MOPO_REAL_FRACTION == 0.05
 
 
 def test_plan_cli_flags_reach_plan_eval(

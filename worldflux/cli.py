@@ -615,6 +615,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         gradient_steps=args.gradient_steps,
         episodes=args.episodes,
         checkpoints=args.checkpoints,
+        **({} if args.real_fraction is None else {"real_fraction": args.real_fraction}),
         sweep=_sweep(args),
         resume=args.resume,
         progress=not args.quiet,
@@ -972,6 +973,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="evaluations of each dream agent during training, in the dream and on the real env "
         "(offline policy selection: how well the dream's prediction ranks them; default 0)",
+    )
+    off.add_argument(
+        "--real-fraction",
+        type=float,
+        help="share of each mopo-sac/mopo-td3 training batch drawn from the dataset's "
+        "transitions, the rest from dream branches (default 0.05, as MBPO/MOPO)",
     )
     _add_sweep_arguments(off, "")
     off.add_argument(

@@ -232,6 +232,7 @@ def offline_run(
     gradient_steps: int = 100_000,
     episodes: int = 10,
     checkpoints: int = 0,
+    real_fraction: float = MOPO_REAL_FRACTION,
     behaviour: BehaviourSettings = BEHAVIOUR,
     sweep: Sweep = SERIAL,
     resume: bool = False,
@@ -242,7 +243,8 @@ def offline_run(
     ``gradient_steps``: updates of the ``mopo-*`` agents, of ``bc``/``td3bc``/``iql`` and of the
     ``tdmpc2*`` model (``tdmpc2_model``, a ``family:preset``); ``checkpoints``:
     evenly spaced evaluations of each dream agent during training (in the dream and on the real
-    env; the final one always runs) for offline policy selection; ``behaviour``: the ``dream``
+    env; the final one always runs) for offline policy selection; ``real_fraction``: the share
+    of each ``mopo-*`` training batch drawn from the dataset; ``behaviour``: the ``dream``
     method's use of the dataset's actions; ``sweep``: where the jobs (one per method and seed;
     the ``tdmpc2*`` methods of a seed share one) run: here in order, or as parallel Ray tasks
     (:mod:`worldflux.sweep`). results.json is rewritten as each job finishes; jobs that fail on
@@ -251,6 +253,10 @@ def offline_run(
     settings but perhaps other methods and seeds) and run only the others."""
     if not isinstance(checkpoints, int) or isinstance(checkpoints, bool) or checkpoints < 0:
         raise ConfigError(f"checkpoints: expected an integer >= 0, got {checkpoints!r}.")
+    if isinstance(real_fraction, bool) or not (
+        isinstance(real_fraction, int | float) and 0.0 <= real_fraction < 1.0
+    ):
+        raise ConfigError(f"real_fraction: expected a number in [0, 1), got {real_fraction!r}.")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(unknown_name_message("offline method", unknown[0], METHODS))
@@ -307,6 +313,7 @@ def offline_run(
             "gradient_steps": gradient_steps,
             "episodes": episodes,
             "checkpoints": checkpoints,
+            "real_fraction": real_fraction,
             "behaviour": asdict(behaviour),
             "sweep": sweep.describe(),
         },
@@ -338,6 +345,7 @@ def offline_run(
         "gradient_steps": gradient_steps,
         "episodes": episodes,
         "checkpoints": checkpoints,
+        "real_fraction": real_fraction,
         "behaviour": behaviour,
         "progress": progress and not sweep.ray,  # parallel jobs' progress bars would interleave
     }
@@ -385,6 +393,7 @@ def _finished_jobs(
     saved = read_json_object(path)
     ignore = ("sweep", "methods", "seeds")  # jobs are matched by method and seed
     before = {k: v for k, v in saved.get("settings", {}).items() if k not in ignore}
+    before.setdefault("real_fraction", MOPO_REAL_FRACTION)  # files written before the setting
     now = {k: v for k, v in results["settings"].items() if k not in ignore}
     if before != now:
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
@@ -472,6 +481,7 @@ def offline_job(
     gradient_steps: int,
     episodes: int,
     checkpoints: int,
+    real_fraction: float,
     behaviour: BehaviourSettings,
     progress: bool,
 ) -> list[dict[str, Any]]:
@@ -488,8 +498,9 @@ def offline_job(
         if method.startswith(("dream", "mopo")):
             assert model_run is not None  # trained by offline_run before any dream job
             recipe = dream_recipe(
-                method, seed, model_run, env_id, agent_steps, gradient_steps, episodes, behaviour
-            )
+                method, seed, model_run, env_id, agent_steps, gradient_steps, episodes, behaviour,
+                real_fraction=real_fraction,
+            )  # fmt: skip
             if checkpoints:
                 # + 1: the last checkpoint falls before the end, where the final one runs
                 recipe.evaluation.every = _trained_steps(recipe) // (checkpoints + 1) + 1
@@ -649,9 +660,12 @@ def dream_recipe(
     gradient_steps: int,
     episodes: int,
     behaviour: BehaviourSettings,
+    *,
+    real_fraction: float = MOPO_REAL_FRACTION,
 ) -> AgentRecipe:
     """The agent recipe of dream method ``method`` (see the module docstring): what
-    :func:`offline_run` trains for it, with the final evaluation on ``episodes`` episodes."""
+    :func:`offline_run` trains for it, with the final evaluation on ``episodes`` episodes;
+    ``real_fraction``: the ``mopo-*`` methods' share of dataset transitions per batch."""
     evaluation = Evaluation(env=env_id, every=0, episodes=episodes, final_episodes=episodes)
     name = f"offline-{method}-seed{seed}"
     if method.startswith("mopo"):
@@ -666,7 +680,7 @@ def dream_recipe(
             backend="onnx",
             dream=dict(MOPO_DREAM),
             hyperparameters=copy.deepcopy(OFF_POLICY_SETTINGS),
-            replay=ReplaySettings(real_fraction=MOPO_REAL_FRACTION),
+            replay=ReplaySettings(real_fraction=real_fraction),
             evaluation=evaluation,
         )
     pure = method == "dream-pure"
