@@ -5,7 +5,7 @@ correlation of the two over the checkpoints (offline policy selection).
     python benchmarks/mopo_curve.py --model-run RUN [--dataset-env Walker2d-v5] [--algo sac]
         [--seed 0] [--gradient-steps 100000] [--every 10000] [--episodes 5]
         [--penalty 5.0] [--horizon 5] [--halt p99] [--noise-scale 1.0] [--real-fraction 0.05]
-        [--activation relu] [--n-critics 2] [--threads 1] [--name NAME]
+        [--activation relu] [--n-critics 2] [--learning-rate 3e-4] [--threads 1] [--name NAME]
     python benchmarks/mopo_curve.py --from-run runs/.../mopo-sac-s0 --name NAME
 
 The agent goes to ``runs/mopo-curve-NAME/``; the table to
@@ -133,6 +133,9 @@ def main() -> None:
     parser.add_argument(
         "--n-critics", type=int, default=2, help="Q-networks whose minimum is the target"
     )
+    parser.add_argument(
+        "--learning-rate", type=float, help="the actor's and critic's (default: the method's)"
+    )
     parser.add_argument("--name", required=True)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (saved with the table)"
@@ -159,6 +162,8 @@ def main() -> None:
         recipe.replay = ReplaySettings(real_fraction=args.real_fraction)
         if args.activation:
             recipe.hyperparameters["policy_kwargs"]["activation_fn"] = args.activation
+        if args.learning_rate is not None:
+            recipe.hyperparameters["learning_rate"] = args.learning_rate
         if args.n_critics != 2:
             recipe.hyperparameters["policy_kwargs"]["n_critics"] = args.n_critics
         recipe.evaluation.every = args.every * recipe.n_envs
