@@ -2,13 +2,15 @@
 policies of several runs (seeds, settings, checkpoints) as the real environment does.
 
     python benchmarks/policy_selection.py --name NAME RUN [RUN ...] [--episodes 10]
+        [--model-run MODEL]
     python benchmarks/policy_selection.py --name NAME --checkpoints RUN [RUN ...]
 
 Every RUN is an agent run folder (``agent.json`` + ``model.zip``, e.g. the runs of
 ``mopo_curve.py``) of one dataset. By default every policy a run saved (its final
 ``model.zip`` and the ``checkpoints/`` of its periodic evaluations) is scored anew, all from the
-same seeds: in its run's dream from the dataset's episode starts up to the real time limit, and
-on the real environment, ``--episodes`` episodes each. Dream estimates: ``raw`` (the model's
+same seeds: in its run's dream (or ``--model-run``'s: another world model of the same dataset
+as the judge) from the dataset's episode starts up to the real time limit, and on the real
+environment, ``--episodes`` episodes each. Dream estimates: ``raw`` (the model's
 sampled transitions) and those of :func:`worldflux.rl.train.dream_estimates`: ``mean`` (its
 mean transitions: no Gaussian noise, ``noise_scale=0``), ``penalised`` and ``halted``. With
 ``--checkpoints`` nothing is scored anew: every evaluation the runs recorded during training
@@ -45,11 +47,12 @@ def saved_policies(run: Path) -> list[tuple[str, Path]]:
     return [*saved, (f"{run.name} @ {final:,} (final)", run / "model.zip")]
 
 
-def score_run(run: Path, episodes: int) -> list[dict[str, Any]]:
+def score_run(run: Path, episodes: int, judge_model: str | None = None) -> list[dict[str, Any]]:
     """Every saved policy of ``run``: its dream estimates and its real return, ``episodes``
-    episodes each from the same seeds (those of the offline pipeline's dream judge)."""
+    episodes each from the same seeds (those of the offline pipeline's dream judge), in the
+    dream of ``judge_model`` (default: the model the run trained in)."""
     summary = json.loads((run / "agent.json").read_text())
-    model_run, real_env = summary["recipe"]["env"], summary["real_env"]
+    model_run, real_env = judge_model or summary["recipe"]["env"], summary["real_env"]
     sample = summary["recipe"]["evaluation"]["actions"] == "sampled"
     judge = DreamJudge(model_run, real_env, episodes)
     probe = gym.make(real_env)
@@ -100,15 +103,20 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--name", required=True)
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument(
+        "--model-run", help="judge in this world model's dream (default: each run's)"
+    )
     parser.add_argument("--checkpoints", action="store_true",
                         help="rank the evaluations the runs recorded (nothing is scored anew)")  # fmt: skip
     args = parser.parse_args()
+    if args.checkpoints and args.model_run:
+        parser.error("--checkpoints ranks recorded evaluations; --model-run needs scoring anew")
     rows = []
     for run in args.runs:
         if args.checkpoints:
             rows.extend(recorded_rows(run))
         else:
-            rows.extend(score_run(run, args.episodes))
+            rows.extend(score_run(run, args.episodes, args.model_run))
     # the estimates every row has (runs without other estimates leave only the raw one)
     names = [k for k in rows[0]
              if k not in ("run", "agent", "model", "final", "real") and all(k in r for r in rows)]  # fmt: skip
@@ -126,6 +134,7 @@ def main() -> None:
             else f"{len(rows)} saved policies (checkpoints and final); dream returns over "
             f"{args.episodes} episodes from the dataset's episode starts, real returns over "
             f"{args.episodes} episodes, the same seeds for every policy"
+            + (f"; every dream that of {args.model_run}" if args.model_run else "")
         )
         + ".",
         "",
