@@ -1,6 +1,7 @@
 """The probabilistic ensemble family (``ensemble`` / ``mbpo``): presets, the contract, explicit
-noise, the partitioned forward, learning a nonlinear system with calibrated uncertainty, elites
-from the Trainer's validation, the statistics hook, saving, and config errors."""
+noise, the partitioned forward, the multi-step loss, learning a nonlinear system with calibrated
+uncertainty, elites from the Trainer's validation, the statistics hook, saving, and config
+errors."""
 
 from __future__ import annotations
 
@@ -258,6 +259,44 @@ def test_bootstrap_gives_each_member_its_own_resample() -> None:
     assert len({float(comps[f"member/{i}"]) for i in range(5)}) == 1
 
 
+def test_loss_horizon_rolls_each_member_from_the_first_observation() -> None:
+    """``loss_horizon`` H: each member predicts step k from its own rolled state (its mean
+    changes summed), the NLL of each logged step given that state; padded steps are left out."""
+    batch = sample_batch(16, 3, seed=4, limit=0.8)  # some sequences terminate (padded after)
+    assert 0 < float(batch.valid.sum()) < 48
+    rolled = tiny(bootstrap=False, loss_horizon=3)
+    dyn = rolled.component("dynamics_model")
+    state, terms, weights = batch.obs[:, 0].float().expand(5, 16, OBS_DIM), [], []
+    for k in range(3):
+        x = rolled._features(state, batch.actions[:, k].expand(5, 16, ACTION_DIM), None)
+        mean, logvar, _ = dyn.heads(x)  # [5, 16, K]
+        y = (torch.cat([batch.obs[:, k + 1] - state, batch.rewards[:, k, None].expand(5, 16, 1)], -1)
+             - dyn.target_mean) / dyn.target_std  # fmt: skip
+        terms.append((0.5 * ((mean - y) ** 2 * torch.exp(-logvar) + logvar)).mean(2))
+        weights.append(batch.valid[:, : k + 1].prod(1).expand(5, 16))
+        state = state + (mean * dyn.target_std + dyn.target_mean)[..., :OBS_DIM]
+    w = torch.stack(weights, 2)
+    expected = (torch.stack(terms, 2) * w).sum((1, 2)) / w.sum((1, 2))
+    got = rolled.loss(batch).components["nll"]
+    assert float(got) == pytest.approx(float(expected.mean().detach()), rel=1e-5)
+    # the first step of the rollout is the one-step loss of the sequences' first transitions
+    first = sample_batch(16, 1, seed=4, limit=0.8)
+    one = tiny(bootstrap=False)
+    one.load_state_dict(rolled.state_dict())
+    assert float(one.loss(first).components["nll"]) == pytest.approx(
+        float(terms[0].mean().detach()), rel=1e-5
+    )
+    # whatever sits in the padding does not count
+    noisy = sample_batch(16, 3, seed=4, limit=0.8)
+    padded = torch.cat([torch.zeros(16, 1), 1.0 - noisy.valid], 1).bool()  # [16, 4] obs rows
+    noisy.obs = torch.where(padded[..., None], noisy.obs + 100.0, noisy.obs)
+    assert float(rolled.loss(noisy).loss) == pytest.approx(float(rolled.loss(batch).loss))
+    with pytest.raises(
+        ContractError, match="loss_horizon=3 needs batches of seq_len=3, got seq_len=2"
+    ):
+        rolled.loss(sample_batch(4, 2, seed=0))
+
+
 # -- explicit noise and the two forward modes ----------------------------------------------------------
 def test_explicit_noise_reproduces_trajectories() -> None:
     m = tiny()
@@ -363,6 +402,31 @@ def test_learns_the_nonlinear_system_better_than_the_baselines(
     assert nrmse["model"][1] < 0.07 and nrmse["model"][5] < 0.2, nrmse
     assert report.metrics["model"][1]["reward_pearson"] > 0.99
     assert report.metrics["model"][1]["continue_accuracy"] > 0.95
+
+
+@pytest.mark.slow
+def test_a_multi_step_loss_keeps_long_rollouts_closer(
+    trained: tuple[EnsembleModel, MinariBatchProvider, Trainer],
+) -> None:
+    """``loss_horizon=5`` on the same data, steps and transitions per batch (26 sequences of 5
+    against 128 single steps): the 10-step error falls, the one-step error does not grow."""
+    one_step, data, _ = trained
+    model = tiny(hidden=128, layers=3, loss_horizon=5)
+    cfg = TrainerConfig(steps=2500, batch_size=26, seq_len=5, lr=3e-3, lr_schedule="cosine",
+                        eval_every=500, eval_batches=4, checkpoint_every=0, log_every=500, seed=0)  # fmt: skip
+    Trainer(model, data, cfg, progress=False).fit()
+    model.eval()
+    nrmse = {
+        name: {k: m.metrics["model"][k]["obs_nrmse"] for k in (1, 10)}
+        for name, m in (
+            ("one-step", fidelity_report(one_step, data, horizons=(1, 10), windows=256)),
+            ("5-step", fidelity_report(model, data, horizons=(1, 10), windows=256)),
+        )
+    }
+    print(nrmse)
+    # measured (k = 1 / 10): one-step loss 0.048 / 0.218, 5-step loss 0.047 / 0.163
+    assert nrmse["5-step"][10] < 0.85 * nrmse["one-step"][10], nrmse
+    assert nrmse["5-step"][1] < 1.1 * nrmse["one-step"][1], nrmse
 
 
 def test_uncertainty_is_higher_out_of_distribution_and_ranks_errors(
@@ -497,6 +561,8 @@ def test_bad_configs_name_expected_and_given() -> None:
         make("ensemble", obs_shape=(4,), action_dim=2, termination_fn="test_ensemble:nothing")
     with pytest.raises(ConfigError, match="hidden: expected >= 1, got 0"):
         make("ensemble", obs_shape=(4,), action_dim=2, hidden=0)
+    with pytest.raises(ConfigError, match="loss_horizon: expected >= 1, got 0"):
+        make("ensemble", obs_shape=(4,), action_dim=2, loss_horizon=0)
     with pytest.raises(ConfigError, match="logvar_bound_weight: expected >= 0"):
         make("ensemble", obs_shape=(4,), action_dim=2, logvar_bound_weight=-1.0)
     with pytest.raises(ConfigError, match=r"nll_beta: expected a number in \[0, 1\], got 2.0"):

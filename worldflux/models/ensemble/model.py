@@ -31,7 +31,11 @@ logit. Only the ``elites`` members (default 5) with the lowest holdout loss are 
   termination[t])`` of the batch is an independent transition (``seq_len=1`` is the natural
   setting). Per member: Gaussian NLL ``0.5 mean((mu - y)^2 / var + log var)`` over the K
   normalised targets (each term times ``sg(var)^nll_beta`` with ``nll_beta > 0``), plus the
-  termination BCE; the loss sums the members. The log-variance has
+  termination BCE; the loss sums the members. With ``loss_horizon`` H > 1 (batches of
+  ``seq_len = H``) each member instead rolls every sequence from its first observation through
+  the logged actions with its own mean predictions, and step k's terms compare the logged change
+  with the member's prediction from its rolled state (a multi-step loss, gradients through the
+  rollout; padded steps and those after them left out). The log-variance has
   soft bounds ``logvar = max - softplus(max - raw)``, ``logvar = min + softplus(logvar - min)``,
   learned as in PETS/MBPO (``logvar_bound_weight * (sum max_logvar - sum min_logvar)`` is added
   to the loss) or, with ``logvar_bound_weight=0``, fixed at ``max = 0.5``, ``min = -10``.
@@ -162,6 +166,10 @@ def resolve_termination_fn(spec: str, obs_dim: int, *, allow_imports: bool = Tru
     return result
 
 
+#: what the loss compares: predictions, targets and weights of one batch (see ``loss``)
+_Predictions = tuple[torch.Tensor, ...]
+
+
 # -- configuration ------------------------------------------------------------------------------------
 @dataclass
 class EnsembleConfig(WorldModelConfig):
@@ -184,6 +192,13 @@ class EnsembleConfig(WorldModelConfig):
             it (faster at large batches; no uncertainty, see the module docstring).
         termination_fn: None (the learned head) or a known termination rule replacing it:
             ``"walker2d"``, ``"hopper"`` or ``"pkg.mod:func"`` (an ablation).
+        loss_horizon: H, the steps each member predicts from its own predictions in the loss.
+            1: every step of the batch is an independent one-step transition. H > 1: batches
+            of H-step sequences (``seq_len = H``); each member rolls every sequence from its
+            first observation through the logged actions with its own mean predictions
+            (gradients through the whole rollout), and the loss is the NLL of each logged step
+            given the rolled state (a multi-step loss, for rollouts that stay on the data
+            longer).
 
     Presets (parameters for 17-dim observations and 6-dim actions, e.g. Walker2d):
     ``tiny`` 5 members of 2 x 64 (0.04M), ``small`` 7 of 4 x 200 as in MBPO (0.93M, the default),
@@ -199,6 +214,7 @@ class EnsembleConfig(WorldModelConfig):
     bootstrap: bool = True
     partitioned: bool = False
     termination_fn: str | None = None
+    loss_horizon: int = 1
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(members=5, elites=3, hidden=64, layers=2),
@@ -210,7 +226,7 @@ class EnsembleConfig(WorldModelConfig):
     def validate(self) -> None:
         super().validate()
         name = type(self).__name__
-        for key in ("members", "elites", "hidden", "layers"):
+        for key in ("members", "elites", "hidden", "layers", "loss_horizon"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{name}.{key}: expected >= 1, got {getattr(self, key)}.")
         if self.elites > self.members:
@@ -622,6 +638,36 @@ class EnsembleModel(WorldModel):
     def loss(self, batch: Batch) -> LossOutput:
         self.check_batch(batch)
         c, dyn = self.config, self._dynamics
+        if c.loss_horizon > 1:
+            mean, logvar, logit, y, t, weight = self._rollout_predictions(batch)
+        else:
+            mean, logvar, logit, y, t = self._one_step_predictions(batch)
+            weight = torch.ones_like(t)
+        nll_terms = 0.5 * ((mean - y) ** 2 * torch.exp(-logvar) + logvar)  # [N, M, K]
+        if c.nll_beta > 0:  # beta-NLL
+            nll_terms = nll_terms * torch.exp(c.nll_beta * logvar.detach())
+        count = weight.sum(1).clamp(min=1.0)  # [N]
+        nll = (nll_terms.mean(2) * weight).sum(1) / count  # [N]
+        bce_terms = F.binary_cross_entropy_with_logits(logit, t, reduction="none")  # [N, M]
+        bce = (bce_terms * weight).sum(1) / count  # [N]
+        member = nll + bce
+        bound = c.logvar_bound_weight * (dyn.max_logvar.sum() - dyn.min_logvar.sum())
+        total = member.sum() + bound
+        components = {
+            "nll": nll.mean().detach(),
+            "termination": bce.mean().detach(),
+            "logvar_bound": bound.detach(),
+        }
+        components.update({f"member/{i}": v for i, v in enumerate(member.detach())})
+        squared = ((mean - y).detach() ** 2).mean(2)  # [N, M]
+        mse = float((squared * weight).sum() / weight.sum().clamp(min=1.0))
+        return LossOutput(total, components, {"mse": mse})
+
+    def _one_step_predictions(self, batch: Batch) -> _Predictions:
+        """Every valid step as an independent transition (M of them, per member a bootstrap
+        resample in training): ``(mean, logvar [N, M, K], logit [N, M], target [N, M, K],
+        termination [N, M])``."""
+        c, dyn = self.config, self._dynamics
         valid = batch.valid.bool()  # [B, T]
         obs, nxt = batch.obs[:, :-1][valid].float(), batch.obs[:, 1:][valid].float()  # [M, D]
         features = self._features(obs, batch.actions[valid], None)  # [M, D + A]
@@ -635,22 +681,43 @@ class EnsembleModel(WorldModel):
             x = features.unsqueeze(0).expand(n, *features.shape)
             y, t = target.unsqueeze(0).expand(n, *target.shape), term.unsqueeze(0).expand(n, m)
         mean, logvar, logit = dyn.heads(x)  # [N, M, K], [N, M, K], [N, M]
-        nll_terms = 0.5 * ((mean - y) ** 2 * torch.exp(-logvar) + logvar)  # [N, M, K]
-        if c.nll_beta > 0:  # beta-NLL
-            nll_terms = nll_terms * torch.exp(c.nll_beta * logvar.detach())
-        nll = nll_terms.mean((1, 2))  # [N]
-        bce = F.binary_cross_entropy_with_logits(logit, t, reduction="none").mean(1)  # [N]
-        member = nll + bce
-        bound = c.logvar_bound_weight * (dyn.max_logvar.sum() - dyn.min_logvar.sum())
-        total = member.sum() + bound
-        components = {
-            "nll": nll.mean().detach(),
-            "termination": bce.mean().detach(),
-            "logvar_bound": bound.detach(),
-        }
-        components.update({f"member/{i}": v for i, v in enumerate(member.detach())})
-        mse = float(((mean.detach() - y) ** 2).mean())
-        return LossOutput(total, components, {"mse": mse})
+        return mean, logvar, logit, y, t
+
+    def _rollout_predictions(self, batch: Batch) -> _Predictions:
+        """Each member rolls each of the B sequences (per member a bootstrap resample of them
+        in training) from its first observation with its own mean predictions: ``(mean, logvar
+        [N, B*T, K], logit [N, B*T], target [N, B*T, K], termination [N, B*T], weight
+        [N, B*T])``, the target of step k the logged change from the rolled state at k and the
+        weight 1 up to the sequence's first invalid (padded) step."""
+        c, dyn = self.config, self._dynamics
+        b, steps = batch.valid.shape
+        if steps != c.loss_horizon:
+            raise ContractError(
+                f"EnsembleModel.loss: loss_horizon={c.loss_horizon} needs batches of "
+                f"seq_len={c.loss_horizon}, got seq_len={steps}."
+            )
+        n, d = c.members, c.obs_dim
+        device = batch.obs.device
+        if self.training and c.bootstrap:
+            idx = torch.randint(b, (n, b), device=device)  # a resample of sequences per member
+        else:
+            idx = torch.arange(b, device=device).expand(n, b)
+        obs = batch.obs.float()[idx]  # [N, B, T + 1, D]
+        actions, rewards = batch.actions.float()[idx], batch.rewards.float()[idx]
+        weight = torch.cumprod(batch.valid.float()[idx], dim=2)  # [N, B, T]
+        state = obs[:, :, 0]  # [N, B, D]
+        outputs: list[tuple[torch.Tensor, ...]] = []
+        for k in range(steps):
+            mean, logvar, logit = dyn.heads(self._features(state, actions[:, :, k], None))
+            delta = obs[:, :, k + 1] - state
+            y = (torch.cat([delta, rewards[:, :, k, None]], -1) - dyn.target_mean) / dyn.target_std
+            outputs.append((mean, logvar, logit, y))
+            state = state + (mean * dyn.target_std + dyn.target_mean)[..., :d]
+        mean, logvar, logit, y = (
+            torch.stack(x, 2).flatten(1, 2) for x in zip(*outputs, strict=True)
+        )
+        term = batch.terminations.float()[idx].flatten(1, 2)
+        return mean, logvar, logit, y, term, weight.flatten(1, 2)
 
     # -- hooks ----------------------------------------------------------------------------------------
     def set_data_statistics(self, stats: Mapping[str, Any]) -> None:
