@@ -408,9 +408,13 @@ class EnsembleDynamics(nn.Module):
         return out[..., :k], logvar, out[..., 2 * k]
 
     def normalise_target(self, delta: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
-        """``delta [M, D]``, ``reward [M]`` -> normalised targets ``[M, K]``."""
-        y = torch.cat([delta.float(), reward.float()[:, None]], -1)
+        """``delta [..., D]``, ``reward [...]`` -> normalised targets ``[..., K]``."""
+        y = torch.cat([delta.float(), reward.float()[..., None]], -1)
         return (y - self.target_mean) / self.target_std
+
+    def denormalise_target(self, y: torch.Tensor) -> torch.Tensor:
+        """Normalised ``[..., K]`` -> ``(obs change, reward)`` in data units ``[..., K]``."""
+        return y * self.target_std + self.target_mean
 
     def set_statistics(self, stats: Mapping[str, Any]) -> None:
         d = self.config.obs_dim
@@ -474,7 +478,7 @@ class EnsembleDynamics(nn.Module):
             mean, logvar = mean.reshape(-1, k)[dest], logvar.reshape(-1, k)[dest]
             y = mean + (0.5 * logvar).exp() * eps
             term = torch.sigmoid(logit.reshape(-1)[dest])
-        out = y * self.target_std + self.target_mean
+        out = self.denormalise_target(y)
         tensors = {
             "obs": state["obs"].float() + out[:, :-1],
             "reward": out[:, -1],
@@ -709,10 +713,9 @@ class EnsembleModel(WorldModel):
         outputs: list[tuple[torch.Tensor, ...]] = []
         for k in range(steps):
             mean, logvar, logit = dyn.heads(self._features(state, actions[:, :, k], None))
-            delta = obs[:, :, k + 1] - state
-            y = (torch.cat([delta, rewards[:, :, k, None]], -1) - dyn.target_mean) / dyn.target_std
+            y = dyn.normalise_target(obs[:, :, k + 1] - state, rewards[:, :, k])
             outputs.append((mean, logvar, logit, y))
-            state = state + (mean * dyn.target_std + dyn.target_mean)[..., :d]
+            state = state + dyn.denormalise_target(mean)[..., :d]
         mean, logvar, logit, y = (
             torch.stack(x, 2).flatten(1, 2) for x in zip(*outputs, strict=True)
         )
