@@ -5,7 +5,8 @@ correlation of the two over the checkpoints (offline policy selection).
     python benchmarks/mopo_curve.py --model-run RUN [--dataset-env Walker2d-v5] [--algo sac]
         [--seed 0] [--gradient-steps 100000] [--every 10000] [--episodes 5]
         [--penalty 5.0] [--horizon 5] [--halt p99] [--noise-scale 1.0] [--real-fraction 0.05]
-        [--activation relu] [--n-critics 2] [--learning-rate 3e-4] [--threads 1] [--name NAME]
+        [--activation relu] [--n-critics 2] [--learning-rate 3e-4] [--bc-steps 0] [--bc-lr 1e-4]
+        [--threads 1] [--name NAME]
     python benchmarks/mopo_curve.py --from-run runs/.../mopo-sac-s0 --name NAME
 
 The agent goes to ``runs/mopo-curve-NAME/``; the table to
@@ -27,6 +28,7 @@ import numpy as np
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
 from worldflux.rl.activations import ACTIVATIONS
+from worldflux.rl.behaviour import BehaviourSettings
 from worldflux.rl.offline import BEHAVIOUR, MOPO_HORIZON, MOPO_PENALTY, dream_recipe
 from worldflux.rl.replay import ReplaySettings
 from worldflux.rl.train import recorded_estimates, train_agent
@@ -57,7 +59,14 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
         f"{json.dumps(summary['replay'])}; policy_kwargs "
         f"{json.dumps(recipe['hyperparameters'].get('policy_kwargs', {}))}; "
         f"{n_envs} branches per vector step, one gradient step "
-        f"per vector step; seed {recipe['seed']}. Returns: mean over "
+        f"per vector step"
+        + (
+            f", then {recipe['behaviour']['regularise_steps']} behaviour-cloning step(s) on the "
+            f"dataset (Adam {recipe['behaviour']['learning_rate']:g})"
+            if recipe.get("behaviour", {}).get("regularise_steps")
+            else ""
+        )
+        + f"; seed {recipe['seed']}. Returns: mean over "
         f"{recipe['evaluation']['episodes']} episodes per checkpoint "
         f"({recipe['evaluation']['final_episodes']} at the end), the dream's from the dataset's "
         "episode starts with raw rewards. Training took "
@@ -136,6 +145,15 @@ def main() -> None:
     parser.add_argument(
         "--learning-rate", type=float, help="the actor's and critic's (default: the method's)"
     )
+    parser.add_argument(
+        "--bc-steps",
+        type=int,
+        default=0,
+        help="behaviour-cloning steps on the dataset after every update (0: none)",
+    )
+    parser.add_argument(
+        "--bc-lr", type=float, default=1e-4, help="Adam learning rate of those cloning steps"
+    )
     parser.add_argument("--name", required=True)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (saved with the table)"
@@ -160,6 +178,10 @@ def main() -> None:
         if args.noise_scale != 1.0:
             recipe.dream["noise_scale"] = args.noise_scale
         recipe.replay = ReplaySettings(real_fraction=args.real_fraction)
+        if args.bc_steps:
+            recipe.behaviour = BehaviourSettings(
+                regularise_steps=args.bc_steps, learning_rate=args.bc_lr
+            )
         if args.activation:
             recipe.hyperparameters["policy_kwargs"]["activation_fn"] = args.activation
         if args.learning_rate is not None:
