@@ -2,7 +2,7 @@
 policies of several runs (seeds, settings, checkpoints) as the real environment does.
 
     python benchmarks/policy_selection.py --name NAME RUN [RUN ...] [--episodes 10]
-        [--model-run MODEL]
+        [--model-run MODEL] [--members]
     python benchmarks/policy_selection.py --name NAME --checkpoints RUN [RUN ...]
 
 Every RUN is an agent run folder (``agent.json`` + ``model.zip``, e.g. the runs of
@@ -13,6 +13,7 @@ as the judge) from the dataset's episode starts up to the real time limit, and o
 environment, ``--episodes`` episodes each. Dream estimates: ``raw`` (the model's
 sampled transitions) and those of :func:`worldflux.rl.train.dream_estimates`: ``mean`` (its
 mean transitions: no Gaussian noise, ``noise_scale=0``), ``penalised`` and ``halted``. With
+``--members`` (ensemble judges): the per-member estimates of :class:`MemberJudge` beside. With
 ``--checkpoints`` nothing is scored anew: every evaluation the runs recorded during training
 (with the other estimates where the runs recorded them) is ranked together. Prints and saves
 benchmarks/results/policy_selection-NAME.md with the Spearman correlation of each estimate with
@@ -28,8 +29,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from worldflux.data.collect import SB3Policy
+from worldflux.dream.make import load_simulator
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
 from worldflux.rl.offline import DreamJudge
@@ -47,14 +50,65 @@ def saved_policies(run: Path) -> list[tuple[str, Path]]:
     return [*saved, (f"{run.name} @ {final:,} (final)", run / "model.zip")]
 
 
-def score_run(run: Path, episodes: int, judge_model: str | None = None) -> list[dict[str, Any]]:
+class MemberJudge:
+    """Per-member estimates of an ensemble (PETS's trajectory sampling, one elite per whole
+    episode): every elite rolls each of ``episodes`` dataset episode starts with its own mean
+    transitions, up to the real time limit, ending where its continue probability falls below
+    0.5 or its state leaves finite values below 1e4. ``members mean``: the mean return over
+    elites and starts; ``members min``: the mean over starts of the lowest elite's return."""
+
+    def __init__(self, model_run: str, env_id: str, episodes: int) -> None:
+        sim = load_simulator(model_run)
+        self.model = sim.torch_model().eval()
+        if "member" not in self.model.noise_spec():
+            raise SystemExit(f"--members: {model_run} is no ensemble (its noise has no member)")
+        self.elites = int(self.model.config.elites)
+        starts = sim.reset_states.start
+        pick = np.random.default_rng(FINAL_SEED).choice(len(starts), episodes, replace=False)
+        self.starts = np.repeat(starts[pick], self.elites, axis=0).astype(np.float32)
+        self.horizon = int(gym.spec(env_id).max_episode_steps or 1000)
+
+    @torch.no_grad()
+    def __call__(self, policy: Any) -> dict[str, float]:
+        rows, e = len(self.starts), self.elites
+        noise = {
+            "member": torch.tensor(
+                np.tile((np.arange(e) + 0.5) / e, rows // e), dtype=torch.float32
+            ),
+            "eps": torch.zeros(rows, int(self.model.config.target_dim)),
+        }
+        obs, alive, returns = self.starts, np.ones(rows, bool), np.zeros(rows)
+        for _ in range(self.horizon):
+            action = torch.as_tensor(policy(obs), dtype=torch.float32)
+            nxt = self.model.transition(
+                self.model.encode(torch.as_tensor(obs)), action, noise=noise
+            )
+            returns += np.where(alive, nxt["reward"].numpy().reshape(rows), 0.0)
+            new = nxt["obs"].numpy()
+            alive &= nxt["continue"].numpy().reshape(rows) >= 0.5
+            alive &= np.isfinite(new).all(1) & (np.abs(new).max(1) < 1e4)
+            if not alive.any():
+                break
+            obs = np.where(alive[:, None], new, obs).astype(np.float32)  # ended rows stay put
+        per_start = returns.reshape(-1, e)
+        return {
+            "members mean": float(per_start.mean()),
+            "members min": float(per_start.min(1).mean()),
+        }
+
+
+def score_run(
+    run: Path, episodes: int, judge_model: str | None = None, members: bool = False
+) -> list[dict[str, Any]]:
     """Every saved policy of ``run``: its dream estimates and its real return, ``episodes``
     episodes each from the same seeds (those of the offline pipeline's dream judge), in the
-    dream of ``judge_model`` (default: the model the run trained in)."""
+    dream of ``judge_model`` (default: the model the run trained in); with ``members``, the
+    :class:`MemberJudge` estimates beside."""
     summary = json.loads((run / "agent.json").read_text())
     model_run, real_env = judge_model or summary["recipe"]["env"], summary["real_env"]
     sample = summary["recipe"]["evaluation"]["actions"] == "sampled"
     judge = DreamJudge(model_run, real_env, episodes)
+    member_judge = MemberJudge(model_run, real_env, episodes) if members else None
     probe = gym.make(real_env)
     rows = []
     try:
@@ -64,6 +118,8 @@ def score_run(run: Path, episodes: int, judge_model: str | None = None) -> list[
             row = {"run": label, "agent": run.name, "model": model_run,
                    "final": path.name == "model.zip", "real": scored["real"],
                    "raw": scored["dream"], **scored.get("dream_estimates", {})}  # fmt: skip
+            if member_judge is not None:
+                row.update(member_judge(policy))
             rows.append(row)
             print(row, flush=True)
     finally:
@@ -108,15 +164,20 @@ def main() -> None:
     )
     parser.add_argument("--checkpoints", action="store_true",
                         help="rank the evaluations the runs recorded (nothing is scored anew)")  # fmt: skip
+    parser.add_argument(
+        "--members", action="store_true", help="add an ensemble judge's per-member estimates"
+    )
     args = parser.parse_args()
-    if args.checkpoints and args.model_run:
-        parser.error("--checkpoints ranks recorded evaluations; --model-run needs scoring anew")
+    if args.checkpoints and (args.model_run or args.members):
+        parser.error(
+            "--checkpoints ranks recorded evaluations; --model-run and --members score anew"
+        )
     rows = []
     for run in args.runs:
         if args.checkpoints:
             rows.extend(recorded_rows(run))
         else:
-            rows.extend(score_run(run, args.episodes, args.model_run))
+            rows.extend(score_run(run, args.episodes, args.model_run, args.members))
     # the estimates every row has (runs without other estimates leave only the raw one)
     names = [k for k in rows[0]
              if k not in ("run", "agent", "model", "final", "real") and all(k in r for r in rows)]  # fmt: skip
