@@ -13,7 +13,7 @@ as the judge) from the dataset's episode starts up to the real time limit, and o
 environment, ``--episodes`` episodes each. Dream estimates: ``raw`` (the model's
 sampled transitions) and those of :func:`worldflux.rl.train.dream_estimates`: ``mean`` (its
 mean transitions: no Gaussian noise, ``noise_scale=0``), ``penalised`` and ``halted``. With
-``--members`` (ensemble judges): the per-member estimates of :class:`MemberJudge` beside. With
+``--members`` (ensemble judges): the rollout estimates of :class:`MemberJudge` beside. With
 ``--checkpoints`` nothing is scored anew: every evaluation the runs recorded during training
 (with the other estimates where the runs recorded them) is ranked together. Prints and saves
 benchmarks/results/policy_selection-NAME.md with the Spearman correlation of each estimate with
@@ -51,11 +51,16 @@ def saved_policies(run: Path) -> list[tuple[str, Path]]:
 
 
 class MemberJudge:
-    """Per-member estimates of an ensemble (PETS's trajectory sampling, one elite per whole
-    episode): every elite rolls each of ``episodes`` dataset episode starts with its own mean
-    transitions, up to the real time limit, ending where its continue probability falls below
-    0.5 or its state leaves finite values below 1e4. ``members mean``: the mean return over
-    elites and starts; ``members min``: the mean over starts of the lowest elite's return."""
+    """Estimates from an ensemble's deterministic rollouts, from ``episodes`` dataset episode
+    starts up to the real time limit, each ending where its continue probability falls below 0.5
+    or its state leaves finite values below 1e4:
+
+    * per member (PETS's trajectory sampling, one elite for a whole episode, its mean
+      transitions): ``members mean``, the mean return over elites and starts; ``members min``,
+      the mean over starts of the lowest elite's return;
+    * in the elites' mean transitions (``deterministic=True``): ``elites mean``, the mean return;
+      ``rollout uncertainty``, the mean epistemic uncertainty over the steps rolled (not a
+      return: a policy that leaves the data scores high)."""
 
     def __init__(self, model_run: str, env_id: str, episodes: int) -> None:
         sim = load_simulator(model_run)
@@ -65,35 +70,50 @@ class MemberJudge:
         self.elites = int(self.model.config.elites)
         starts = sim.reset_states.start
         pick = np.random.default_rng(FINAL_SEED).choice(len(starts), episodes, replace=False)
-        self.starts = np.repeat(starts[pick], self.elites, axis=0).astype(np.float32)
+        self.starts = starts[pick].astype(np.float32)
         self.horizon = int(gym.spec(env_id).max_episode_steps or 1000)
 
-    @torch.no_grad()
-    def __call__(self, policy: Any) -> dict[str, float]:
-        rows, e = len(self.starts), self.elites
-        noise = {
-            "member": torch.tensor(
-                np.tile((np.arange(e) + 0.5) / e, rows // e), dtype=torch.float32
-            ),
-            "eps": torch.zeros(rows, int(self.model.config.target_dim)),
-        }
-        obs, alive, returns = self.starts, np.ones(rows, bool), np.zeros(rows)
+    def _rollout(
+        self, policy: Any, obs: np.ndarray, noise: dict[str, torch.Tensor] | None
+    ) -> tuple[np.ndarray, float]:
+        """Returns ``[B]`` of rollouts from ``obs [B, D]`` (``noise`` None: the elites' mean
+        transitions), and the mean uncertainty over the steps rolled."""
+        rows = len(obs)
+        alive, returns, uncertainty = np.ones(rows, bool), np.zeros(rows), []
         for _ in range(self.horizon):
             action = torch.as_tensor(policy(obs), dtype=torch.float32)
             nxt = self.model.transition(
-                self.model.encode(torch.as_tensor(obs)), action, noise=noise
-            )
+                self.model.encode(torch.as_tensor(obs)), action, noise=noise,
+                deterministic=noise is None,
+            )  # fmt: skip
             returns += np.where(alive, nxt["reward"].numpy().reshape(rows), 0.0)
+            uncertainty.append(self.model.decode(nxt).uncertainty.numpy().reshape(rows)[alive])
             new = nxt["obs"].numpy()
             alive &= nxt["continue"].numpy().reshape(rows) >= 0.5
             alive &= np.isfinite(new).all(1) & (np.abs(new).max(1) < 1e4)
             if not alive.any():
                 break
             obs = np.where(alive[:, None], new, obs).astype(np.float32)  # ended rows stay put
-        per_start = returns.reshape(-1, e)
+        return returns, float(np.concatenate(uncertainty).mean())
+
+    @torch.no_grad()
+    def __call__(self, policy: Any) -> dict[str, float]:
+        e = self.elites
+        rows = len(self.starts) * e
+        noise = {
+            "member": torch.tensor(
+                np.tile((np.arange(e) + 0.5) / e, len(self.starts)), dtype=torch.float32
+            ),
+            "eps": torch.zeros(rows, int(self.model.config.target_dim)),
+        }
+        members, _ = self._rollout(policy, np.repeat(self.starts, e, axis=0), noise)
+        per_start = members.reshape(-1, e)
+        mean, uncertainty = self._rollout(policy, self.starts, None)
         return {
             "members mean": float(per_start.mean()),
             "members min": float(per_start.min(1).mean()),
+            "elites mean": float(mean.mean()),
+            "rollout uncertainty": uncertainty,
         }
 
 
@@ -165,7 +185,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", action="store_true",
                         help="rank the evaluations the runs recorded (nothing is scored anew)")  # fmt: skip
     parser.add_argument(
-        "--members", action="store_true", help="add an ensemble judge's per-member estimates"
+        "--members", action="store_true", help="add an ensemble judge's rollout estimates"
     )
     args = parser.parse_args()
     if args.checkpoints and (args.model_run or args.members):
