@@ -76,7 +76,7 @@ class MemberJudge:
     def _rollout(
         self, policy: Any, obs: np.ndarray, noise: dict[str, torch.Tensor] | None
     ) -> tuple[np.ndarray, float]:
-        """Returns ``[B]`` of rollouts from ``obs [B, D]`` (``noise`` None: the elites' mean
+        """The returns ``[B]`` of rollouts from ``obs [B, D]`` (``noise`` None: the elites' mean
         transitions), and the mean uncertainty over the steps rolled."""
         rows = len(obs)
         alive, returns, uncertainty = np.ones(rows, bool), np.zeros(rows), []
