@@ -152,7 +152,7 @@ def main() -> None:
         help="behaviour-cloning steps on the dataset after every update (0: none)",
     )
     parser.add_argument(
-        "--bc-lr", type=float, help="Adam learning rate of those cloning steps (default 1e-4)"
+        "--bc-lr", type=float, help="Adam learning rate of those steps (default: [behaviour]'s)"
     )
     parser.add_argument("--name", required=True)
     parser.add_argument(
@@ -181,10 +181,8 @@ def main() -> None:
         if args.bc_lr is not None and not args.bc_steps:
             parser.error("--bc-lr sets the cloning steps' rate: give --bc-steps too")
         if args.bc_steps:
-            recipe.behaviour = BehaviourSettings(
-                regularise_steps=args.bc_steps,
-                learning_rate=1e-4 if args.bc_lr is None else args.bc_lr,
-            )
+            rate = {} if args.bc_lr is None else {"learning_rate": args.bc_lr}
+            recipe.behaviour = BehaviourSettings(regularise_steps=args.bc_steps, **rate)
         if args.activation:
             recipe.hyperparameters["policy_kwargs"]["activation_fn"] = args.activation
         if args.learning_rate is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from policy_selection import saved_policies  # the script beside this one
 
 from worldflux.data.collect import SB3Policy
 from worldflux.data.sb3_policy import load_obs_norm, load_sb3_policy
@@ -29,14 +30,6 @@ from worldflux.rl.evaluate import real_env_episodes
 from worldflux.rl.train import FINAL_SEED
 
 RESULTS = Path(__file__).with_name("results")
-
-
-def saved_in_order(run: Path) -> list[Path]:
-    """The policies ``run`` saved, oldest first: its checkpoints, then ``model.zip``."""
-    summary = json.loads((run / "agent.json").read_text())
-    return [run / e["policy"] for e in summary["evaluations"][:-1] if "policy" in e] + [
-        run / "model.zip"
-    ]
 
 
 def averaged(zips: list[Path], env: gym.Env[Any, Any]) -> SB3Policy:
@@ -84,7 +77,7 @@ def main() -> None:
     for run in args.runs:
         summary = json.loads((run / "agent.json").read_text())
         env_id = summary["real_env"]
-        zips = saved_in_order(run)
+        zips = [path for _, path in saved_policies(run)]  # oldest first, the final last
         if len(zips) < window:
             raise SystemExit(f"{run}: expected at least {window} saved policies, got {len(zips)}")
         env = gym.make(env_id)
