@@ -6,7 +6,7 @@ correlation of the two over the checkpoints (offline policy selection).
         [--seed 0] [--gradient-steps 100000] [--every 10000] [--episodes 5]
         [--penalty 5.0] [--horizon 5] [--halt p99] [--noise-scale 1.0] [--real-fraction 0.05]
         [--activation relu] [--n-critics 2] [--learning-rate 3e-4] [--bc-steps 0] [--bc-lr 1e-4]
-        [--threads 1] [--name NAME]
+        [--policy-average 0.999] [--threads 1] [--name NAME]
     python benchmarks/mopo_curve.py --from-run runs/.../mopo-sac-s0 --name NAME
 
 The agent goes to ``runs/mopo-curve-NAME/``; the table to
@@ -64,6 +64,12 @@ def curve_table(summary: dict[str, Any], name: str, threads: int | None = None) 
             f", then {recipe['behaviour']['regularise_steps']} behaviour-cloning step(s) on the "
             f"dataset (Adam {recipe['behaviour']['learning_rate']:g})"
             if recipe.get("behaviour", {}).get("regularise_steps")
+            else ""
+        )
+        + (
+            f"; scored and saved: the Polyak average of the actor's weights (decay "
+            f"{recipe['policy_average']:g} per update)"
+            if recipe.get("policy_average")
             else ""
         )
         + f"; seed {recipe['seed']}. Returns: mean over "
@@ -154,6 +160,12 @@ def main() -> None:
     parser.add_argument(
         "--bc-lr", type=float, help="Adam learning rate of those steps (default: [behaviour]'s)"
     )
+    parser.add_argument(
+        "--policy-average",
+        type=float,
+        default=0.0,
+        help="decay of the Polyak-averaged actor that is scored and saved (0: the trained one)",
+    )
     parser.add_argument("--name", required=True)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (saved with the table)"
@@ -183,6 +195,7 @@ def main() -> None:
         if args.bc_steps:
             rate = {} if args.bc_lr is None else {"learning_rate": args.bc_lr}
             recipe.behaviour = BehaviourSettings(regularise_steps=args.bc_steps, **rate)
+        recipe.policy_average = args.policy_average
         if args.activation:
             recipe.hyperparameters["policy_kwargs"]["activation_fn"] = args.activation
         if args.learning_rate is not None:

@@ -103,6 +103,8 @@ BAD_RECIPES = [
     ),
     (BASE + "[replay]\nreal_fractions = 0.1\n", r"'real_fractions'.*Did you mean 'real_fraction'"),
     (BASE + '[evaluation]\nactions = "greedy"\n', r"evaluation.actions.*'greedy'"),
+    (BASE + "policy_average = 1.0\n", r"policy_average.*expected a number in \[0, 1\), got 1.0"),
+    (BASE + 'policy_average = "ema"\n', r"policy_average.*got 'ema'"),
     ("env = \n", "not valid TOML"),
 ]
 
@@ -489,6 +491,51 @@ def test_training_does_not_depend_on_the_evaluation_schedule(
     assert len(scored["evaluations"]) == 4
     assert scored["final"]["real"]["returns"] == quiet["final"]["real"]["returns"]
     assert scored["final"]["dream"]["returns"] == quiet["final"]["dream"]["returns"]
+
+
+def test_policy_average_is_scored_and_saved_without_changing_training(
+    pendulum_run: Path, tmp_path: Path
+) -> None:
+    """The averaged actor is what the checkpoints and model.zip hold; the critics, trained by
+    the same updates, come out bit for bit as without averaging."""
+    import torch
+
+    from worldflux.data.sb3_policy import load_sb3_policy
+
+    def run(decay: float) -> tuple[dict[str, Any], Any, Any]:
+        recipe = AgentRecipe(
+            name=f"pendulum-average-{decay}",
+            env=str(pendulum_run),
+            algorithm="sac",
+            budget=160,
+            n_envs=8,
+            backend="onnx",
+            normalize=False,
+            policy_average=decay,
+            dream={"reset": "any", "horizon": 5},
+            hyperparameters={"learning_starts": 32, "batch_size": 16},
+            evaluation=Evaluation(env="Pendulum-v1", every=80, episodes=1, final_episodes=1),
+        )
+        out = tmp_path / f"decay-{decay}"
+        summary = train_agent(recipe, out, progress=False)
+        env = gym.make("Pendulum-v1")
+        final = load_sb3_policy(out / "model.zip", env)
+        first = load_sb3_policy(out / "checkpoints" / "step-80.zip", env)
+        env.close()
+        return summary, final, first
+
+    plain, plain_final, plain_first = run(0.0)
+    averaged, avg_final, avg_first = run(0.9)
+    assert plain["policy_average"] is None
+    assert averaged["policy_average"] == {"decay": 0.9, "updates": 20}  # one per vector step
+    for ours, theirs in zip(
+        avg_final.critic.parameters(), plain_final.critic.parameters(), strict=True
+    ):
+        assert torch.equal(ours, theirs)
+    for ours, theirs in ((avg_final, plain_final), (avg_first, plain_first)):
+        differ = [not torch.equal(a, b) for a, b in zip(
+            ours.actor.parameters(), theirs.actor.parameters(), strict=True)]  # fmt: skip
+        assert any(differ)
 
 
 def test_td3_warm_start_moves_the_target_actor_too(pendulum_run: Path) -> None:

@@ -10,6 +10,9 @@ Schema (every key but ``env`` and ``budget`` has a default)::
     seed = 0
     backend = "onnx"                      # dream backend: onnx | torch | auto (default: the env's)
     normalize = true                      # VecNormalize observations (applied on the real env too)
+    policy_average = 0.0                  # Polyak average of the acting weights, updated after
+                                          # every rollout with this decay (0: none); the average
+                                          # is what is scored, checkpointed, selected and saved
 
     [dream]              # dream settings: reset, termination, horizon, penalty, halt, ...
     [hyperparameters]    # keyword arguments of the SB3 algorithm (plain TOML values;
@@ -57,6 +60,7 @@ _TOP = {
     "seed",
     "backend",
     "normalize",
+    "policy_average",
     "dream",
     "hyperparameters",
     "behaviour",
@@ -93,6 +97,7 @@ class AgentRecipe:
     seed: int = 0
     backend: Backend | None = None
     normalize: bool = True
+    policy_average: float = 0.0
     dream: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     behaviour: BehaviourSettings = field(default_factory=BehaviourSettings)
@@ -122,6 +127,16 @@ class AgentRecipe:
                 raise ConfigError(
                     f"agent recipe {key}: expected an integer >= {low}, got {value!r}."
                 )
+        average = self.policy_average
+        if (
+            isinstance(average, bool)
+            or not isinstance(average, int | float)
+            or not (0.0 <= average < 1.0)
+        ):
+            raise ConfigError(
+                f"agent recipe {self.name}: policy_average is the decay of a moving average; "
+                f"expected a number in [0, 1), got {average!r}."
+            )
         # the dream settings must be valid; a calibrated halt ("p99") is resolved by the simulator
         check = dict(self.dream)
         if isinstance(check.get("halt"), str):

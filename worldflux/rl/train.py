@@ -13,6 +13,9 @@ Output folder (written into a staging folder and moved into place at the end)::
     logs/                 SB3 logger output: progress.csv and TensorBoard events (eval/* scalars)
     reality_gap.{md,png}  dream vs real returns: learning curves and the final episodes
     fidelity.{md,png}     the dream env's fidelity report, when its artifact has one
+
+With ``policy_average`` the policies scored, checkpointed, selected and saved act with the Polyak
+average of the trained acting weights (:mod:`worldflux.rl.averaging`); training never sees it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from ..dream.simulator import LearnedSimulator
 from ..files import refuse_foreign_folder
 from ..training.config import resolve_threads
 from .activations import resolve_policy_kwargs
+from .averaging import policy_average
 from .behaviour import CLONE_LR, BehaviourCloner, BehaviourData, seed_normaliser
 from .evaluate import Episodes, first_episodes, real_env_episodes
 from .recipes import EVALUATION_ACTIONS, AgentRecipe
@@ -271,6 +275,8 @@ def train_agent(
             ) from None
         behaviour, regulariser = _behaviour(recipe, sim, model, venv)
         replay = _replay(recipe, sim, model, venv, core, seed_norm=behaviour is None)
+        average = policy_average(model.policy, recipe.policy_average)  # after any warm start
+        scoring = average.swapped if average is not None else contextlib.nullcontext
         logger = configure(str(staged / "logs"), ["csv", "tensorboard"])
         closers.append(logger)
         model.set_logger(logger)
@@ -315,7 +321,7 @@ def train_agent(
         class Periodic(BaseCallback):
             """Scores the policy every ``[evaluation] every`` dream steps (0: never; the final
             evaluation after training always runs); regularises it towards the behaviour after
-            every rollout (``[behaviour] regularise_steps``)."""
+            every rollout (``[behaviour] regularise_steps``), then moves the policy average."""
 
             def __init__(self) -> None:
                 super().__init__()
@@ -325,24 +331,30 @@ def train_agent(
                 if regulariser is not None:
                     loss = regulariser.step(recipe.behaviour.regularise_steps)
                     self.logger.record("train/behaviour_loss", loss)
+                if average is not None:
+                    average.update()
 
             def _on_step(self) -> bool:
                 every = recipe.evaluation.every
                 if every and self.num_timesteps >= self.next_eval:
                     self.next_eval += every
-                    ep = recipe.evaluation.episodes
-                    row = evaluate(self.num_timesteps, ep, EVAL_SEED)
-                    row["policy"] = f"checkpoints/step-{self.num_timesteps}.zip"
-                    norm = vecnormalize_obs_norm(venv)
-                    save_sb3_policy(model, staged / row["policy"], norm)
-                    scorer.history.append(row)
-                    selection.offer(
-                        self.num_timesteps,
-                        row["dream_estimates"][chosen_by] if chosen_by else row["dream"]["mean"],
-                        model.policy,
-                        norm,
-                    )
+                    with scoring():
+                        self._checkpoint()
                 return True
+
+            def _checkpoint(self) -> None:
+                """Score the policy, save it under ``checkpoints/`` and offer it for selection."""
+                row = evaluate(self.num_timesteps, recipe.evaluation.episodes, EVAL_SEED)
+                row["policy"] = f"checkpoints/step-{self.num_timesteps}.zip"
+                norm = vecnormalize_obs_norm(venv)
+                save_sb3_policy(model, staged / row["policy"], norm)
+                scorer.history.append(row)
+                selection.offer(
+                    self.num_timesteps,
+                    row["dream_estimates"][chosen_by] if chosen_by else row["dream"]["mean"],
+                    model.policy,
+                    norm,
+                )
 
         total = _whole_rollouts(recipe.budget, model)
         if progress and total != recipe.budget:
@@ -364,6 +376,8 @@ def train_agent(
             log_interval=_log_interval(recipe),
         )
         train_s = time.time() - t0
+        if average is not None:  # from here on the policy acts with the average
+            average.load()
 
         final_n = recipe.evaluation.final_episodes
         final = evaluate(int(model.num_timesteps), final_n, FINAL_SEED)
@@ -416,6 +430,9 @@ def train_agent(
             "total_s": round(time.time() - started, 1),
             "behaviour": behaviour,
             "replay": replay,
+            "policy_average": None
+            if average is None
+            else {"decay": average.decay, "updates": average.updates},
             "evaluations": scorer.history,
             "final": {
                 "dream": final["dream"],
