@@ -179,6 +179,8 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
     assert saved["settings"]["real_fraction"] == 0.05
     with pytest.raises(ConfigError, match=r"real_fraction: expected a number in \[0, 1\), got 1.0"):
         offline_run("test/pendulum/offline-v0", tmp_path / "z", real_fraction=1.0)
+    with pytest.raises(ConfigError, match=r"policy_average: expected a decay in \[0, 1\), got 1"):
+        offline_run("test/pendulum/offline-v0", tmp_path / "z", policy_average=1)
     with pytest.raises(ConfigError, match="expected a world model of test/pendulum/other-v0"):
         offline_run("test/pendulum/other-v0", tmp_path / "y", model_run=tmp_path / "out" / "model")
     # planning with the ensemble run: within Pendulum's bounds, its uncertainty penalised
@@ -247,16 +249,21 @@ def test_offline_cli_defaults_to_the_default_methods(monkeypatch: pytest.MonkeyP
     assert seen["sweep"] == Sweep(ray=True, workers=3, retries=2, threads=2)
     with pytest.raises(Stop):
         main(["offline", "some/dataset-v0", "--methods", "mopo-sac", "--real-fraction", "0.5"])
-    assert seen["real_fraction"] == 0.5
-    # ... which the mopo-* recipes mix into every batch
+    assert seen["real_fraction"] == 0.5 and "policy_average" not in seen
+    with pytest.raises(Stop):
+        main(["offline", "some/dataset-v0", "--methods", "mopo-sac", "--policy-average", "0.999"])
+    assert seen["policy_average"] == 0.999
+    # ... which the mopo-* recipes mix into every batch, and average their actor by
     recipe = offline.dream_recipe(
-        "mopo-sac", 0, "some/run", "Walker2d-v5", 0, 1000, 5, offline.BEHAVIOUR, real_fraction=0.5
-    )
-    assert recipe.replay.real_fraction == 0.5
+        "mopo-sac", 0, "some/run", "Walker2d-v5", 0, 1000, 5, offline.BEHAVIOUR,
+        real_fraction=0.5, policy_average=0.999,
+    )  # fmt: skip
+    assert recipe.replay.real_fraction == 0.5 and recipe.policy_average == 0.999
     default = offline.dream_recipe(
         "mopo-td3", 0, "some/run", "Walker2d-v5", 0, 1000, 5, offline.BEHAVIOUR
     )
     assert default.replay.real_fraction == offline.MOPO_REAL_FRACTION == 0.05
+    assert default.policy_average == 0.0
 
 
 def test_plan_cli_flags_reach_plan_eval(

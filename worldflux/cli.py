@@ -616,6 +616,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         episodes=args.episodes,
         checkpoints=args.checkpoints,
         **({} if args.real_fraction is None else {"real_fraction": args.real_fraction}),
+        **({} if args.policy_average is None else {"policy_average": args.policy_average}),
         sweep=_sweep(args),
         resume=args.resume,
         progress=not args.quiet,
@@ -979,6 +980,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="share of each mopo-sac/mopo-td3 training batch drawn from the dataset's "
         "transitions, the rest from dream branches (default 0.05, as MBPO/MOPO)",
+    )
+    off.add_argument(
+        "--policy-average",
+        type=float,
+        help="mopo-sac/mopo-td3: score and save the Polyak average of the actor's weights with "
+        "this decay per update, e.g. 0.9995 (default 0: the trained actor)",
     )
     _add_sweep_arguments(off, "")
     off.add_argument(

@@ -233,6 +233,7 @@ def offline_run(
     episodes: int = 10,
     checkpoints: int = 0,
     real_fraction: float = MOPO_REAL_FRACTION,
+    policy_average: float = 0.0,
     behaviour: BehaviourSettings = BEHAVIOUR,
     sweep: Sweep = SERIAL,
     resume: bool = False,
@@ -244,7 +245,9 @@ def offline_run(
     ``tdmpc2*`` model (``tdmpc2_model``, a ``family:preset``); ``checkpoints``:
     evenly spaced evaluations of each dream agent during training (in the dream and on the real
     env; the final one always runs) for offline policy selection; ``real_fraction``: the share
-    of each ``mopo-*`` training batch drawn from the dataset; ``behaviour``: the ``dream``
+    of each ``mopo-*`` training batch drawn from the dataset; ``policy_average``: the decay of
+    the Polyak-averaged actor that the ``mopo-*`` agents score and save (0: none; the agent
+    recipes' ``policy_average``); ``behaviour``: the ``dream``
     method's use of the dataset's actions; ``sweep``: where the jobs (one per method and seed;
     the ``tdmpc2*`` methods of a seed share one) run: here in order, or as parallel Ray tasks
     (:mod:`worldflux.sweep`). results.json is rewritten as each job finishes; jobs that fail on
@@ -257,6 +260,10 @@ def offline_run(
         isinstance(real_fraction, int | float) and 0.0 <= real_fraction < 1.0
     ):
         raise ConfigError(f"real_fraction: expected a number in [0, 1), got {real_fraction!r}.")
+    if isinstance(policy_average, bool) or not (
+        isinstance(policy_average, int | float) and 0.0 <= policy_average < 1.0
+    ):
+        raise ConfigError(f"policy_average: expected a decay in [0, 1), got {policy_average!r}.")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(unknown_name_message("offline method", unknown[0], METHODS))
@@ -314,6 +321,7 @@ def offline_run(
             "episodes": episodes,
             "checkpoints": checkpoints,
             "real_fraction": real_fraction,
+            "policy_average": policy_average,
             "behaviour": asdict(behaviour),
             "sweep": sweep.describe(),
         },
@@ -346,6 +354,7 @@ def offline_run(
         "episodes": episodes,
         "checkpoints": checkpoints,
         "real_fraction": real_fraction,
+        "policy_average": policy_average,
         "behaviour": behaviour,
         "progress": progress and not sweep.ray,  # parallel jobs' progress bars would interleave
     }
@@ -393,7 +402,8 @@ def _finished_jobs(
     saved = read_json_object(path)
     ignore = ("sweep", "methods", "seeds")  # jobs are matched by method and seed
     before = {k: v for k, v in saved.get("settings", {}).items() if k not in ignore}
-    before.setdefault("real_fraction", MOPO_REAL_FRACTION)  # files written before the setting
+    before.setdefault("real_fraction", MOPO_REAL_FRACTION)  # files written before the settings
+    before.setdefault("policy_average", 0.0)
     now = {k: v for k, v in results["settings"].items() if k not in ignore}
     if before != now:
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
@@ -482,6 +492,7 @@ def offline_job(
     episodes: int,
     checkpoints: int,
     real_fraction: float,
+    policy_average: float,
     behaviour: BehaviourSettings,
     progress: bool,
 ) -> list[dict[str, Any]]:
@@ -499,7 +510,7 @@ def offline_job(
             assert model_run is not None  # trained by offline_run before any dream job
             recipe = dream_recipe(
                 method, seed, model_run, env_id, agent_steps, gradient_steps, episodes, behaviour,
-                real_fraction=real_fraction,
+                real_fraction=real_fraction, policy_average=policy_average,
             )  # fmt: skip
             if checkpoints:
                 # + 1: the last checkpoint falls before the end, where the final one runs
@@ -662,10 +673,12 @@ def dream_recipe(
     behaviour: BehaviourSettings,
     *,
     real_fraction: float = MOPO_REAL_FRACTION,
+    policy_average: float = 0.0,
 ) -> AgentRecipe:
     """The agent recipe of dream method ``method`` (see the module docstring): what
     :func:`offline_run` trains for it, with the final evaluation on ``episodes`` episodes;
-    ``real_fraction``: the ``mopo-*`` methods' share of dataset transitions per batch."""
+    ``real_fraction``: the ``mopo-*`` methods' share of dataset transitions per batch;
+    ``policy_average``: the decay of their Polyak-averaged actor (0: none)."""
     evaluation = Evaluation(env=env_id, every=0, episodes=episodes, final_episodes=episodes)
     name = f"offline-{method}-seed{seed}"
     if method.startswith("mopo"):
@@ -681,6 +694,7 @@ def dream_recipe(
             dream=dict(MOPO_DREAM),
             hyperparameters=copy.deepcopy(OFF_POLICY_SETTINGS),
             replay=ReplaySettings(real_fraction=real_fraction),
+            policy_average=policy_average,
             evaluation=evaluation,
         )
     pure = method == "dream-pure"
