@@ -181,6 +181,8 @@ def test_offline_pipeline_writes_results(tmp_path: Path, monkeypatch: pytest.Mon
         offline_run("test/pendulum/offline-v0", tmp_path / "z", real_fraction=1.0)
     with pytest.raises(ConfigError, match=r"policy_average: expected a decay in \[0, 1\), got 1"):
         offline_run("test/pendulum/offline-v0", tmp_path / "z", policy_average=1)
+    with pytest.raises(ConfigError, match=r"expected one of them in methods, got \['bc'\]"):
+        offline_run("test/pendulum/offline-v0", tmp_path / "z", methods=("bc",), policy_average=0.9)
     with pytest.raises(ConfigError, match="expected a world model of test/pendulum/other-v0"):
         offline_run("test/pendulum/other-v0", tmp_path / "y", model_run=tmp_path / "out" / "model")
     # planning with the ensemble run: within Pendulum's bounds, its uncertainty penalised

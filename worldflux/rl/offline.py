@@ -267,6 +267,11 @@ def offline_run(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(unknown_name_message("offline method", unknown[0], METHODS))
+    if policy_average and not any(m.startswith("mopo") for m in methods):
+        raise ConfigError(
+            f"policy_average averages the mopo-sac/mopo-td3 agents' actors; expected one of "
+            f"them in methods, got {list(methods)}."
+        )
     planning = [m for m in methods if m.startswith("tdmpc2")]
     dreams = any(m.startswith(("dream", "mopo")) or m == "mppi" for m in methods)
     if dreams and model_run is not None:
