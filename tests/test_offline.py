@@ -268,6 +268,32 @@ def test_offline_cli_defaults_to_the_default_methods(monkeypatch: pytest.MonkeyP
     assert default.policy_average == 0.0
 
 
+def test_offline_jobs_hand_the_policy_average_to_the_mopo_agents(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from worldflux.rl import offline
+
+    class Stop(Exception):
+        pass
+
+    trained: list[object] = []
+
+    def capture(recipe: object, out: object, **kwargs: object) -> None:
+        trained.append(recipe)
+        raise Stop
+
+    monkeypatch.setattr(offline, "train_agent", capture)
+    with pytest.raises(Stop):
+        offline.offline_job(
+            methods=("mopo-sac",), seed=0, dataset_id="some/dataset-v0", folder=str(tmp_path),
+            model_run="some/run", env_id="Walker2d-v5", action_space=None,
+            tdmpc2_model="tdmpc2:1m", agent_steps=0, gradient_steps=100, episodes=1,
+            checkpoints=0, real_fraction=0.05, policy_average=0.999,
+            behaviour=offline.BEHAVIOUR, progress=False,
+        )  # fmt: skip
+    assert [r.policy_average for r in trained] == [0.999]  # type: ignore[attr-defined]
+
+
 def test_plan_cli_flags_reach_plan_eval(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
