@@ -298,9 +298,13 @@ def test_settings_are_checked_and_pessimism_needs_uncertainty(sim: LearnedSimula
         DreamSettings(termination="never")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown dream settings"):
         make_dream_env(sim, penalti=1.0)
-    certain = vector_sim()  # a DreamerV3 model without its uncertainty heads
+    certain = vector_sim()  # a DreamerV3 model without its uncertainty and error heads
     certain.model = wf.create_world_model(
-        "dreamerv3:tiny", obs_shape=(OBS_DIM,), action_dim=ACT_DIM, uncertainty_heads=0
+        "dreamerv3:tiny",
+        obs_shape=(OBS_DIM,),
+        action_dim=ACT_DIM,
+        uncertainty_heads=0,
+        error_heads=0,
     )
     with pytest.raises(ConfigError, match="uncertainty"):
         make_dream_env(certain, penalty=1.0)
@@ -476,10 +480,14 @@ def test_uncertainty_percentiles_calibrate_on_held_out_transitions() -> None:
     cal = uncertainty_percentiles(ensemble_sim().model, data)
     assert list(cal) == ["p50", "p90", "p95", "p99"]
     assert 0 < cal["p50"] <= cal["p90"] <= cal["p95"] <= cal["p99"]
-    dreamer = uncertainty_percentiles(vector_sim().model, data)  # its heads' disagreement
+    dreamer = uncertainty_percentiles(vector_sim().model, data)  # disagreement + error heads
     assert 0 < dreamer["p50"] <= dreamer["p99"]
     certain = wf.create_world_model(
-        "dreamerv3:tiny", obs_shape=(OBS_DIM,), action_dim=ACT_DIM, uncertainty_heads=0
+        "dreamerv3:tiny",
+        obs_shape=(OBS_DIM,),
+        action_dim=ACT_DIM,
+        uncertainty_heads=0,
+        error_heads=0,
     )
     assert uncertainty_percentiles(certain, data) == {}
 

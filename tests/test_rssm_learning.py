@@ -101,22 +101,32 @@ def test_dreamerv3_beats_copy_and_linear_and_predicts_termination(
     assert p[ended].mean() < p[~ended].mean() - 0.2
 
     # uncertainty: the heads disagree more where the model has never been (states 3x as far
-    # out as any in the data, actions 3x the action range) than on held-out data
+    # out as any in the data, actions 3x the action range) than on held-out data, and so does
+    # the whole uncertainty (the error heads' largest expected error on top)
     with torch.no_grad():
         u_data = cont.uncertainty
-        far = trained.encode(batch.obs[:, 0] * 3.0)
-        u_far = trained.decode(
-            trained.transition(far, batch.actions[:, 0] * 3.0, deterministic=True)
-        ).uncertainty
+        far = trained.transition(
+            trained.encode(batch.obs[:, 0] * 3.0), batch.actions[:, 0] * 3.0, deterministic=True
+        )
+        u_far = trained.decode(far).uncertainty
+        near = trained.transition(state, batch.actions[:, 0], deterministic=True)
+        heads = trained.component("decoder").heads
+        disagreement = float(
+            heads.variance(far["deter"]).median() / heads.variance(near["deter"]).median()
+        )
     assert u_data is not None and u_far is not None
     ratio = float(u_far.median() / u_data.median())
     print(
         f"uncertainty: held-out median {u_data.median():.4f}, off-distribution median "
-        f"{u_far.median():.4f} ({ratio:.1f}x); Spearman with the k=1 error on held-out windows "
+        f"{u_far.median():.4f} ({ratio:.1f}x; the heads' disagreement {disagreement**0.5:.1f}x); "
+        f"Spearman with the k=1 error on held-out windows "
         f"{model['1']['uncertainty_spearman']:.2f}"
     )
-    # measured (seed 0, one thread): held-out 0.0049, off-distribution 0.0132 (2.7x)
-    assert ratio > 1.5
+    # measured (seed 0, one thread): held-out 0.077, off-distribution 0.123 (1.6x); the heads'
+    # disagreement 2.9x. The system's one-step errors are its step noise, alike in every state,
+    # so nothing ranks them (Spearman about 0; tests/test_rssm.py has a system where they differ)
+    assert disagreement**0.5 > 2.0
+    assert ratio > 1.3
 
 
 @pytest.mark.slow

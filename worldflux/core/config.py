@@ -46,6 +46,10 @@ class WorldModelConfig:
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Preset used for ``create_world_model("family")`` without ``:preset`` (None: defaults).
     default_preset: ClassVar[str | None] = None
+    #: Values for fields added after models of this family were first saved: a saved config
+    #: without such a field was written before it existed and loads with the value that
+    #: reproduces the saved model (new configs take the field's default).
+    saved_defaults: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         for name, hint in _field_hints(type(self)).items():

@@ -355,7 +355,7 @@ def load_pretrained(
     config_data = _field(cfg_file, "config", dict, path / CONFIG_FILE)
     overrides = _field(cfg_file, "component_overrides", dict, path / CONFIG_FILE)
     try:
-        config = entry.config_cls.from_dict(config_data)
+        config = entry.config_cls.from_dict({**entry.config_cls.saved_defaults, **config_data})
     except ConfigError as exc:
         raise SerializationError(f"{path / CONFIG_FILE}: {exc}") from None
     model = entry.model_cls(config, component_overrides=overrides, trust_imports=trust_imports)

@@ -12,8 +12,11 @@ flattened) for DreamerV3 and ``S = stoch`` for PlaNet. Features ``[B, D + S]`` f
 * Vector observations are standardised with the training data's per-dimension mean and std
   (``set_data_statistics``, saved with the weights) before the encoder and the reconstruction
   loss, so a dimension with a small range weighs as much as one with a large range.
-* ``decode(...).uncertainty``: the disagreement of ``uncertainty_heads`` observation predictors
-  that read only the deterministic state (Plan2Explore-style; see ``RSSMConfig``).
+* ``decode(...).uncertainty``: ``sqrt(disagreement^2 + predicted squared error)``, from the
+  ``uncertainty_heads`` observation predictors that read only the deterministic state
+  (Plan2Explore-style: high where the model saw little data) and the ``error_heads`` (the
+  model's expected one-step observation error, fitted to its own errors: high where it is
+  inaccurate, also on the data); see ``RSSMConfig``.
 * ``loss``: reconstruction of every observation, reward and continue of every step, plus the KL
   between posterior and prior (DreamerV3: balanced ``0.5 dyn + 0.1 rep`` with free nats 1;
   PlaNet: ``KL`` with free nats 3), averaged over real (unpadded) steps.
@@ -78,6 +81,13 @@ class RSSMConfig(WorldModelConfig):
             (symlog space; for images, the posterior's latent sample) from the deterministic state
             alone; their disagreement is ``decode(...).uncertainty`` (0: no uncertainty). They
             learn from detached states, so they never change the model they watch.
+        error_heads: K heads (two hidden layers of ``hidden // 2``; 0: none) that each predict
+            from the deterministic state the mean squared error, over the observation's
+            dimensions, of the model's deterministic one-step observation prediction (the
+            decoded mode of the prior), in dataset stds for vector observations and in units of
+            the pixel range for images; the largest of the K is the expected error. They are
+            fitted to the model's own prediction errors on the training windows by a Gaussian
+            likelihood, from detached inputs, so they never change the model they watch.
     """
 
     deter: int = 512
@@ -97,6 +107,10 @@ class RSSMConfig(WorldModelConfig):
     free_nats: float = 1.0
     obs_initial_state: bool = False
     uncertainty_heads: int = 5
+    error_heads: int = 5
+
+    #: models saved before the error heads existed had none
+    saved_defaults: ClassVar[dict[str, Any]] = {"error_heads": 0}
 
     def validate(self) -> None:
         super().validate()
@@ -104,6 +118,11 @@ class RSSMConfig(WorldModelConfig):
             raise ConfigError(
                 f"{type(self).__name__}.uncertainty_heads: expected 0 (none) or >= 2 (a "
                 f"disagreement needs two heads), got {self.uncertainty_heads}."
+            )
+        if self.error_heads < 0:
+            raise ConfigError(
+                f"{type(self).__name__}.error_heads: expected >= 0 (0: none), got "
+                f"{self.error_heads}."
             )
         for name in ("deter", "hidden", "groups", "classes", "stoch", "cnn_depth"):
             if getattr(self, name) < 1:
@@ -231,9 +250,13 @@ class DisagreementHeads(nn.Module):
         """``[B, D] -> [K, B, O]``."""
         return self.net(deter.float().unsqueeze(0).expand(self.heads, -1, -1))
 
+    def variance(self, deter: torch.Tensor) -> torch.Tensor:
+        """``[B, D] -> [B]``: the heads' variance, averaged over the target's dimensions."""
+        return self(deter).var(0, unbiased=False).mean(-1)
+
     def uncertainty(self, deter: torch.Tensor) -> torch.Tensor:
         """``[B, D] -> [B]``."""
-        return self(deter).var(0, unbiased=False).mean(-1).sqrt()
+        return self.variance(deter).sqrt()
 
     def loss(self, deter: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-row squared error ``[B]`` (summed over the target, averaged over the heads) of
@@ -242,9 +265,47 @@ class DisagreementHeads(nn.Module):
         return ((pred - target.detach().float().unsqueeze(0)) ** 2).sum(-1).mean(0)
 
 
+class ErrorHeads(nn.Module):
+    """K heads ``deter [B, D] -> log e [K, B]``, each an estimate of the expected squared
+    one-step observation error ``e`` (averaged over the observation's dimensions) of the
+    state's prediction.
+
+    Each head is trained with the Gaussian negative log-likelihood of the observed errors,
+    ``sq_error / e + log e`` per row, whose minimum is at ``e = E[sq_error | deter]``: a learned
+    model of where the world model is wrong, also on the data. Independently initialised, the
+    heads agree where they were trained and not elsewhere; the largest of their estimates is
+    the expected error (``expected``), so it also grows away from the data. Inputs and targets
+    are detached.
+    """
+
+    #: each log-error is kept in ``[LOG_MIN, LOG_MAX]`` (an RMS error of about 3e-4 to 55)
+    LOG_MIN, LOG_MAX = -16.0, 8.0
+
+    def __init__(self, heads: int, deter: int, hidden: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.net = EnsembleMLP(heads, deter, hidden, 2, 1)
+
+    def forward(self, deter: torch.Tensor) -> torch.Tensor:
+        """``[B, D] -> [K, B]`` log expected squared errors."""
+        x = deter.float().unsqueeze(0).expand(self.heads, -1, -1)
+        return self.net(x).squeeze(-1).clamp(self.LOG_MIN, self.LOG_MAX)
+
+    def expected(self, deter: torch.Tensor) -> torch.Tensor:
+        """``[B, D] -> [B]``: the largest of the heads' expected squared errors."""
+        return torch.exp(self(deter).amax(0))
+
+    def loss(self, deter: torch.Tensor, sq_error: torch.Tensor) -> torch.Tensor:
+        """Per-row NLL ``[B]`` (averaged over the heads) of the squared errors
+        ``sq_error [B]`` made from ``deter [B, D]``."""
+        log_e = self(deter.detach())
+        return (sq_error.detach().float() * torch.exp(-log_e) + log_e).mean(0)
+
+
 class RSSMDecoder(nn.Module):
     """Features of a state -> observation, reward and continue predictions, and (with
-    ``uncertainty_heads``) the heads' disagreement as the uncertainty."""
+    ``uncertainty_heads`` or ``error_heads``) the uncertainty: the root of the heads' variance
+    plus the expected squared error."""
 
     def __init__(self, config: RSSMConfig) -> None:
         super().__init__()
@@ -266,6 +327,11 @@ class RSSMDecoder(nn.Module):
             self.heads = DisagreementHeads(
                 config.uncertainty_heads, config.deter, max(config.hidden // 2, 1), target
             )
+        self.error_heads = (
+            ErrorHeads(config.error_heads, config.deter, max(config.hidden // 2, 1))
+            if config.error_heads
+            else None
+        )
         # zero-initialised reward output: predictions start at 0 (DreamerV3)
         out_layer = self.reward[-1]
         assert isinstance(out_layer, nn.Linear)
@@ -292,8 +358,19 @@ class RSSMDecoder(nn.Module):
 
     def forward(self, state: State) -> ModelOutput:
         feat = torch.cat([state["deter"], state["stoch"]], -1)
-        u = None if self.heads is None else self.heads.uncertainty(state["deter"])
-        return ModelOutput(self.values(self.raw(feat)), uncertainty=u)
+        return ModelOutput(
+            self.values(self.raw(feat)), uncertainty=self.uncertainty(state["deter"])
+        )
+
+    def uncertainty(self, deter: torch.Tensor) -> torch.Tensor | None:
+        """``[B, D] -> [B]``: ``sqrt(heads' variance + expected squared error)`` of the parts
+        that are configured; None without either."""
+        parts = []
+        if self.heads is not None:
+            parts.append(self.heads.variance(deter))
+        if self.error_heads is not None:
+            parts.append(self.error_heads.expected(deter))
+        return torch.stack(parts).sum(0).sqrt() if parts else None
 
 
 class RSSMWorldModel(WorldModel):
@@ -447,6 +524,18 @@ class RSSMWorldModel(WorldModel):
             target = symlog(obs.float()) if c.symlog_obs else obs.float()
         return ((pred - target) ** 2).flatten(1).sum(-1)
 
+    def _sq_error(self, pred: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Squared error ``[B]`` of decoder outputs ``pred [B, *O]`` (symlog/pixel space) against
+        model-space observations ``obs [B, *O]``, averaged over the observation's dimensions, in
+        dataset stds (vectors) or units of the pixel range (images)."""
+        c = self.config
+        if c.image:
+            target = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
+            value = pred
+        else:
+            target, value = obs.float(), symexp(pred) if c.symlog_obs else pred
+        return ((value - target) ** 2).flatten(1).mean(-1)
+
     def loss(self, batch: Batch) -> LossOutput:
         self.check_batch(batch)
         dyn_model, dec = self._dynamics, self._decoder
@@ -511,6 +600,14 @@ class RSSMWorldModel(WorldModel):
                 b, t_len
             )
             parts["heads"] = mean(head_loss, valid)
+        error_heads = getattr(dec, "error_heads", None)
+        if error_heads is not None:  # how wrong each step's deterministic prediction was
+            with torch.no_grad():
+                mode = dyn_model.sample(prior_seq, True, None).reshape(b, t_len + 1, -1)
+                pred = dec.raw(torch.cat([deter_seq, mode], -1)[:, 1:].flatten(0, 1))["obs"]
+                sq_error = self._sq_error(pred, obs_model[:, 1:].flatten(0, 1))
+            error_loss = error_heads.loss(deter_seq[:, 1:].flatten(0, 1), sq_error)
+            parts["error_heads"] = mean(error_loss.reshape(b, t_len), valid)
         total = torch.stack(list(parts.values())).sum()
         metrics = {
             "kl_dyn": float(mean(dyn, obs_valid).detach()),
