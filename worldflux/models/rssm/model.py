@@ -86,8 +86,10 @@ class RSSMConfig(WorldModelConfig):
             dimensions, of the model's deterministic one-step observation prediction (the
             decoded mode of the prior), in dataset stds for vector observations and in units of
             the pixel range for images; the largest of the K is the expected error. They are
-            fitted to the model's own prediction errors on the training windows by a Gaussian
-            likelihood, from detached inputs, so they never change the model they watch.
+            fitted to the model's own prediction errors on the training windows, from each
+            step's filtered state and from a fresh ``encode`` of the step's observation (as
+            dream resets start), by a Gaussian likelihood, from detached inputs, so they never
+            change the model they watch.
     """
 
     deter: int = 512
@@ -601,13 +603,26 @@ class RSSMWorldModel(WorldModel):
             )
             parts["heads"] = mean(head_loss, valid)
         error_heads = getattr(dec, "error_heads", None)
-        if error_heads is not None:  # how wrong each step's deterministic prediction was
+        if error_heads is not None:
+            # how wrong each step's deterministic prediction was: from the filtered state, and
+            # from a fresh start on the step's observation alone (encode -> transition, as dream
+            # resets and the fidelity reports start)
             with torch.no_grad():
                 mode = dyn_model.sample(prior_seq, True, None).reshape(b, t_len + 1, -1)
-                pred = dec.raw(torch.cat([deter_seq, mode], -1)[:, 1:].flatten(0, 1))["obs"]
-                sq_error = self._sq_error(pred, obs_model[:, 1:].flatten(0, 1))
-            error_loss = error_heads.loss(deter_seq[:, 1:].flatten(0, 1), sq_error)
-            parts["error_heads"] = mean(error_loss.reshape(b, t_len), valid)
+                filtered = torch.cat([deter_seq, mode], -1)[:, 1:].flatten(0, 1)
+                first = embed[:, :-1].flatten(0, 1)  # what encode() gives from each obs[t]
+                start = dyn_model.first_deter(first)
+                start_stoch = dyn_model.sample(dyn_model.posterior_params(start, first), True, None)
+                fresh = dyn_model.recurrent(
+                    State({"deter": start, "stoch": start_stoch}), features.flatten(0, 1)
+                )
+                fresh_stoch = dyn_model.sample(dyn_model.prior(fresh), True, None)
+                feats = torch.cat([filtered, torch.cat([fresh, fresh_stoch], -1)])
+                targets = obs_model[:, 1:].flatten(0, 1)
+                sq_error = self._sq_error(dec.raw(feats)["obs"], torch.cat([targets, targets]))
+            deter = feats[:, : self.config.deter]
+            error_loss = error_heads.loss(deter, sq_error).reshape(2, b, t_len).mean(0)
+            parts["error_heads"] = mean(error_loss, valid)
         total = torch.stack(list(parts.values())).sum()
         metrics = {
             "kl_dyn": float(mean(dyn, obs_valid).detach()),
