@@ -23,13 +23,16 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from uncertainty_ranking import DATASET, fit_residual_model, transitions
+from uncertainty_ranking import (
+    DATASET,
+    fit_residual_model,
+    random_action_transitions,
+    transitions,
+)
 
 from worldflux.core.model import WorldModel
 from worldflux.data.provider import MinariBatchProvider
-from worldflux.dream.shifted import real_rollouts
 from worldflux.eval.fidelity import spearman
 from worldflux.files import write_text_atomic
 
@@ -70,20 +73,7 @@ def main() -> None:
     model = WorldModel.from_pretrained(args.model)
     model.eval()
     data = MinariBatchProvider(DATASET, validation_fraction=0.1)
-    rng = np.random.default_rng(args.seed)
-    act_dim = model.config.action_dim
-    real = real_rollouts(
-        "Walker2d-v5",
-        lambda o: rng.uniform(-1, 1, (len(o), act_dim)).astype(np.float32),
-        args.episodes,
-        50,
-        args.seed,
-    )
-    rows, steps = np.nonzero(real.alive)
-    random_tr = tuple(
-        torch.as_tensor(x, dtype=torch.float32)
-        for x in (real.obs[rows, steps], real.actions[rows, steps], real.obs[rows, steps + 1])
-    )
+    random_tr = random_action_transitions(model.config.action_dim, args.episodes, 50, args.seed)
     worlds = {"held-out episodes": transitions(data, "validation"), "random actions": random_tr}
     measured = {name: measure(model, *tr) for name, tr in worlds.items()}
 

@@ -58,6 +58,26 @@ def transitions(data: MinariBatchProvider, split: str) -> tuple[torch.Tensor, ..
     )
 
 
+def random_action_transitions(
+    act_dim: int, episodes: int, steps: int, seed: int
+) -> tuple[torch.Tensor, ...]:
+    """``(obs [N, D], action [N, A], next obs [N, D])`` of the first ``steps`` steps of
+    ``episodes`` real Walker2d-v5 episodes under uniform random actions."""
+    rng = np.random.default_rng(seed)
+    real = real_rollouts(
+        "Walker2d-v5",
+        lambda o: rng.uniform(-1, 1, (len(o), act_dim)).astype(np.float32),
+        episodes,
+        steps,
+        seed,
+    )
+    rows, t = np.nonzero(real.alive)
+    return tuple(
+        torch.as_tensor(x, dtype=torch.float32)
+        for x in (real.obs[rows, t], real.actions[rows, t], real.obs[rows, t + 1])
+    )
+
+
 @torch.no_grad()
 def measure(
     model: WorldModel,
@@ -137,19 +157,8 @@ def main() -> None:
     data = MinariBatchProvider(DATASET, validation_fraction=0.1)
     obs_std = torch.as_tensor(data.stats.obs_std, dtype=torch.float32)
 
-    rng = np.random.default_rng(args.seed)
-    act_dim = model.config.action_dim
-    real = real_rollouts(
-        "Walker2d-v5",
-        lambda o: rng.uniform(-1, 1, (len(o), act_dim)).astype(np.float32),
-        args.episodes,
-        args.steps,
-        args.seed,
-    )
-    rows, steps = np.nonzero(real.alive)
-    random_tr = tuple(
-        torch.as_tensor(x, dtype=torch.float32)
-        for x in (real.obs[rows, steps], real.actions[rows, steps], real.obs[rows, steps + 1])
+    random_tr = random_action_transitions(
+        model.config.action_dim, args.episodes, args.steps, args.seed
     )
     worlds = {"held-out episodes": transitions(data, "validation"), "random actions": random_tr}
     measured = {name: measure(model, *tr, obs_std) for name, tr in worlds.items()}

@@ -69,17 +69,20 @@ def test_family_names_presets_and_latents() -> None:
         wf.create_world_model("dreamerv3:tiny", obs_shape=(4, 4), action_dim=2)
 
 
+def _windows(shape: tuple[int, ...], b: int, t: int) -> torch.Tensor:
+    """Random observation windows ``[b, t + 1, *shape]``: uint8 frames or float vectors."""
+    if len(shape) == 3:
+        return torch.randint(0, 256, (b, t + 1, *shape), dtype=torch.uint8)
+    return torch.randn(b, t + 1, *shape)
+
+
 @pytest.mark.parametrize("spec", ["dreamerv3:tiny", "planet:tiny"])
 @pytest.mark.parametrize("shape", [(5,), (3, 16, 16)], ids=["vector", "image"])
 def test_contract_shapes_and_values(spec: str, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     m = wf.create_world_model(spec, obs_shape=shape, action_dim=3)
     b, t = 2, 4
-    obs = (
-        torch.randint(0, 256, (b, t + 1, *shape), dtype=torch.uint8)
-        if len(shape) == 3
-        else torch.randn(b, t + 1, *shape)
-    )
+    obs = _windows(shape, b, t)
     batch = wf.Batch(
         obs,
         torch.rand(b, t, 3) * 2 - 1,
@@ -239,11 +242,7 @@ def test_error_heads_learn_without_changing_the_model(shape: tuple[int, ...]) ->
     """Their inputs and targets are detached: every other parameter gets the same gradient as
     in the same model without them, for vector and image observations alike."""
     b, t = 3, 4
-    obs = (
-        torch.randint(0, 256, (b, t + 1, *shape), dtype=torch.uint8)
-        if len(shape) == 3
-        else torch.randn(b, t + 1, *shape)
-    )
+    obs = _windows(shape, b, t)
     batch = wf.Batch(
         obs, torch.rand(b, t, 2) * 2 - 1, torch.randn(b, t), torch.zeros(b, t), torch.zeros(b, t)
     )
