@@ -517,11 +517,16 @@ class RSSMWorldModel(WorldModel):
         loss = c.kl_dyn * dyn.clamp(min=c.free_nats) + c.kl_rep * rep.clamp(min=c.free_nats)
         return loss, dyn, rep
 
+    @staticmethod
+    def _pixels(obs: torch.Tensor) -> torch.Tensor:
+        """Model-space images in the decoder's units: uint8 frames to ``[-0.5, 0.5]``."""
+        return obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
+
     def _obs_loss(self, pred: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """Per-sample reconstruction loss ``[B]`` (sum over observation dimensions)."""
         c = self.config
         if c.image:
-            target = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
+            target = self._pixels(obs)
         else:
             target = symlog(obs.float()) if c.symlog_obs else obs.float()
         return ((pred - target) ** 2).flatten(1).sum(-1)
@@ -532,8 +537,7 @@ class RSSMWorldModel(WorldModel):
         dataset stds (vectors) or units of the pixel range (images)."""
         c = self.config
         if c.image:
-            target = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
-            value = pred
+            target, value = self._pixels(obs), pred
         else:
             target, value = obs.float(), symexp(pred) if c.symlog_obs else pred
         return ((value - target) ** 2).flatten(1).mean(-1)
@@ -619,7 +623,7 @@ class RSSMWorldModel(WorldModel):
                 fresh_stoch = dyn_model.sample(dyn_model.prior(fresh), True, None)
                 feats = torch.cat([filtered, torch.cat([fresh, fresh_stoch], -1)])
                 targets = obs_model[:, 1:].flatten(0, 1)
-                sq_error = self._sq_error(dec.raw(feats)["obs"], torch.cat([targets, targets]))
+                sq_error = self._sq_error(dec.obs(feats), torch.cat([targets, targets]))
             deter = feats[:, : self.config.deter]
             error_loss = error_heads.loss(deter, sq_error).reshape(2, b, t_len).mean(0)
             parts["error_heads"] = mean(error_loss, valid)
