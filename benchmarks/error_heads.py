@@ -1,5 +1,5 @@
-"""How much ranking do the Dreamer's jointly trained error heads leave on the table? The shipped
-Dreamer-Walker's uncertainty against an error model fitted after training on the frozen model.
+"""How much ranking do the Dreamer's error heads leave on the table? The shipped Dreamer-Walker's
+uncertainty against a wider error model fitted another way on the same frozen model.
 
     python benchmarks/error_heads.py [--episodes 64] [--iters 12000] [--model DIR]
 
@@ -9,8 +9,9 @@ the error is the RMSE, in dataset stds, of the model's deterministic one-step pr
 fresh start (``encode(o)`` -> ``transition(a)``), as the shifted-policy report computes it.
 Candidates, ranked against it by Spearman correlation:
 
-* ``uncertainty (served)``: ``decode(...).uncertainty``, the disagreement and error heads;
-* ``post-hoc error model``: an MLP (2 x 256, SiLU) from the standardised deterministic state
+* ``uncertainty (served)``: ``decode(...).uncertainty``, the disagreement and the error heads
+  (five 2 x 128 MLPs fitted after training by a Gaussian likelihood on 288k transitions);
+* ``post-hoc error model``: one MLP (2 x 256, SiLU) from the standardised deterministic state
   after the step to the log of that error, fitted by least squares on up to 300k transitions
   of the training episodes (``--iters`` Adam steps of 512).
 

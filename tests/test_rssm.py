@@ -8,11 +8,13 @@ from typing import ClassVar
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import worldflux as wf
 from worldflux.eval.fidelity import spearman
 from worldflux.models import DreamerV3Model, PlaNetModel
-from worldflux.models.rssm.model import ErrorHeads, RSSMActionConditioner
+from worldflux.models.rssm.heads import ErrorHeads
+from worldflux.models.rssm.model import RSSMActionConditioner
 from worldflux.models.rssm.nets import TwoHot, symexp, symlog
 
 IMAGE = (3, 64, 64)
@@ -43,10 +45,13 @@ def test_uncertainty_heads_need_two_or_none() -> None:
     none = wf.create_world_model("planet:tiny", **spec, error_heads=0)
     state = none.transition(none.encode(torch.zeros(3, 5)), torch.zeros(3, 2))
     assert none.decode(state).uncertainty is None
-    # the error heads alone: the uncertainty is the largest of their expected RMS errors
+    # the error heads alone: none until they are fitted, then the largest of their expected
+    # RMS errors
     error_only = wf.create_world_model("planet:tiny", **spec)
-    out = error_only.decode(state)
+    assert error_only.decode(state).uncertainty is None
     heads = error_only.component("decoder").error_heads
+    heads.fit(torch.randn(64, 64), torch.rand(64), 2, torch.Generator().manual_seed(0))
+    out = error_only.decode(state)
     assert out.uncertainty is not None
     expected = torch.exp(0.5 * heads(state["deter"]).amax(0))
     torch.testing.assert_close(out.uncertainty, expected)
@@ -92,7 +97,7 @@ def test_contract_shapes_and_values(spec: str, shape: tuple[int, ...]) -> None:
     )
     out = m.loss(batch)
     out.loss.backward()
-    parts = {"obs", "reward", "continue", "kl", "heads", "error_heads"}
+    parts = {"obs", "reward", "continue", "kl", "heads"}
     assert torch.isfinite(out.loss) and set(out.components) == parts
     state = m.encode(obs[:, 0])
     m.check_state(state)
@@ -223,45 +228,71 @@ def test_error_heads_estimate_the_expected_squared_error() -> None:
     state: two states whose predictions miss by RMS 0.1 and 1.0 get those errors back."""
     torch.manual_seed(0)
     head = ErrorHeads(heads=3, deter=8, hidden=32)
-    deter = torch.cat([torch.zeros(256, 8), torch.ones(256, 8)])
-    rms = torch.cat([torch.full((256,), 0.1), torch.full((256,), 1.0)])
-    opt = torch.optim.Adam(head.parameters(), 1e-2)
-    for _ in range(400):
-        sq_error = (rms * torch.randn(512)) ** 2  # errors drawn around each state's RMS
-        loss = head.loss(deter, sq_error).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    deter = torch.cat([torch.zeros(2048, 8), torch.ones(2048, 8)])
+    rms = torch.cat([torch.full((2048,), 0.1), torch.full((2048,), 1.0)])
+    sq_error = (rms * torch.randn(4096, generator=torch.Generator().manual_seed(1))) ** 2
+    assert not bool(head.fitted)
+    head.fit(deter, sq_error, 1500, torch.Generator().manual_seed(0))
+    assert bool(head.fitted)
+    torch.testing.assert_close(head.shift, torch.full((8,), 0.5))  # standardised inputs
     with torch.no_grad():
         predicted = torch.exp(0.5 * head(deter[[0, -1]]))  # [heads, 2]
     torch.testing.assert_close(predicted, torch.tensor([[0.1, 1.0]] * 3), rtol=0.15, atol=0.0)
+    with pytest.raises(
+        wf.core.ContractError, match="expected finite squared errors >= 0, got 4096 of 4096"
+    ):
+        head.fit(deter, -sq_error, 1, torch.Generator())
+    with pytest.raises(wf.core.ContractError, match="expected deter \\[N, 8\\]"):
+        head.fit(deter[:, :4], sq_error, 1, torch.Generator())
 
 
-@pytest.mark.parametrize("shape", [(5,), (3, 16, 16)])
-def test_error_heads_learn_without_changing_the_model(shape: tuple[int, ...]) -> None:
-    """Their inputs and targets are detached: every other parameter gets the same gradient as
-    in the same model without them, for vector and image observations alike."""
-    b, t = 3, 4
-    obs = _windows(shape, b, t)
-    batch = wf.Batch(
-        obs, torch.rand(b, t, 2) * 2 - 1, torch.randn(b, t), torch.zeros(b, t), torch.zeros(b, t)
-    )
-    grads = {}
-    for error_heads in (5, 0):
-        torch.manual_seed(0)
-        m = wf.create_world_model(
-            "dreamerv3:tiny", obs_shape=shape, action_dim=2, error_heads=error_heads
-        )
-        torch.manual_seed(1)  # the same latent samples (the head's weights took random draws)
-        out = m.loss(batch)
-        assert ("error_heads" in out.components) == bool(error_heads)
-        out.loss.backward()
-        grads[bool(error_heads)] = {n: p.grad for n, p in m.named_parameters()}
-    head = {n: g for n, g in grads[True].items() if "error_heads" in n}
-    assert head and all(g is not None and g.abs().sum() > 0 for g in head.values())
-    assert set(grads[True]) - set(head) == set(grads[False])
-    for name, grad in grads[False].items():
-        torch.testing.assert_close(grads[True][name], grad, msg=name)
+class _Episodes:
+    """A batch provider over equal-length episodes ``obs [E, L + 1, *O]``, ``actions [E, L, A]``:
+    each request draws episodes (from its seed, or a running stream) and returns their first
+    ``seq_len`` steps, padded (``mask`` 0) where the episodes are shorter; no validation split."""
+
+    def __init__(self, obs: torch.Tensor, actions: torch.Tensor) -> None:
+        self.obs, self.actions = obs, actions
+        self.stream = torch.Generator().manual_seed(0)
+
+    def get_batch(self, request: wf.BatchRequest) -> wf.Batch:
+        if request.split != "train":
+            raise wf.core.ConfigError("_Episodes: no validation episodes")
+        gen = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+        rows = torch.randint(len(self.obs), (request.batch_size,), generator=gen or self.stream)
+        t, length = request.seq_len, self.actions.shape[1]
+        pad = max(t - length, 0)
+        obs = self.obs[rows, : t + 1]
+        obs = torch.cat([obs, obs[:, -1:].expand(-1, pad, *obs.shape[2:])], 1)
+        actions = F.pad(self.actions[rows, :t], (0, 0, 0, pad))
+        zeros = torch.zeros(request.batch_size, t)
+        mask = F.pad(torch.ones(request.batch_size, min(t, length)), (0, pad))
+        return wf.Batch(obs, actions, zeros, zeros, zeros, mask)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 16, 16)], ids=["vector", "image"])
+def test_fitting_the_error_heads_changes_nothing_else(shape: tuple[int, ...]) -> None:
+    """``loss`` does not train the error heads; ``fit_error_heads`` fits them on fresh-start
+    errors of real steps only and leaves every other weight as it was."""
+    torch.manual_seed(0)
+    m = wf.create_world_model("dreamerv3:tiny", obs_shape=shape, action_dim=2, error_head_steps=5)
+    data = _Episodes(_windows(shape, 8, 6), torch.rand(8, 6, 2) * 2 - 1)
+    batch = data.get_batch(wf.BatchRequest(4, 9, seed=0))
+    deter, sq_error = m.fresh_step_errors(batch)
+    assert deter.shape == (4 * 6, 128) and sq_error.shape == (4 * 6,)  # padding left out
+    m.loss(batch).loss.backward()
+    heads = m.component("decoder").error_heads
+    assert all(p.grad is None for p in heads.parameters())
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    metrics = m.fit_error_heads(data, seed=0)
+    assert set(metrics) == {"error_heads/train_nll", "error_heads/train_rmse"}
+    changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("decoder.error_heads.") for k in changed), changed
+    assert bool(heads.fitted) and m.training
+    with pytest.raises(wf.core.ConfigError, match="expected a decoder with error heads"):
+        wf.create_world_model(
+            "dreamerv3:tiny", obs_shape=shape, action_dim=2, error_heads=0
+        ).fit_error_heads(data)
 
 
 def test_models_saved_before_the_error_heads_load_without_them(tmp_path: Path) -> None:
@@ -285,6 +316,25 @@ def test_models_saved_before_the_error_heads_load_without_them(tmp_path: Path) -
     assert wf.create_world_model("dreamerv3:tiny", obs_shape=(5,), action_dim=2).config.error_heads
 
 
+def test_jointly_trained_error_heads_load_as_fitted_heads_on_the_raw_state(
+    tmp_path: Path,
+) -> None:
+    """Weights saved when the loss trained the error heads (no ``shift``, ``scale``, ``fitted``)
+    load as fitted heads that read the state unstandardised, as they were trained."""
+    m = wf.create_world_model("dreamerv3:tiny", obs_shape=(5,), action_dim=2)
+    state = {
+        k: v
+        for k, v in m.state_dict().items()
+        if k.split(".")[-1] not in ("shift", "scale", "fitted")
+    }
+    again = wf.create_world_model("dreamerv3:tiny", obs_shape=(5,), action_dim=2)
+    again.load_state_dict(again.upgrade_weights(state))
+    heads = again.component("decoder").error_heads
+    assert bool(heads.fitted)
+    assert torch.equal(heads.shift, torch.zeros(128)) and torch.equal(heads.scale, torch.ones(128))
+    assert again.decode(again.encode(torch.ones(2, 5))).uncertainty is not None
+
+
 def _heteroscedastic_windows(
     episodes: int, steps: int, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,8 +352,9 @@ def _heteroscedastic_windows(
 
 
 def test_error_heads_rank_one_step_errors_of_a_learned_system() -> None:
-    """A DreamerV3 trained 300 steps on a system with state-dependent noise: its uncertainty
-    ranks the one-step errors from fresh states (measured Spearman 0.77-0.84 over 3 seeds) and
+    """A DreamerV3 trained 300 steps on a system with state-dependent noise, its error heads
+    fitted after: its uncertainty ranks the one-step errors from fresh states (measured
+    Spearman 0.77-0.84 over 3 seeds) and
     is ~3x higher where the noise is (errors 2.9-4.2x). The disagreement heads alone cannot
     see it: trained the same way without error heads, the uncertainty ranks at -0.26."""
     gen = torch.Generator().manual_seed(0)
@@ -329,6 +380,8 @@ def test_error_heads_rank_one_step_errors_of_a_learned_system() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if error_heads:
+            m.fit_error_heads(_Episodes(obs, actions), seed=0)
         with torch.no_grad():
             state = m.transition(m.encode(test_obs[:, 0]), test_actions[:, 0], deterministic=True)
             out = m.decode(state)

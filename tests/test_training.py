@@ -19,6 +19,7 @@ import worldflux as wf
 from worldflux.data import EpisodeStore, MinariBatchProvider
 from worldflux.data.spaces import ActionLayout, ObservationLayout
 from worldflux.training import Callback, NonFiniteLossError, Trainer, TrainerConfig
+from worldflux.training.callbacks import BestModel
 
 
 def synthetic_store(
@@ -428,3 +429,63 @@ def test_end_fraction_shapes_training_batches_only() -> None:
     assert stream == {("train", 0.25)}  # every training step
     assert {r.end_fraction for r in requests if r.split == "validation"} == {0.0}
     assert rates == [(0.0, 0.0)]  # the spy's batches hold no ends
+
+
+def test_error_heads_are_fitted_once_when_the_steps_end(tmp_path: Path) -> None:
+    """The Trainer calls the model's ``after_training`` after the last step, before the final
+    evaluation and checkpoint: a DreamerV3's saved model has fitted error heads and the run's
+    results their fit. Resuming the finished run does not fit them again."""
+    torch.manual_seed(0)
+    model = wf.create_world_model("dreamerv3:tiny", obs_shape=(4,), action_dim=2)
+    cfg = config(steps=4, eval_every=0, checkpoint_every=0)
+    trainer = Trainer(model, provider(), cfg, run_dir=tmp_path / "run", progress=False)
+    assert not model.component("decoder").error_heads.is_fitted
+    result = trainer.fit()
+    assert set(result["after_training"]) == {
+        "error_heads/train_nll",
+        "error_heads/train_rmse",
+        "error_heads/val_nll",
+        "error_heads/val_spearman",
+    }
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["after_training"] == result["after_training"]
+    for folder in ("model", "best"):  # the final evaluation saw the fitted model
+        loaded = wf.WorldModel.from_pretrained(tmp_path / "run" / folder)
+        assert loaded.component("decoder").error_heads.is_fitted, folder
+        assert loaded.decode(loaded.encode(torch.zeros(2, 4))).uncertainty is not None
+
+    fresh = wf.create_world_model("dreamerv3:tiny", obs_shape=(4,), action_dim=2)
+    calls: list[dict[str, Any]] = []
+    fresh.after_training = lambda data, **kw: calls.append(kw) or {}  # type: ignore[method-assign]
+    again = Trainer(fresh, provider(), cfg, run_dir=tmp_path / "run", progress=False)
+    assert again.resume() and again.step == 4
+    assert again.fit()["after_training"] == result["after_training"] and not calls
+
+
+def test_a_best_model_saved_before_the_end_gets_fitted_error_heads(tmp_path: Path) -> None:
+    """``best/`` written at an earlier evaluation holds another model: its error heads are
+    fitted too, and its other weights stay that model's."""
+
+    class Spoil(Callback):  # after the step-2 evaluation, the model gets much worse
+        writes = False
+
+        def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+            if trainer.step == 3:
+                with torch.no_grad():
+                    trainer.model.component("decoder").obs[-1].weight.mul_(5.0)
+
+    torch.manual_seed(0)
+    model = wf.create_world_model("dreamerv3:tiny", obs_shape=(4,), action_dim=2)
+    cfg = config(steps=6, eval_every=2, checkpoint_every=0)
+    trainer = Trainer(
+        model, provider(), cfg, run_dir=tmp_path / "run", progress=False, callbacks=[Spoil()]
+    )
+    trainer.fit()
+    best = next(c for c in trainer.callbacks if isinstance(c, BestModel))
+    assert best.best_step == 2, best.best_step
+    loaded = wf.WorldModel.from_pretrained(tmp_path / "run" / "best")
+    assert loaded.component("decoder").error_heads.is_fitted
+    final = trainer.model.state_dict()
+    assert not torch.equal(
+        loaded.state_dict()["decoder.obs.0.weight"], final["decoder.obs.0.weight"]
+    )

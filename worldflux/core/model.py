@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar, cast
 import torch
 from torch import nn
 
+from .batch_provider import BatchProviderV2
 from .components import (
     ComponentFactory,
     ComponentSpec,
@@ -276,6 +277,23 @@ class WorldModel(nn.Module, ABC):
         store them in buffers so they are saved with the weights.
         """
         del stats
+
+    def upgrade_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weights (a state dict) saved by an earlier version of the family, in this version's
+        layout; ``load_pretrained`` and the Trainer's resume call it before loading. Default:
+        unchanged."""
+        return weights
+
+    def after_training(
+        self, data: BatchProviderV2, *, seed: int, validation: bool
+    ) -> dict[str, float]:
+        """Called once when the Trainer's steps end (after the last step, before the final
+        evaluation and checkpoint; not again when a finished run is resumed) with its batch
+        provider, the run's seed and whether ``data`` has validation batches. Families fit here
+        what describes the trained model (the RSSM's error heads), on the model's device.
+        Returns metrics for the run's results; default: nothing."""
+        del data, seed, validation
+        return {}
 
     def after_evaluation(self, metrics: Mapping[str, float]) -> None:
         """Called after every validation pass with its mean metrics as logged (``val/loss``,

@@ -360,6 +360,7 @@ def load_pretrained(
         raise SerializationError(f"{path / CONFIG_FILE}: {exc}") from None
     model = entry.model_cls(config, component_overrides=overrides, trust_imports=trust_imports)
     weights = _load_weights(path, meta)
+    weights = model.upgrade_weights(weights)
     _check_state_dict(model, weights, path)
     model.load_state_dict(weights, strict=True)
     return model.to(device)

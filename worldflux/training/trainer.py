@@ -8,11 +8,13 @@ checkpoint; nothing is clamped.
 
 Model hooks: ``set_data_statistics(data.stats)`` once when the Trainer is built (when the provider
 has ``stats``), ``after_update()`` after every optimiser step, ``after_evaluation(metrics)``
-after every validation pass (before the callbacks see the metrics).
+after every validation pass (before the callbacks see the metrics), ``after_training(data, ...)``
+once when the steps end (the RSSM fits its error heads there).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -30,6 +32,7 @@ from ..core.batch_provider import BatchProviderV2, BatchRequest
 from ..core.errors import ConfigError, ContractError, WorldFluxError
 from ..core.model import WorldModel
 from ..core.payloads import Batch
+from ..core.serialization import WEIGHTS_FILE
 from .callbacks import BestModel, Callback, CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
 from .checkpoint import (
     latest_checkpoint,
@@ -125,6 +128,8 @@ class Trainer:
         self.callbacks: list[Callback] = self._default_callbacks(progress) + list(callbacks)
         self._evaluated_at = -1
         self._checkpointed_at = -1
+        #: what the model's ``after_training`` returned (kept in the final checkpoint)
+        self.after_training: dict[str, float] = {}
         #: torch's intra-op thread count once :meth:`apply_threads` ran (None before), and why.
         self.threads: int | None = None
         self.threads_reason = ""
@@ -350,10 +355,16 @@ class Trainer:
                     and self.step < cfg.steps
                 ):
                     self.save_checkpoint()
+            if self.step > start_step:  # a finished run that is resumed has done this
+                self.after_training = self.model.after_training(
+                    self.data, seed=cfg.seed, validation=self.has_validation
+                )
             if self._evaluated_at != self.step:
                 val = self._run_eval()
             elif self.history:
                 val = {k: v for k, v in self.history[-1].items() if k != "step"}
+            if self.step > start_step:
+                self._after_training_best()
             if self._checkpointed_at != self.step:
                 self.save_checkpoint()
         finally:
@@ -374,6 +385,8 @@ class Trainer:
             "world_size": self.dist.world_size,
             "threads": self.threads,
         }
+        if self.after_training:
+            result["after_training"] = self.after_training
         best = next((c for c in self.callbacks if isinstance(c, BestModel)), None)
         if best is not None:
             result["best"] = best.state_dict()
@@ -381,6 +394,21 @@ class Trainer:
             self.model.save_pretrained(self.run_dir / "model")
             _write_json(self.run_dir / "metrics.json", result)
         return result
+
+    def _after_training_best(self) -> None:
+        """``best/`` saved before the steps ended holds an earlier model: run the model's
+        ``after_training`` on it too and save it again, so every model the run keeps has it."""
+        best = next((c for c in self.callbacks if isinstance(c, BestModel)), None)
+        if not (self.after_training and best is not None and self.dist.is_main):
+            return
+        if best.best_step in (-1, self.step):  # none, or the final evaluation saved this model
+            return
+        from safetensors.torch import load_file
+
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(load_file(str(best.directory / WEIGHTS_FILE)))
+        model.after_training(self.data, seed=self.config.seed, validation=self.has_validation)
+        model.save_pretrained(best.directory)
 
     def _run_eval(self) -> dict[str, float]:
         self._evaluated_at = self.step
@@ -427,6 +455,7 @@ class Trainer:
                 },
                 "config": self.config.to_dict(),
                 "stop_reason": self.stop_reason,
+                "after_training": self.after_training,
             }
             path = write_checkpoint(self.run_dir, self.step, self.model, state, keep=2)
             self.last_checkpoint = path
@@ -445,10 +474,12 @@ class Trainer:
         state = read_state(path)
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(path / "model" / "model.safetensors")))
+        weights = load_file(str(path / "model" / "model.safetensors"))
+        self.model.load_state_dict(self.model.upgrade_weights(weights))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        self.after_training = dict(state.get("after_training", {}))
         if int(state["world_size"]) != self.dist.world_size:
             raise ConfigError(
                 f"{path} was written by {state['world_size']} processes; resume it with the same "

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core.batch_provider import BatchProviderV2, BatchRequest, Split
 from ...core.config import WorldModelConfig
 from ...core.errors import ConfigError, ContractError
 from ...core.latent import CategoricalLatent, GaussianLatent, StochasticLatentSpace
@@ -52,9 +53,12 @@ from ...core.payloads import (
 )
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
-from ..ensemble.nets import EnsembleMLP
 from ..loop_grads import deferred_weight_grads
+from .heads import DisagreementHeads, ErrorHeads
 from .nets import ImageDecoder, ImageEncoder, LayerNormGRUCell, TwoHot, mlp, symexp, symlog
+
+#: base of the seeds of the windows that fit the error heads (apart from other fixed batches)
+_FIT_SEED = 1_000_000
 
 
 @dataclass
@@ -86,10 +90,13 @@ class RSSMConfig(WorldModelConfig):
             dimensions, of the model's deterministic one-step observation prediction (the
             decoded mode of the prior), in dataset stds for vector observations and in units of
             the pixel range for images; the largest of the K is the expected error. They are
-            fitted to the model's own prediction errors on the training windows, from each
-            step's filtered state and from a fresh ``encode`` of the step's observation (as
-            dream resets start), by a Gaussian likelihood, from detached inputs, so they never
-            change the model they watch.
+            fitted after training, on the frozen model (:meth:`RSSMWorldModel.fit_error_heads`,
+            which the Trainer runs when training ends), to the model's errors from a fresh
+            ``encode`` of each training observation (as dream resets start), by a Gaussian
+            likelihood; the loss does not train them, and until they are fitted the uncertainty
+            is the disagreement alone.
+        error_head_steps: Adam steps of that fit (each head on 512 rows per step, drawn from
+            ``24 x error_head_steps`` uniformly drawn training transitions).
     """
 
     deter: int = 512
@@ -110,6 +117,7 @@ class RSSMConfig(WorldModelConfig):
     obs_initial_state: bool = False
     uncertainty_heads: int = 5
     error_heads: int = 5
+    error_head_steps: int = 12_000
 
     #: models saved before the error heads existed had none
     saved_defaults: ClassVar[dict[str, Any]] = {"error_heads": 0}
@@ -120,6 +128,11 @@ class RSSMConfig(WorldModelConfig):
             raise ConfigError(
                 f"{type(self).__name__}.uncertainty_heads: expected 0 (none) or >= 2 (a "
                 f"disagreement needs two heads), got {self.uncertainty_heads}."
+            )
+        if self.error_head_steps < 1:
+            raise ConfigError(
+                f"{type(self).__name__}.error_head_steps: expected >= 1, got "
+                f"{self.error_head_steps}."
             )
         if self.error_heads < 0:
             raise ConfigError(
@@ -236,74 +249,6 @@ class RSSMDynamics(nn.Module):
         return self.post(torch.cat([deter, embed], -1))
 
 
-class DisagreementHeads(nn.Module):
-    """K heads ``deter [B, D] -> target [K, B, O]``; their spread is an epistemic uncertainty.
-
-    As in Plan2Explore (Sekar et al., 2020): independently initialised predictors agree where
-    they were trained and disagree elsewhere. ``uncertainty = sqrt(mean_o var_k(pred))`` ``[B]``.
-    """
-
-    def __init__(self, heads: int, deter: int, hidden: int, target_dim: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.net = EnsembleMLP(heads, deter, hidden, 1, target_dim)
-
-    def forward(self, deter: torch.Tensor) -> torch.Tensor:
-        """``[B, D] -> [K, B, O]``."""
-        return self.net(deter.float().unsqueeze(0).expand(self.heads, -1, -1))
-
-    def variance(self, deter: torch.Tensor) -> torch.Tensor:
-        """``[B, D] -> [B]``: the heads' variance, averaged over the target's dimensions."""
-        return self(deter).var(0, unbiased=False).mean(-1)
-
-    def uncertainty(self, deter: torch.Tensor) -> torch.Tensor:
-        """``[B, D] -> [B]``."""
-        return self.variance(deter).sqrt()
-
-    def loss(self, deter: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-row squared error ``[B]`` (summed over the target, averaged over the heads) of
-        predicting ``target [B, O]`` from ``deter [B, D]``; neither input gets a gradient."""
-        pred = self(deter.detach())
-        return ((pred - target.detach().float().unsqueeze(0)) ** 2).sum(-1).mean(0)
-
-
-class ErrorHeads(nn.Module):
-    """K heads ``deter [B, D] -> log e [K, B]``, each an estimate of the expected squared
-    one-step observation error ``e`` (averaged over the observation's dimensions) of the
-    state's prediction.
-
-    Each head is trained with the Gaussian negative log-likelihood of the observed errors,
-    ``sq_error / e + log e`` per row, whose minimum is at ``e = E[sq_error | deter]``: a learned
-    model of where the world model is wrong, also on the data. Independently initialised, the
-    heads agree where they were trained and not elsewhere; the largest of their estimates is
-    the expected error (``expected``), so it also grows away from the data. Inputs and targets
-    are detached.
-    """
-
-    #: each log-error is kept in ``[LOG_MIN, LOG_MAX]`` (an RMS error of about 3e-4 to 55)
-    LOG_MIN, LOG_MAX = -16.0, 8.0
-
-    def __init__(self, heads: int, deter: int, hidden: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.net = EnsembleMLP(heads, deter, hidden, 2, 1)
-
-    def forward(self, deter: torch.Tensor) -> torch.Tensor:
-        """``[B, D] -> [K, B]`` log expected squared errors."""
-        x = deter.float().unsqueeze(0).expand(self.heads, -1, -1)
-        return self.net(x).squeeze(-1).clamp(self.LOG_MIN, self.LOG_MAX)
-
-    def expected(self, deter: torch.Tensor) -> torch.Tensor:
-        """``[B, D] -> [B]``: the largest of the heads' expected squared errors."""
-        return torch.exp(self(deter).amax(0))
-
-    def loss(self, deter: torch.Tensor, sq_error: torch.Tensor) -> torch.Tensor:
-        """Per-row NLL ``[B]`` (averaged over the heads) of the squared errors
-        ``sq_error [B]`` made from ``deter [B, D]``."""
-        log_e = self(deter.detach())
-        return (sq_error.detach().float() * torch.exp(-log_e) + log_e).mean(0)
-
-
 class RSSMDecoder(nn.Module):
     """Features of a state -> observation, reward and continue predictions, and (with
     ``uncertainty_heads`` or ``error_heads``) the uncertainty: the root of the heads' variance
@@ -366,11 +311,11 @@ class RSSMDecoder(nn.Module):
 
     def uncertainty(self, deter: torch.Tensor) -> torch.Tensor | None:
         """``[B, D] -> [B]``: ``sqrt(heads' variance + expected squared error)`` of the parts
-        that are configured; None without either."""
+        that are configured (the error heads once fitted); None without either."""
         parts = []
         if self.heads is not None:
             parts.append(self.heads.variance(deter))
-        if self.error_heads is not None:
+        if self.error_heads is not None and self.error_heads.is_fitted:
             parts.append(self.error_heads.expected(deter))
         return torch.stack(parts).sum(0).sqrt() if parts else None
 
@@ -542,6 +487,119 @@ class RSSMWorldModel(WorldModel):
             target, value = obs.float(), symexp(pred) if c.symlog_obs else pred
         return ((value - target) ** 2).flatten(1).mean(-1)
 
+    # -- the error heads, fitted after training -------------------------------------------------
+    #: the error heads are fitted on this many uniformly drawn training transitions per Adam
+    #: step of the fit (288k for 12k steps), in requests of ``ERROR_FIT_ROWS``, and scored on
+    #: ``ERROR_SCORE_TRANSITIONS`` validation transitions
+    ERROR_FIT_PER_STEP, ERROR_FIT_ROWS, ERROR_SCORE_TRANSITIONS = 24, 4096, 16_384
+
+    @torch.no_grad()
+    def fresh_step_errors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """For every real step ``t`` of ``batch`` (N of them): the deterministic state after
+        ``encode(obs[t]) -> transition(action[t], deterministic=True)``, ``deter [N, D]``, and
+        the squared error of that state's observation prediction against ``obs[t+1]``,
+        ``[N]`` (averaged over the observation's dimensions; see ``RSSMConfig.error_heads``)."""
+        self.check_batch(batch)
+        real = batch.valid.flatten().bool()
+        obs, nxt = (x.flatten(0, 1)[real] for x in (batch.obs[:, :-1], batch.obs[:, 1:]))
+        state = self.transition(
+            self.encode(obs), batch.actions.flatten(0, 1)[real], deterministic=True
+        )
+        pred = self._decoder.obs(torch.cat([state["deter"], state["stoch"]], -1))
+        return state["deter"], self._sq_error(pred, self._standardise(nxt))
+
+    def _fresh_errors(
+        self, data: BatchProviderV2, split: Split, transitions: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`fresh_step_errors` of ``transitions`` (rounded up to ``ERROR_FIT_ROWS``)
+        seeded one-step requests of ``split``."""
+        pairs = [
+            self.fresh_step_errors(
+                data.get_batch(
+                    BatchRequest(
+                        self.ERROR_FIT_ROWS,
+                        1,
+                        split,
+                        str(self.device),
+                        seed=_FIT_SEED + seed * 65_536 + i,
+                    )
+                )
+            )
+            for i in range(-(-transitions // self.ERROR_FIT_ROWS))
+        ]
+        return torch.cat([d for d, _ in pairs]), torch.cat([e for _, e in pairs])
+
+    def fit_error_heads(
+        self,
+        data: BatchProviderV2,
+        *,
+        seed: int = 0,
+        validation: bool = False,
+        steps: int | None = None,
+    ) -> dict[str, float]:
+        """Fit the error heads (:class:`~worldflux.models.rssm.heads.ErrorHeads`) to this
+        model's one-step errors from fresh starts on ``ERROR_FIT_PER_STEP x steps`` training
+        transitions of ``data``, drawn uniformly (seeded): ``steps`` Adam steps (default
+        ``config.error_head_steps``). The rest of the model is unchanged. With ``validation``,
+        also score them on ``ERROR_SCORE_TRANSITIONS`` validation transitions.
+
+        Returns ``error_heads/train_nll`` (the fit's final NLL), ``error_heads/train_rmse``
+        (the RMS error they were fitted to) and, with ``validation``, ``error_heads/val_nll``
+        and ``error_heads/val_spearman`` (Spearman correlation of the expected with the
+        observed errors on the validation transitions)."""
+        heads = getattr(self._decoder, "error_heads", None)
+        if not isinstance(heads, ErrorHeads):
+            raise ConfigError(
+                f"fit_error_heads: expected a decoder with error heads (error_heads >= 1), got "
+                f"error_heads={self.config.error_heads} and decoder "
+                f"{type(self._decoder).__name__}."
+            )
+        steps = self.config.error_head_steps if steps is None else steps
+        training = self.training
+        self.eval()
+        try:
+            deter, sq_error = self._fresh_errors(
+                data, "train", self.ERROR_FIT_PER_STEP * steps, seed
+            )
+            generator = torch.Generator(device=deter.device).manual_seed(seed)
+            nll = heads.fit(deter, sq_error, steps, generator)
+            metrics = {
+                "error_heads/train_nll": nll,
+                "error_heads/train_rmse": float(sq_error.mean().sqrt()),
+            }
+            if validation:
+                from ...eval.fidelity import spearman
+
+                deter, sq_error = self._fresh_errors(
+                    data, "validation", self.ERROR_SCORE_TRANSITIONS, seed
+                )
+                with torch.no_grad():
+                    metrics["error_heads/val_nll"] = float(heads.nll(deter, sq_error).mean())
+                    expected = heads.expected(deter)
+                metrics["error_heads/val_spearman"] = spearman(
+                    expected.cpu().numpy(), sq_error.cpu().numpy()
+                )
+        finally:
+            self.train(training)
+        return metrics
+
+    def upgrade_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Error heads saved when the loss trained them load as fitted heads on the raw state
+        (:meth:`ErrorHeads.upgrade_weights`)."""
+        weights = dict(weights)
+        for name, module in self.named_modules():
+            if isinstance(module, ErrorHeads):
+                module.upgrade_weights(weights, f"{name}." if name else "")
+        return weights
+
+    def after_training(
+        self, data: BatchProviderV2, *, seed: int, validation: bool
+    ) -> dict[str, float]:
+        """Fit the error heads, when the decoder has them (:meth:`fit_error_heads`)."""
+        if not isinstance(getattr(self._decoder, "error_heads", None), ErrorHeads):
+            return {}
+        return self.fit_error_heads(data, seed=seed, validation=validation)
+
     def loss(self, batch: Batch) -> LossOutput:
         self.check_batch(batch)
         dyn_model, dec = self._dynamics, self._decoder
@@ -606,27 +664,6 @@ class RSSMWorldModel(WorldModel):
                 b, t_len
             )
             parts["heads"] = mean(head_loss, valid)
-        error_heads = getattr(dec, "error_heads", None)
-        if error_heads is not None:
-            # how wrong each step's deterministic prediction was: from the filtered state, and
-            # from a fresh start on the step's observation alone (encode -> transition, as dream
-            # resets and the fidelity reports start)
-            with torch.no_grad():
-                mode = dyn_model.sample(prior_seq, True, None).reshape(b, t_len + 1, -1)
-                filtered = torch.cat([deter_seq, mode], -1)[:, 1:].flatten(0, 1)
-                first = embed[:, :-1].flatten(0, 1)  # what encode() gives from each obs[t]
-                start = dyn_model.first_deter(first)
-                start_stoch = dyn_model.sample(dyn_model.posterior_params(start, first), True, None)
-                fresh = dyn_model.recurrent(
-                    State({"deter": start, "stoch": start_stoch}), features.flatten(0, 1)
-                )
-                fresh_stoch = dyn_model.sample(dyn_model.prior(fresh), True, None)
-                feats = torch.cat([filtered, torch.cat([fresh, fresh_stoch], -1)])
-                targets = obs_model[:, 1:].flatten(0, 1)
-                sq_error = self._sq_error(dec.obs(feats), torch.cat([targets, targets]))
-            deter = feats[:, : self.config.deter]
-            error_loss = error_heads.loss(deter, sq_error).reshape(2, b, t_len).mean(0)
-            parts["error_heads"] = mean(error_loss, valid)
         total = torch.stack(list(parts.values())).sum()
         metrics = {
             "kl_dyn": float(mean(dyn, obs_valid).detach()),
@@ -666,7 +703,9 @@ class DreamerV3Config(RSSMConfig):
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # counts for 64x64x3 images, 6-dim actions (tests/test_rssm.py checks them)
-        "tiny": dict(deter=128, hidden=96, layers=1, groups=16, classes=8, cnn_depth=12),  # 0.96M
+        "tiny": dict(  # 0.96M; a quick error-head fit
+            deter=128, hidden=96, layers=1, groups=16, classes=8, cnn_depth=12, error_head_steps=500
+        ),
         "small": dict(deter=256, hidden=256, layers=2, groups=32, classes=16, cnn_depth=24),  # 5.4M
         "size12m": dict(deter=512, hidden=512, layers=2, groups=32, classes=16, cnn_depth=32),
         "size25m": dict(deter=1024, hidden=640, layers=3, groups=32, classes=24, cnn_depth=40),
@@ -697,7 +736,7 @@ class PlaNetConfig(RSSMConfig):
     free_nats: float = 3.0
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(deter=64, hidden=64, stoch=16, cnn_depth=8),
+        "tiny": dict(deter=64, hidden=64, stoch=16, cnn_depth=8, error_head_steps=500),
         "paper": dict(deter=200, hidden=200, stoch=30, cnn_depth=32),  # 3.7M for 64x64x3
     }
     default_preset: ClassVar[str | None] = "paper"
