@@ -70,6 +70,7 @@ def test_build_command_and_its_flags(
     assert [p["name"] for p in shifted["policies"]] == ["random"]  # no behaviour policy here
     assert shifted["policies"][0]["real"]["length_median"] == 200  # Pendulum never terminates
     assert "random" in summary["shifted"]
+    assert summary["after_training"] == {}  # the ensemble fits nothing after training
     assert (run / "run.json").is_file()
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["defaults"]["reset"] == "any" and manifest["info"]["card"] == "test-pendulum"

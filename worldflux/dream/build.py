@@ -108,4 +108,5 @@ def build_artifact(
     summary["artifact"] = str(card.artifact_dir)
     summary["total_s"] = round(time.time() - started, 1)
     summary["fidelity"] = result.get("fidelity", {}).get("metrics", {})
+    summary["after_training"] = result.get("after_training", {})  # e.g. the error-head fit
     return summary

@@ -15,8 +15,8 @@ flattened) for DreamerV3 and ``S = stoch`` for PlaNet. Features ``[B, D + S]`` f
 * ``decode(...).uncertainty``: ``sqrt(disagreement^2 + predicted squared error)``, from the
   ``uncertainty_heads`` observation predictors that read only the deterministic state
   (Plan2Explore-style: high where the model saw little data) and the ``error_heads`` (the
-  model's expected one-step observation error, fitted to its own errors: high where it is
-  inaccurate, also on the data); see ``RSSMConfig``.
+  model's expected one-step observation error, fitted after training to its own errors from
+  fresh starts: high where it is inaccurate, also on the data); see ``RSSMConfig``.
 * ``loss``: reconstruction of every observation, reward and continue of every step, plus the KL
   between posterior and prior (DreamerV3: balanced ``0.5 dyn + 0.1 rep`` with free nats 1;
   PlaNet: ``KL`` with free nats 3), averaged over real (unpadded) steps.
