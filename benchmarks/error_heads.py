@@ -29,6 +29,7 @@ from uncertainty_ranking import (
     DATASET,
     fit_residual_model,
     random_action_transitions,
+    training_sample,
     transitions,
 )
 
@@ -78,9 +79,7 @@ def main() -> None:
     worlds = {"held-out episodes": transitions(data, "validation"), "random actions": random_tr}
     measured = {name: measure(model, *tr) for name, tr in worlds.items()}
 
-    train = transitions(data, "train")
-    keep = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(args.seed))
-    fit = measure(model, *(t[keep[:300_000]] for t in train))
+    fit = measure(model, *training_sample(data, 300_000, args.seed))
     mu, sd = fit["deter"].mean(0), fit["deter"].std(0) + 1e-6
     net = fit_residual_model(
         (fit["deter"] - mu) / sd, fit["error"].clamp(min=1e-4).log(), args.iters, args.seed

@@ -58,6 +58,14 @@ def transitions(data: MinariBatchProvider, split: str) -> tuple[torch.Tensor, ..
     )
 
 
+def training_sample(data: MinariBatchProvider, size: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """``(obs [N, D], action [N, A], next obs [N, D])`` of ``size`` training transitions drawn
+    without replacement (seeded; all of them when the split is smaller)."""
+    train = transitions(data, "train")
+    keep = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(seed))[:size]
+    return tuple(t[keep] for t in train)
+
+
 def random_action_transitions(
     act_dim: int, episodes: int, steps: int, seed: int
 ) -> tuple[torch.Tensor, ...]:
@@ -164,11 +172,7 @@ def main() -> None:
     measured = {name: measure(model, *tr, obs_std) for name, tr in worlds.items()}
 
     # the learned residual model, fitted on (a sample of) the training episodes' residuals
-    train = transitions(data, "train")
-    keep = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(args.seed))[
-        :300_000
-    ]
-    o, a, o2 = (t[keep] for t in train)
+    o, a, o2 = training_sample(data, 300_000, args.seed)
     mu, sd = o.mean(0), o.std(0) + 1e-6
     err_train = measure(model, o, a, o2, obs_std)["error"]
     net = fit_residual_model(

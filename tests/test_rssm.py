@@ -284,7 +284,12 @@ def test_fitting_the_error_heads_changes_nothing_else(shape: tuple[int, ...]) ->
     heads = m.component("decoder").error_heads
     assert all(p.grad is None for p in heads.parameters())
     before = {k: v.clone() for k, v in m.state_dict().items()}
+    fits: list[tuple[int, int]] = []  # (Adam steps, transitions) of each fit
+    fit = heads.fit
+    heads.fit = lambda d, e, steps, g: fits.append((steps, len(e))) or fit(d, e, steps, g)
     metrics = m.fit_error_heads(data, seed=0)
+    # error_head_steps=5 -> 5 steps on 24 x 5 transitions, rounded up to one request of 4,096
+    assert fits == [(5, m.ERROR_FIT_ROWS)]
     assert set(metrics) == {"error_heads/train_nll", "error_heads/train_rmse"}
     changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("decoder.error_heads.") for k in changed), changed
