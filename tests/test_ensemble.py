@@ -340,9 +340,11 @@ def test_partition_groups_rows_by_member() -> None:
 
 @pytest.mark.parametrize("partitioned", [False, True])
 def test_elite_weights_kept_between_calls_follow_every_change(partitioned: bool) -> None:
-    """Without gradients the layers keep the elites' gathered weights between calls; an
-    optimiser step, a load_state_dict and new elites must all show in the next output."""
+    """In eval mode and without gradients the layers keep the elites' gathered weights between
+    calls; an optimiser step (also a fused one, which leaves the weights' version counters as
+    they were), a load_state_dict and new elites must all show in the next output."""
     model, fresh = tiny(partitioned=partitioned), tiny(partitioned=partitioned)
+    model.eval(), fresh.eval()
     g = torch.Generator().manual_seed(0)
     obs, act = torch.randn(64, OBS_DIM, generator=g), torch.randn(64, ACTION_DIM, generator=g)
     noise = sample_noise_torch(model.noise_spec(), (64,), generator=g)
@@ -359,6 +361,15 @@ def test_elite_weights_kept_between_calls_follow_every_change(partitioned: bool)
     torch.testing.assert_close(step(model), step(fresh))
     fresh.load_state_dict(tiny(partitioned=partitioned).state_dict())
     torch.testing.assert_close(step(fresh), step(tiny(partitioned=partitioned)))
+    step(model)
+    model.train()  # a fused optimiser step, in train mode as the Trainer runs it
+    (model.transition(model.encode(obs), act, noise=noise)["obs"] ** 2).mean().backward()
+    versions = [p._version for p in model.parameters()]
+    torch.optim.AdamW(model.parameters(), lr=0.05, fused=True).step()
+    assert [p._version for p in model.parameters()] == versions  # unseen by version counters
+    model.eval()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(step(model), step(fresh))
     elites = model._dynamics.elite_idx
     other = torch.tensor(sorted({*range(model.config.members)} - {int(elites[0])}))[: len(elites)]
     model._dynamics.elite_idx.copy_(other)  # new elites, as after a validation pass

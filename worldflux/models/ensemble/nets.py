@@ -20,11 +20,13 @@ class EnsembleLinear(nn.Module):
         weight: ``[N, I, O]``.
         bias: ``[N, 1, O]``.
 
-    Running a subset of members gathers their weights. Without gradients (imagination,
-    planning) the gathered weights are kept for the next call with the same ``members`` tensor
-    (e.g. the elites buffer), until a weight, a bias or ``members`` changes (in place or
-    replaced): a planner's small batches otherwise spend about a third of their time copying
-    weights.
+    Running a subset of members gathers their weights. In eval mode and without gradients
+    (imagination, planning) the gathered weights are kept for the next call with the same
+    ``members`` tensor (e.g. the elites buffer), until a weight, a bias or ``members`` changes
+    (in place or replaced) or the mode is switched: a planner's small batches otherwise spend
+    about a third of their time copying weights. Fused optimisers update weights in place
+    without bumping their version counters; training runs in train mode, which keeps nothing,
+    so a model switched back to eval gathers afresh.
     """
 
     def __init__(self, members: int, in_features: int, out_features: int) -> None:
@@ -40,7 +42,8 @@ class EnsembleLinear(nn.Module):
     def _select(self, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight[members], bias[members])``, reused while nothing they depend on changed."""
         if (
-            torch.is_grad_enabled()
+            self.training
+            or torch.is_grad_enabled()
             or torch.compiler.is_compiling()
             or torch.compiler.is_exporting()
         ):
@@ -54,6 +57,10 @@ class EnsembleLinear(nn.Module):
         weight, bias = self.weight[members], self.bias[members]
         self._selected = (members, key, weight, bias)
         return weight, bias
+
+    def train(self, mode: bool = True) -> EnsembleLinear:
+        self._selected = None  # see the class docstring: weights may have changed unseen
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         """``x [N', R, I] -> [N', R, O]``; ``members [N']`` (long) selects which members run
