@@ -463,6 +463,65 @@ def test_uncertainty_is_higher_out_of_distribution_and_ranks_errors(
     assert rho > 0.25, rho
 
 
+def test_error_heads_fitted_after_training_learn_where_the_model_errs() -> None:
+    """With ``error_heads``, the Trainer fits them when training ends; the served uncertainty is
+    then their expected error, which ranks fresh one-step errors of the heteroscedastic walk
+    (30x larger noise on one half) where ``epistemic`` cannot. Until fitted it is
+    ``epistemic``; refitting changes only the heads."""
+    torch.manual_seed(0)
+    model = wf.create_world_model(
+        "ensemble:tiny", obs_shape=(2,), action_dim=1, hidden=64, error_heads=3
+    )
+    assert isinstance(model, EnsembleModel) and "uncertainty" in model.state_spec()
+    obs = torch.rand(512, 2) * 2 - 1
+    act = torch.rand(512, 1) * 2 - 1
+
+    def step(m: EnsembleModel) -> wf.ModelOutput:
+        with torch.no_grad():
+            return m.decode(m.transition(m.encode(obs), act, deterministic=True))
+
+    first = step(model)
+    torch.testing.assert_close(first.uncertainty, first.predictions["epistemic"])
+    data = MinariBatchProvider.from_store(noisy_store(), validation_fraction=0.1, seed=0)
+    cfg = TrainerConfig(
+        steps=1500, batch_size=256, seq_len=1, lr=3e-3, eval_every=0, checkpoint_every=0, seed=0
+    )
+    result = Trainer(model, data, cfg, progress=False).fit()
+    model.eval()
+    fit = result["after_training"]  # validation: mostly near obs[0] = 0, where noise flips
+    assert fit["error_heads/val_spearman"] > 0.2 and fit["error_heads/train_rmse"] > 0.1, fit
+    out = step(model)
+    assert out.uncertainty is not None
+    # fresh transitions of the same walk: the error is the noise the model cannot predict
+    std = torch.where(obs[:, :1] < 0, 0.01, 0.3)
+    drift = torch.cat([0.1 * act, -0.05 * obs[:, :1]], 1)
+    nxt = obs + drift + std * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))
+    err = (out.obs - nxt).norm(dim=-1)
+    rho = {
+        "uncertainty": spearman(out.uncertainty, err),
+        "epistemic": spearman(out.predictions["epistemic"], err),
+    }
+    noisy = obs[:, 0] >= 0
+    ratio = {  # noisy half / quiet half, medians
+        k: float(u[noisy].median() / u[~noisy].median())
+        for k, u in (("uncertainty", out.uncertainty), ("epistemic", out.predictions["epistemic"]))
+    }
+    # the expected error is an RMS error in dataset stds: on the noisy half, the observed one
+    obs_std = model.component("observation_encoder").std
+    rms = ((out.obs - nxt)[noisy] / obs_std).pow(2).mean().sqrt()
+    level = float(out.uncertainty[noisy].pow(2).mean().sqrt() / rms)
+    print(f"Spearman with the error {rho}; noisy / quiet half {ratio}; level {level:.2f}")
+    # measured: Spearman 0.76 (epistemic 0.70); ratio 24.0 (epistemic 2.5); level 1.27
+    assert rho["uncertainty"] > 0.6, rho
+    assert ratio["uncertainty"] > 10 and ratio["epistemic"] < 5, ratio
+    assert 0.67 < level < 1.5, level
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    model.fit_error_heads(data, seed=1, steps=5)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, weights[k])}
+    assert changed and all(k.startswith("dynamics_model.error_heads.") for k in changed)
+    torch.testing.assert_close(step(model).obs, out.obs)  # the predictions are unchanged
+
+
 def test_elites_are_the_members_with_the_lowest_holdout_loss(
     trained: tuple[EnsembleModel, MinariBatchProvider, Trainer],
 ) -> None:
@@ -580,6 +639,16 @@ def test_bad_configs_name_expected_and_given() -> None:
         make("ensemble", obs_shape=(4,), action_dim=2, logvar_bound_weight=-1.0)
     with pytest.raises(ConfigError, match=r"nll_beta: expected a number in \[0, 1\], got 2.0"):
         make("ensemble", obs_shape=(4,), action_dim=2, nll_beta=2.0)
+    with pytest.raises(ConfigError, match="error_heads: expected 0 with partitioned=True"):
+        make("ensemble", obs_shape=(4,), action_dim=2, partitioned=True, error_heads=2)
+    with pytest.raises(ConfigError, match="error_heads: expected >= 0 .0: none., got -1"):
+        make("ensemble", obs_shape=(4,), action_dim=2, error_heads=-1)
+    with pytest.raises(ConfigError, match="error_head_steps: expected >= 1, got 0"):
+        make("ensemble", obs_shape=(4,), action_dim=2, error_head_steps=0)
+    with pytest.raises(
+        ConfigError, match="EnsembleModel.fit_error_heads: expected a model with error heads"
+    ):
+        make("ensemble:tiny", obs_shape=(4,), action_dim=2).fit_error_heads(None)  # type: ignore[arg-type]
     with pytest.raises(ContractError, match="takes no conditions"):
         m = make("ensemble:tiny", obs_shape=(4,), action_dim=2)
         m.transition(

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -26,6 +27,7 @@ from worldflux.dream.cards import load_cards
 from worldflux.dream.noise import counter_noise
 from worldflux.dream.onnx_backend import OnnxBackend, OnnxDeviceError, OnnxLayout
 from worldflux.export import ExportError, export_artifact, export_graphs
+from worldflux.models.error_heads import ErrorHeads
 
 CARDS = load_cards()
 SHIPPED = [name for name in sorted(CARDS) if (CARDS[name].artifact_dir / "step.onnx").is_file()]
@@ -35,11 +37,16 @@ STEP_ATOL = 1e-4
 
 
 def random_model_sim(
-    spec: str, obs_shape: tuple[int, ...], action: spaces.Space
+    spec: str, obs_shape: tuple[int, ...], action: spaces.Space, **overrides: Any
 ) -> LearnedSimulator:
+    """A simulator of a randomly initialised model; its error heads (if any) count as fitted."""
     torch.manual_seed(0)
     dim = int(action.n) if isinstance(action, spaces.Discrete) else int(action.shape[0])
-    model = wf.create_world_model(spec, obs_shape=obs_shape, action_dim=dim)
+    model = wf.create_world_model(spec, obs_shape=obs_shape, action_dim=dim, **overrides)
+    for module in model.modules():
+        if isinstance(module, ErrorHeads):
+            module.fitted.fill_(True)
+            module.is_fitted = True
     rng = np.random.default_rng(0)
     if len(obs_shape) == 3:
         pool = rng.integers(0, 256, size=(70, *obs_shape), dtype=np.uint8)
@@ -118,21 +125,30 @@ def test_shipped_trajectories_agree_over_100_steps(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec, obs_shape, action",
+    "spec, obs_shape, action, overrides",
     [
-        ("dreamerv3:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
-        ("dreamerv3:tiny", (3, 16, 16), spaces.Discrete(4)),
-        ("planet", (5,), spaces.Box(-1, 1, (2,), np.float32)),
-        ("ensemble:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
-        ("tdmpc2:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
-        ("jepa:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32)),
+        ("dreamerv3:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32), {}),
+        ("dreamerv3:tiny", (3, 16, 16), spaces.Discrete(4), {}),
+        ("planet", (5,), spaces.Box(-1, 1, (2,), np.float32), {}),
+        ("ensemble:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32), {}),
+        ("ensemble:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32), {"error_heads": 2}),
+        ("tdmpc2:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32), {}),
+        ("jepa:tiny", (5,), spaces.Box(-1, 1, (2,), np.float32), {}),
     ],
-    ids=["dreamer-vector", "dreamer-image", "planet", "ensemble", "tdmpc2", "jepa"],
+    ids=[
+        "dreamer-vector",
+        "dreamer-image",
+        "planet",
+        "ensemble",
+        "ensemble-error-heads",
+        "tdmpc2",
+        "jepa",
+    ],
 )
 def test_families_export_and_match_torch(
-    spec: str, obs_shape: tuple[int, ...], action: spaces.Space
+    spec: str, obs_shape: tuple[int, ...], action: spaces.Space, overrides: dict[str, Any]
 ) -> None:
-    sim = random_model_sim(spec, obs_shape, action)
+    sim = random_model_sim(spec, obs_shape, action, **overrides)
     graphs = export_graphs(sim.torch_model(), sim.reset_states.start)
     assert OnnxLayout.from_json(json.loads(json.dumps(graphs.layout.to_json()))) == graphs.layout
     assert graphs.layout.uncertainty  # every built-in family has one

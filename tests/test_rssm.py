@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import worldflux as wf
 from worldflux.eval.fidelity import spearman
 from worldflux.models import DreamerV3Model, PlaNetModel
-from worldflux.models.rssm.heads import ErrorHeads
+from worldflux.models.error_heads import FIT_ROWS
 from worldflux.models.rssm.model import RSSMActionConditioner
 from worldflux.models.rssm.nets import TwoHot, symexp, symlog
 
@@ -223,29 +223,6 @@ def test_obs_initial_state_gives_encode_a_deterministic_path() -> None:
     assert init.component("dynamics_model").init.weight.grad.abs().sum() > 0  # trained by loss()
 
 
-def test_error_heads_estimate_the_expected_squared_error() -> None:
-    """Fitted to squared errors by their likelihood, each head's ``exp`` is their mean given the
-    state: two states whose predictions miss by RMS 0.1 and 1.0 get those errors back."""
-    torch.manual_seed(0)
-    head = ErrorHeads(heads=3, deter=8, hidden=32)
-    deter = torch.cat([torch.zeros(2048, 8), torch.ones(2048, 8)])
-    rms = torch.cat([torch.full((2048,), 0.1), torch.full((2048,), 1.0)])
-    sq_error = (rms * torch.randn(4096, generator=torch.Generator().manual_seed(1))) ** 2
-    assert not bool(head.fitted)
-    head.fit(deter, sq_error, 1500, torch.Generator().manual_seed(0))
-    assert bool(head.fitted)
-    torch.testing.assert_close(head.shift, torch.full((8,), 0.5))  # standardised inputs
-    with torch.no_grad():
-        predicted = torch.exp(0.5 * head(deter[[0, -1]]))  # [heads, 2]
-    torch.testing.assert_close(predicted, torch.tensor([[0.1, 1.0]] * 3), rtol=0.15, atol=0.0)
-    with pytest.raises(
-        wf.core.ContractError, match="expected finite squared errors >= 0, got 4096 of 4096"
-    ):
-        head.fit(deter, -sq_error, 1, torch.Generator())
-    with pytest.raises(wf.core.ContractError, match="expected deter \\[N, 8\\]"):
-        head.fit(deter[:, :4], sq_error, 1, torch.Generator())
-
-
 class _Episodes:
     """A batch provider over equal-length episodes ``obs [E, L + 1, *O]``, ``actions [E, L, A]``:
     each request draws episodes (from its seed, or a running stream) and returns their first
@@ -278,7 +255,7 @@ def test_fitting_the_error_heads_changes_nothing_else(shape: tuple[int, ...]) ->
     m = wf.create_world_model("dreamerv3:tiny", obs_shape=shape, action_dim=2, error_head_steps=5)
     data = _Episodes(_windows(shape, 8, 6), torch.rand(8, 6, 2) * 2 - 1)
     batch = data.get_batch(wf.BatchRequest(4, 9, seed=0))
-    deter, sq_error = m.fresh_step_errors(batch)
+    deter, sq_error = m.step_errors(batch)
     assert deter.shape == (4 * 6, 128) and sq_error.shape == (4 * 6,)  # padding left out
     m.loss(batch).loss.backward()
     heads = m.component("decoder").error_heads
@@ -289,12 +266,15 @@ def test_fitting_the_error_heads_changes_nothing_else(shape: tuple[int, ...]) ->
     heads.fit = lambda d, e, steps, g: fits.append((steps, len(e))) or fit(d, e, steps, g)
     metrics = m.fit_error_heads(data, seed=0)
     # error_head_steps=5 -> 5 steps on 24 x 5 transitions, rounded up to one request of 4,096
-    assert fits == [(5, m.ERROR_FIT_ROWS)]
+    assert fits == [(5, FIT_ROWS)]
     assert set(metrics) == {"error_heads/train_nll", "error_heads/train_rmse"}
     changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("decoder.error_heads.") for k in changed), changed
     assert bool(heads.fitted) and m.training
-    with pytest.raises(wf.core.ConfigError, match="expected a decoder with error heads"):
+    with pytest.raises(
+        wf.core.ConfigError,
+        match="DreamerV3Model.fit_error_heads: expected a model with error heads",
+    ):
         wf.create_world_model(
             "dreamerv3:tiny", obs_shape=shape, action_dim=2, error_heads=0
         ).fit_error_heads(data)

@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.batch_provider import BatchProviderV2, BatchRequest, Split
 from ...core.config import WorldModelConfig
 from ...core.errors import ConfigError, ContractError
 from ...core.latent import CategoricalLatent, GaussianLatent, StochasticLatentSpace
@@ -53,12 +52,10 @@ from ...core.payloads import (
 )
 from ...core.registry import WorldModelRegistry
 from ...core.state import State
+from ..error_heads import ErrorHeads, HasErrorHeads
 from ..loop_grads import deferred_weight_grads
-from .heads import DisagreementHeads, ErrorHeads
+from .heads import DisagreementHeads
 from .nets import ImageDecoder, ImageEncoder, LayerNormGRUCell, TwoHot, mlp, symexp, symlog
-
-#: base of the seeds of the windows that fit the error heads (apart from other fixed batches)
-_FIT_SEED = 1_000_000
 
 
 @dataclass
@@ -320,7 +317,7 @@ class RSSMDecoder(nn.Module):
         return torch.stack(parts).sum(0).sqrt() if parts else None
 
 
-class RSSMWorldModel(WorldModel):
+class RSSMWorldModel(HasErrorHeads, WorldModel):
     """Shared implementation of the RSSM families (see module docstring)."""
 
     config: RSSMConfig
@@ -488,13 +485,8 @@ class RSSMWorldModel(WorldModel):
         return ((value - target) ** 2).flatten(1).mean(-1)
 
     # -- the error heads, fitted after training -------------------------------------------------
-    #: the error heads are fitted on this many uniformly drawn training transitions per Adam
-    #: step of the fit (288k for 12k steps), in requests of ``ERROR_FIT_ROWS``, and scored on
-    #: ``ERROR_SCORE_TRANSITIONS`` validation transitions
-    ERROR_FIT_PER_STEP, ERROR_FIT_ROWS, ERROR_SCORE_TRANSITIONS = 24, 4096, 16_384
-
     @torch.no_grad()
-    def fresh_step_errors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def step_errors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """For every real step ``t`` of ``batch`` (N of them): the deterministic state after
         ``encode(obs[t]) -> transition(action[t], deterministic=True)``, ``deter [N, D]``, and
         the squared error of that state's observation prediction against ``obs[t+1]``,
@@ -508,81 +500,6 @@ class RSSMWorldModel(WorldModel):
         pred = self._decoder.obs(torch.cat([state["deter"], state["stoch"]], -1))
         return state["deter"], self._sq_error(pred, self._standardise(nxt))
 
-    def _fresh_errors(
-        self, data: BatchProviderV2, split: Split, transitions: int, seed: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`fresh_step_errors` of ``transitions`` (rounded up to ``ERROR_FIT_ROWS``)
-        seeded one-step requests of ``split``."""
-        pairs = [
-            self.fresh_step_errors(
-                data.get_batch(
-                    BatchRequest(
-                        self.ERROR_FIT_ROWS,
-                        1,
-                        split,
-                        str(self.device),
-                        seed=_FIT_SEED + seed * 65_536 + i,
-                    )
-                )
-            )
-            for i in range(-(-transitions // self.ERROR_FIT_ROWS))
-        ]
-        return torch.cat([d for d, _ in pairs]), torch.cat([e for _, e in pairs])
-
-    def fit_error_heads(
-        self,
-        data: BatchProviderV2,
-        *,
-        seed: int = 0,
-        validation: bool = False,
-        steps: int | None = None,
-    ) -> dict[str, float]:
-        """Fit the error heads (:class:`~worldflux.models.rssm.heads.ErrorHeads`) to this
-        model's one-step errors from fresh starts on ``ERROR_FIT_PER_STEP x steps`` training
-        transitions of ``data``, drawn uniformly (seeded): ``steps`` Adam steps (default
-        ``config.error_head_steps``). The rest of the model is unchanged. With ``validation``,
-        also score them on ``ERROR_SCORE_TRANSITIONS`` validation transitions.
-
-        Returns ``error_heads/train_nll`` (the fit's final NLL), ``error_heads/train_rmse``
-        (the RMS error they were fitted to) and, with ``validation``, ``error_heads/val_nll``
-        and ``error_heads/val_spearman`` (Spearman correlation of the expected with the
-        observed errors on the validation transitions)."""
-        heads = getattr(self._decoder, "error_heads", None)
-        if not isinstance(heads, ErrorHeads):
-            raise ConfigError(
-                f"fit_error_heads: expected a decoder with error heads (error_heads >= 1), got "
-                f"error_heads={self.config.error_heads} and decoder "
-                f"{type(self._decoder).__name__}."
-            )
-        steps = self.config.error_head_steps if steps is None else steps
-        training = self.training
-        self.eval()
-        try:
-            deter, sq_error = self._fresh_errors(
-                data, "train", self.ERROR_FIT_PER_STEP * steps, seed
-            )
-            generator = torch.Generator(device=deter.device).manual_seed(seed)
-            nll = heads.fit(deter, sq_error, steps, generator)
-            metrics = {
-                "error_heads/train_nll": nll,
-                "error_heads/train_rmse": float(sq_error.mean().sqrt()),
-            }
-            if validation:
-                from ...eval.fidelity import spearman
-
-                deter, sq_error = self._fresh_errors(
-                    data, "validation", self.ERROR_SCORE_TRANSITIONS, seed
-                )
-                with torch.no_grad():
-                    metrics["error_heads/val_nll"] = float(heads.nll(deter, sq_error).mean())
-                    expected = heads.expected(deter)
-                metrics["error_heads/val_spearman"] = spearman(
-                    expected.cpu().numpy(), sq_error.cpu().numpy()
-                )
-        finally:
-            self.train(training)
-        return metrics
-
     def upgrade_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Error heads saved when the loss trained them load as fitted heads on the raw state
         (:meth:`ErrorHeads.upgrade_weights`)."""
@@ -592,13 +509,9 @@ class RSSMWorldModel(WorldModel):
                 module.upgrade_weights(weights, f"{name}." if name else "")
         return weights
 
-    def after_training(
-        self, data: BatchProviderV2, *, seed: int, validation: bool
-    ) -> dict[str, float]:
-        """Fit the error heads, when the decoder has them (:meth:`fit_error_heads`)."""
-        if not isinstance(getattr(self._decoder, "error_heads", None), ErrorHeads):
-            return {}
-        return self.fit_error_heads(data, seed=seed, validation=validation)
+    def error_heads_module(self) -> ErrorHeads | None:
+        heads = getattr(self._decoder, "error_heads", None)
+        return heads if isinstance(heads, ErrorHeads) else None
 
     def loss(self, batch: Batch) -> LossOutput:
         self.check_batch(batch)
