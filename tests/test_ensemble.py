@@ -464,8 +464,9 @@ def test_uncertainty_is_higher_out_of_distribution_and_ranks_errors(
 
 
 def test_error_heads_fitted_after_training_learn_where_the_model_errs() -> None:
-    """With ``error_heads``, the Trainer fits them when training ends; the served uncertainty is
-    then their expected error, which ranks fresh one-step errors of the heteroscedastic walk
+    """With ``error_heads``, the Trainer fits them when training ends; the served uncertainty
+    then combines their expected error with the elites' disagreement, and ranks fresh one-step
+    errors of the heteroscedastic walk
     (30x larger noise on one half) where ``epistemic`` cannot. Until fitted it is
     ``epistemic``; refitting changes only the heads."""
     torch.manual_seed(0)
@@ -492,6 +493,14 @@ def test_error_heads_fitted_after_training_learn_where_the_model_errs() -> None:
     assert fit["error_heads/val_spearman"] > 0.2 and fit["error_heads/train_rmse"] > 0.1, fit
     out = step(model)
     assert out.uncertainty is not None
+    dyn = model.component("dynamics_model")  # served: sqrt(disagreement^2 + expected error)
+    torch.testing.assert_close(dyn.obs_std, model.component("observation_encoder").std)
+    with torch.no_grad():
+        feats = model._features(obs, act, None)
+        mean, _, _, epistemic, aleatoric = dyn.elite_predictions(feats)
+        expected = dyn.error_heads.expected(dyn.error_inputs(feats, mean, epistemic, aleatoric))
+        served = (expected + dyn.disagreement(mean) ** 2).sqrt()
+    torch.testing.assert_close(out.uncertainty, served)
     # fresh transitions of the same walk: the error is the noise the model cannot predict
     std = torch.where(obs[:, :1] < 0, 0.01, 0.3)
     drift = torch.cat([0.1 * act, -0.05 * obs[:, :1]], 1)

@@ -26,10 +26,15 @@ logit. Only the ``elites`` members (default 5) with the lowest holdout loss are 
   observation's dimensions, in dataset stds) from the transition's normalised input, the
   elites' mean prediction and the logs of ``epistemic`` and ``aleatoric``; fitted after
   training, on the frozen model (:meth:`EnsembleModel.fit_error_heads`, which the Trainer runs
-  when training ends). The state then carries ``uncertainty``: the root of the largest of the K
-  estimates (an RMS error in dataset stds), or ``epistemic`` until they are fitted; it is
-  ``decode(...).uncertainty``. On Walker2d it ranks one-step errors under random actions far
-  better than the spreads do (Spearman 0.67 against 0.40; ``benchmarks/uncertainty_ranking.py``).
+  when training ends). The state then carries ``uncertainty`` (``decode(...).uncertainty``):
+  ``sqrt(disagreement^2 + e)``, with ``e`` the largest of the K estimates and ``disagreement``
+  the elites' spread in the same units (the largest RMS, over the observation's dimensions in
+  dataset stds, of an elite's predicted change minus the elites' mean), as the RSSM families
+  combine theirs; ``epistemic`` until the heads are fitted. The heads rank one-step errors,
+  also under random actions on Walker2d (Spearman 0.67 against 0.40 for ``epistemic``;
+  ``benchmarks/uncertainty_ranking.py``); the disagreement keeps the estimate growing where
+  the members part, off the data, where the heads alone extrapolate low (a reward penalty on
+  the heads alone let PPO exploit the Walker2d dream; README, "The demo").
 * Forward: all members in one ``torch.baddbmm`` per layer (:mod:`.nets`). With
   ``partitioned=True`` a stochastic ``transition`` runs each elite only on the rows that sampled
   it (about ``elites`` times fewer FLOPs at large batches, see ``benchmarks/ensemble_forward.py``);
@@ -389,7 +394,8 @@ class EnsembleDynamics(nn.Module):
     Buffers: ``target_mean`` / ``target_std`` ``[K]`` (obs change and reward), ``elite_idx``
     ``[elites]`` (ascending member indices), ``holdout_loss`` ``[N]`` (the last validation loss
     of each member; inf before any). With ``error_heads``, ``self.error_heads`` (see the module
-    docstring; inputs from :meth:`error_inputs`).
+    docstring; inputs from :meth:`error_inputs`) and the buffer ``obs_std`` ``[D]`` (the
+    dataset's observation std, the units of the served uncertainty).
     """
 
     target_mean: torch.Tensor
@@ -428,6 +434,8 @@ class EnsembleDynamics(nn.Module):
             if config.error_heads
             else None
         )
+        if config.error_heads:
+            self.register_buffer("obs_std", torch.ones(config.obs_dim))
 
     # -- members ------------------------------------------------------------------------------------
     def heads(
@@ -466,6 +474,14 @@ class EnsembleDynamics(nn.Module):
         spreads = torch.stack([epistemic, aleatoric], -1).clamp(min=1e-6).log()
         return torch.cat([features.float(), mean.mean(0), spreads], -1)
 
+    def disagreement(self, mean: torch.Tensor) -> torch.Tensor:
+        """The elites' spread in the error heads' units, from their normalised means
+        ``[E, B, K]``: the largest RMS over the observation's dimensions, in dataset stds, of an
+        elite's predicted change minus the elites' mean, ``[B]``."""
+        d = self.config.obs_dim
+        change = mean[..., :d] * (self.target_std[:d] / self.obs_std)
+        return (change - change.mean(0)).pow(2).mean(-1).sqrt().amax(0)
+
     def normalise_target(self, delta: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
         """``delta [..., D]``, ``reward [...]`` -> normalised targets ``[..., K]``."""
         y = torch.cat([delta.float(), reward.float()[..., None]], -1)
@@ -481,6 +497,8 @@ class EnsembleDynamics(nn.Module):
         std = torch.cat([_stat(stats, "delta_std", d), _stat(stats, "reward_std", None)[None]])
         self.target_mean.copy_(mean)
         self.target_std.copy_(std.clamp(min=MIN_STD))
+        if self.config.error_heads:
+            self.obs_std.copy_(_stat(stats, "obs_std", d).clamp(min=MIN_STD))
 
     def select_elites(self, losses: torch.Tensor) -> None:
         """Keep the ``elites`` members with the lowest ``losses [N]`` (holdout losses)."""
@@ -517,8 +535,11 @@ class EnsembleDynamics(nn.Module):
             mean, logvar, logit, epistemic, aleatoric = self.elite_predictions(features)
             if self.error_heads is not None:
                 uncertainty = (
-                    self.error_heads.expected(
-                        self.error_inputs(features, mean, epistemic, aleatoric)
+                    (
+                        self.error_heads.expected(
+                            self.error_inputs(features, mean, epistemic, aleatoric)
+                        )
+                        + self.disagreement(mean) ** 2
                     ).sqrt()
                     if self.error_heads.is_fitted
                     else epistemic
