@@ -402,6 +402,7 @@ class EnsembleDynamics(nn.Module):
     target_std: torch.Tensor
     elite_idx: torch.Tensor
     holdout_loss: torch.Tensor
+    obs_std: torch.Tensor  # with error heads only
 
     def __init__(self, config: EnsembleConfig) -> None:
         super().__init__()
