@@ -463,7 +463,7 @@ def test_uncertainty_is_higher_out_of_distribution_and_ranks_errors(
     assert rho > 0.25, rho
 
 
-def test_error_heads_fitted_after_training_learn_where_the_model_errs() -> None:
+def test_error_heads_fitted_after_training_learn_where_the_model_errs(tmp_path: Path) -> None:
     """With ``error_heads``, the Trainer fits them when training ends; the served uncertainty
     then combines their expected error with the elites' disagreement, and ranks fresh one-step
     errors of the heteroscedastic walk
@@ -529,6 +529,11 @@ def test_error_heads_fitted_after_training_learn_where_the_model_errs() -> None:
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, weights[k])}
     assert changed and all(k.startswith("dynamics_model.error_heads.") for k in changed)
     torch.testing.assert_close(step(model).obs, out.obs)  # the predictions are unchanged
+    model.save_pretrained(tmp_path / "ens")
+    loaded = wf.create_world_model(str(tmp_path / "ens"))
+    assert isinstance(loaded, EnsembleModel)
+    loaded.eval()
+    assert torch.equal(step(loaded).uncertainty, step(model).uncertainty)  # fitted heads load
 
 
 def test_elites_are_the_members_with_the_lowest_holdout_loss(

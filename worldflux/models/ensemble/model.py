@@ -7,7 +7,8 @@ logit. Only the ``elites`` members (default 5) with the lowest holdout loss are 
 * State ``{"obs": [B, D], "reward": [B], "continue": [B], "epistemic": [B], "aleatoric": [B]}``:
   the observation itself, plus what was predicted for the transition *into* it, so ``decode``
   after ``transition`` gives the reward for the action taken. ``partitioned=True`` drops the two
-  uncertainty keys (see below).
+  uncertainty keys (see below); with ``error_heads`` the state also carries ``uncertainty``
+  ``[B]``.
 * ``encode(obs)`` is the observation (reward 0, continue 1, uncertainty 0); ``update(state,
   action, obs)`` is the observed ``obs`` with the model's expected reward, continue probability
   and uncertainty for that transition.
@@ -215,8 +216,9 @@ class EnsembleConfig(WorldModelConfig):
             given the rolled state (a multi-step loss, for rollouts that stay on the data
             longer).
         error_heads: K error heads (two hidden layers of ``hidden // 2``; 0: none, the
-            default) whose expected error, once fitted after training, is the served
-            uncertainty (see the module docstring). Needs ``partitioned=False``.
+            default) whose expected error, once fitted after training, is combined with the
+            elites' disagreement into the served uncertainty (see the module docstring). Needs
+            ``partitioned=False``.
         error_head_steps: Adam steps of their fit (each head on 512 rows per step, drawn from
             ``24 x error_head_steps`` uniformly drawn training transitions).
 
