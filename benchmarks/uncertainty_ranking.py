@@ -11,8 +11,10 @@ error is the deterministic one-step prediction's RMSE in units of each dimension
 (as the shifted-policy report computes it). Candidates, each ranked against that error by
 Spearman correlation:
 
+* what the dream serves as ``uncertainty``: the error heads' expected error for models with
+  error heads (the shipped artifact since 2026-12-04), else ``epistemic``;
 * the ensemble's own estimates: ``epistemic`` (the largest distance of an elite's mean from the
-  elites' mean, in normalised target units; what the dream serves as ``uncertainty``) and
+  elites' mean, in normalised target units) and
   ``aleatoric`` (the mean norm of the elites' predicted std);
 * the same two in the error's units (observation dimensions only, each in dataset stds), and
   their sum as the mixture's total predictive std (variance of the elites' means plus their
@@ -101,7 +103,8 @@ def measure(
     out: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(obs), CHUNK):
         o, a, o2 = obs[i : i + CHUNK], act[i : i + CHUNK], nxt[i : i + CHUNK]
-        pred = model.decode(model.transition(model.encode(o), a, deterministic=True)).obs
+        served = model.decode(model.transition(model.encode(o), a, deterministic=True))
+        pred = served.obs
         feats = model._features(o, a, None)
         x = feats.unsqueeze(0).expand(dyn.config.elites, len(o), feats.shape[1])
         mean, logvar, _ = dyn.heads(x, dyn.elite_idx)
@@ -109,6 +112,7 @@ def measure(
         sd = (0.5 * logvar[..., :d]).exp() * to_error_units
         rows = {
             "error": ((pred - o2) / obs_std).pow(2).mean(-1).sqrt(),
+            "uncertainty (served)": served.uncertainty,
             "epistemic": (mean - mean.mean(0)).norm(dim=-1).amax(0),
             "aleatoric": (0.5 * logvar).exp().norm(dim=-1).mean(0),
             "epistemic (error units)": (mu - mu.mean(0)).norm(dim=-1).amax(0) / d**0.5,
