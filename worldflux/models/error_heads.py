@@ -46,7 +46,7 @@ class ErrorHeads(nn.Module):
     where the world model is wrong, also on the data. Independently initialised, the heads agree
     where they were fitted and not elsewhere; the largest of their estimates is the expected
     error (:meth:`expected`), so it also grows away from the data. ``fitted`` (a saved bool)
-    says whether :meth:`fit` has run; the decoder leaves unfitted heads out of its uncertainty.
+    says whether :meth:`fit` has run; the models leave unfitted heads out of their uncertainty.
     """
 
     #: each log-error is kept in ``[LOG_MIN, LOG_MAX]`` (an RMS error of about 3e-4 to 55)
