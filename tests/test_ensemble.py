@@ -487,8 +487,14 @@ def test_error_heads_fitted_after_training_learn_where_the_model_errs(tmp_path: 
     cfg = TrainerConfig(
         steps=1500, batch_size=256, seq_len=1, lr=3e-3, eval_every=0, checkpoint_every=0, seed=0
     )
+    heads = model.component("dynamics_model").error_heads
+    fits: list[int] = []  # Adam steps of each fit
+    fit_heads = heads.fit
+    heads.fit = lambda x, e, steps, g: fits.append(steps) or fit_heads(x, e, steps, g)
     result = Trainer(model, data, cfg, progress=False).fit()
     model.eval()
+    assert fits == [500]  # once, for the tiny preset's error_head_steps
+    del heads.fit
     fit = result["after_training"]  # validation: mostly near obs[0] = 0, where noise flips
     assert fit["error_heads/val_spearman"] > 0.2 and fit["error_heads/train_rmse"] > 0.1, fit
     out = step(model)

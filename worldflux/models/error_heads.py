@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -221,22 +222,22 @@ def fit_error_heads(
     return metrics
 
 
-class HasErrorHeads:
+class HasErrorHeads(ABC):
     """Mixin (before :class:`~worldflux.core.model.WorldModel` in the bases) for families with
     error heads: :meth:`fit_error_heads`, run by the ``after_training`` hook. The family
-    defines :meth:`error_heads_module` and :meth:`step_errors`; its config has
-    ``error_heads`` and ``error_head_steps``."""
+    implements the two abstract methods; its config has ``error_heads`` and
+    ``error_head_steps``."""
 
     config: Any
 
+    @abstractmethod
     def error_heads_module(self) -> ErrorHeads | None:
         """The model's error heads, or None when it has none."""
-        raise NotImplementedError
 
+    @abstractmethod
     def step_errors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """For every real one-step transition of ``batch`` (N of them): what the error heads
         read, ``x [N, F]``, and the squared error they estimate, ``[N]``."""
-        raise NotImplementedError
 
     def fit_error_heads(
         self,

@@ -857,8 +857,7 @@ class EnsembleModel(HasErrorHeads, WorldModel):
         features = self._features(obs, batch.actions[valid], None)
         mean, _, _, epistemic, aleatoric = dyn.elite_predictions(features)
         pred = obs + dyn.denormalise_target(mean.mean(0))[:, :-1]
-        std = self.component("observation_encoder").std
-        sq_error = ((pred - nxt) / std).pow(2).mean(-1)
+        sq_error = ((pred - nxt) / dyn.obs_std).pow(2).mean(-1)
         return dyn.error_inputs(features, mean, epistemic, aleatoric), sq_error
 
     def after_evaluation(self, metrics: Mapping[str, float]) -> None:
